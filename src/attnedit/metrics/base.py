@@ -1,0 +1,94 @@
+"""The metric interface every scorer plugs into.
+
+A metric compares a batch of edited images with a batch of reference images (float
+NCHW in [0, 1]) and returns *per-image* values; the runner stores them one row per
+case and tables aggregate later. The torchmetrics-style ``update``/``compute`` pair is
+offered on top for users who want a running mean.
+
+Metrics may need more than the two images (a mask, a text pair): the runner passes a
+``context`` dict of per-batch fields and each metric takes what it declares in
+``needs``. A metric may return several columns (e.g. a value and a per-row flag).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from attnedit.errors import DataError
+
+PRETRAINED = "pretrained"
+
+
+class PairMetric(abc.ABC):
+    """Per-image comparison of edited vs reference images.
+
+    Subclasses set ``name`` (the main column), ``higher_is_better`` and implement
+    :meth:`score`. ``weights`` says which backbone weights produced the numbers:
+    ``"pretrained"`` or a string starting with ``"random"`` (test-only backbones).
+    """
+
+    name: str = ""
+    higher_is_better: ClassVar[bool | None] = None
+    needs: ClassVar[tuple[str, ...]] = ()
+    weights: str = "none"  # metrics without learned weights (ssim, psnr, mse)
+
+    def __init__(self) -> None:
+        self._values: list[Tensor] = []
+
+    @abc.abstractmethod
+    def score(self, edited: Tensor, reference: Tensor, **context) -> dict[str, Tensor]:
+        """Return ``{column: tensor of shape [N]}``; ``self.name`` must be one column."""
+
+    @property
+    def uses_random_weights(self) -> bool:
+        return self.weights.startswith("random")
+
+    def __call__(self, edited: Tensor, reference: Tensor, **context) -> dict[str, Tensor]:
+        check_image_pair(edited, reference, self.name)
+        missing = [k for k in self.needs if context.get(k) is None]
+        if missing:
+            raise DataError(
+                f"metric '{self.name}' needs {missing} for every case, but the dataset/method "
+                f"did not provide them; choose a dataset that supplies them or drop the metric."
+            )
+        out = self.score(edited, reference, **{k: context[k] for k in self.needs})
+        if self.name not in out:
+            raise RuntimeError(f"metric '{self.name}' returned columns {list(out)} without its own name")
+        return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in out.items()}
+
+    # torchmetrics-style running aggregate -------------------------------------------
+    def update(self, edited: Tensor, reference: Tensor, **context) -> None:
+        self._values.append(self(edited, reference, **context)[self.name].double())
+
+    def compute(self) -> Tensor:
+        if not self._values:
+            raise RuntimeError(f"metric '{self.name}': compute() called before update()")
+        values = torch.cat(self._values)
+        return values[~values.isnan()].mean()
+
+    def reset(self) -> None:
+        self._values = []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, weights={self.weights!r})"
+
+
+def check_image_pair(edited: Tensor, reference: Tensor, metric: str) -> None:
+    """Shapes must agree and values must be finite images in [0, 1]."""
+    if edited.ndim != 4 or edited.shape != reference.shape:
+        raise DataError(
+            f"metric '{metric}': edited {tuple(edited.shape)} and reference {tuple(reference.shape)} "
+            "must both be NCHW of the same shape; resize the edited images to the source size first."
+        )
+    for label, x in (("edited", edited), ("reference", reference)):
+        if not torch.isfinite(x).all():
+            raise DataError(f"metric '{metric}': the {label} images contain NaN or inf values.")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise DataError(
+                f"metric '{metric}': {label} images must be floats in [0, 1], got range [{lo:.3f}, {hi:.3f}]."
+            )

@@ -1,0 +1,46 @@
+"""Registry of named metrics, so a metric list can be given by names on the command line."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from attnedit.errors import ConfigError
+from attnedit.metrics.base import PairMetric
+
+_REGISTRY: dict[str, Callable[..., PairMetric]] = {}
+
+
+def register_metric(name: str):
+    """Decorator: ``@register_metric("psnr")`` on a PairMetric class or factory."""
+
+    def wrap(factory):
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"metric name '{name}' registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def available_metrics() -> list[str]:
+    _import_builtin()
+    return sorted(_REGISTRY)
+
+
+def build_metric(name: str, **kwargs) -> PairMetric:
+    _import_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown metric '{name}'; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**kwargs)
+
+
+def _import_builtin() -> None:
+    # Importing the modules runs their @register_metric decorators.
+    import importlib
+
+    for module in ("fidelity", "identity", "clip", "piebench"):
+        try:
+            importlib.import_module(f"attnedit.metrics.{module}")
+        except ModuleNotFoundError as err:  # a module not written yet is simply absent
+            if err.name != f"attnedit.metrics.{module}":
+                raise
