@@ -1,0 +1,70 @@
+"""Shared rules for metric backbones: real pretrained weights by default, a clear error
+when they are missing offline, and seeded random weights only when asked for (tests).
+
+Every metric with a learned backbone takes ``weights="pretrained"`` (default) or
+``weights="random"`` plus ``seed``; it sets its ``weights`` attribute to
+``"pretrained"`` or ``"random(seed=<n>)"`` so the runner can mark rows and tables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attnedit.errors import ConfigError, WeightsNotFoundError
+
+WEIGHT_MODES = ("pretrained", "random")
+
+
+def check_weights_mode(weights: str, metric: str) -> str:
+    if weights not in WEIGHT_MODES:
+        raise ConfigError(
+            f"metric '{metric}': weights={weights!r} is not one of {WEIGHT_MODES}; "
+            "use 'pretrained' (default) or 'random' (test-only, marked in every row and table)."
+        )
+    return weights
+
+
+def weights_label(weights: str, seed: int) -> str:
+    return "pretrained" if weights == "pretrained" else f"random(seed={seed})"
+
+
+def randomize_(module: nn.Module, seed: int) -> nn.Module:
+    """Re-initialize every parameter and buffer-free layer of ``module`` from ``seed``.
+
+    Uses each layer's own ``reset_parameters`` where it has one, under a forked RNG so
+    the global torch RNG is untouched, then puts the module in eval mode.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            if hasattr(layer, "reset_parameters") and callable(layer.reset_parameters):
+                layer.reset_parameters()
+    return module.eval()
+
+
+def torch_hub_checkpoints() -> Path:
+    """Where torch.hub / torchvision / facenet-pytorch cache downloaded checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hf_hub_cache() -> Path:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(HF_HUB_CACHE)
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def missing_weights(what: str, file: str, looked_in: Path | str, how: str) -> WeightsNotFoundError:
+    """The one error a metric raises when its weights cannot be had."""
+    return WeightsNotFoundError(
+        f"{what}: pretrained weights '{file}' were not found in {looked_in} and could not be "
+        f"downloaded (offline or no network). {how} "
+        "Tests may pass weights=random instead; rows scored that way are marked as random-backbone."
+    )
