@@ -1,0 +1,122 @@
+"""Console entry points: attnedit-run, attnedit-directions, attnedit-tables, attnedit-evaluate."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from attnedit.errors import AttneditError
+
+
+def conf_dir() -> str:
+    """The repository's conf/ (or $ATTNEDIT_CONF_DIR): configs are edited by users, not shipped."""
+    env = os.environ.get("ATTNEDIT_CONF_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").exists():
+        sys.exit(f"attnedit: no config.yaml in {path}; install attnedit editable from its checkout "
+                 "(pip install -e .) or set ATTNEDIT_CONF_DIR to its conf/ folder")
+    return str(path)
+
+
+def _fail(err: Exception) -> None:
+    print(f"attnedit: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _multirun_group(cfg: DictConfig) -> None:
+    """Jobs of one multirun share a W&B group: the sweep folder's name, unless set."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if cfg.get("group") is None and HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            with open_dict(cfg):
+                cfg.group = f"{cfg.name}/{Path(hc.sweep.dir).name}"
+
+
+def _run(cfg: DictConfig) -> None:
+    from attnedit.runner import Runner
+
+    _multirun_group(cfg)
+    try:
+        runner = Runner(cfg)
+        if getattr(runner.backend, "random_weights", False):
+            print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
+                  "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
+        run_dir = runner.run().resolve()
+    except AttneditError as err:
+        _fail(err)
+    tables = run_dir / "tables" / "tables.md"
+    print(tables.read_text() if tables.exists() else "")
+    figures = sorted((run_dir / "figures").glob("*.png"))
+    print(f"tables: {tables.parent}")
+    for figure in figures:
+        print(f"figure: {figure}")
+    print(f"run dir: {run_dir}")
+
+
+def run() -> None:
+    hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(_run)()
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def directions(argv: list[str] | None = None) -> None:
+    """attnedit-directions [model=<name>] [model.path=<id or dir>] [layers=all] out=<file.safetensors>"""
+    from hydra.utils import instantiate
+
+    from attnedit.methods.directions import compute_directions, select_layers, write_directions
+
+    try:
+        cfg = compose("directions", list(sys.argv[1:] if argv is None else argv))
+        if OmegaConf.is_missing(cfg, "out"):
+            raise AttneditError("give the output file: out=<path>.safetensors")
+        backend = instantiate(cfg.model)
+        layers = select_layers(backend.self_attention_layers(), OmegaConf.to_object(cfg.layers))
+        found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
+        path = write_directions(cfg.out, found)
+    except AttneditError as err:
+        _fail(err)
+    print(f"model: {backend.name} ({backend.path}), weights {backend.describe()['weight_sha256_16']}")
+    for name, d in found.items():
+        share = d.share_of_trace(cfg.top)
+        tops = ", ".join(f"{v:.4g} ({s:.1%})" for v, s in zip(d.eigenvalues[: cfg.top], share))
+        print(f"{name}: dim {len(d.eigenvalues)}, top eigenvalues (share of trace): {tops}; "
+              f"top {cfg.top} hold {share.sum():.1%}")
+    print(f"directions: {Path(path).resolve()}")
+
+
+def tables(argv: list[str] | None = None) -> None:
+    """attnedit-tables <run dir> [<run dir> ...]: write Markdown, CSV, LaTeX; print Markdown."""
+    from attnedit.tables import write_tables
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.exit("usage: attnedit-tables <run dir> [<run dir> ...]")
+    try:
+        for run_dir in args:
+            if not (Path(run_dir) / "manifest.json").exists():
+                raise AttneditError(f"{run_dir} is not a run directory (no manifest.json); "
+                                    "give the path printed as 'run dir:' by attnedit-run")
+            write_tables(run_dir)
+            print((Path(run_dir) / "tables" / "tables.md").read_text())
+            print(f"tables: {(Path(run_dir) / 'tables').resolve()}")
+    except AttneditError as err:
+        _fail(err)
+
+
+def evaluate(argv: list[str] | None = None) -> None:
+    """attnedit-evaluate: score a folder of edited PIE-Bench images (see attnedit.evaluate)."""
+    from attnedit.evaluate import main
+
+    main(argv)

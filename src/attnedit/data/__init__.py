@@ -1,0 +1,1 @@
+"""Datasets: generated samples from seeds, real image folders, PIE-Bench."""

@@ -1,0 +1,1 @@
+"""Editing methods: direction discovery and attention controls."""

@@ -1,0 +1,130 @@
+"""Add alpha * n to the input features of self-attention layers inside a timestep window.
+
+Shared by every direction-based method (SAD, h-space PCA, random directions), so that
+methods differ only in *which* directions they inject. Installed with module hooks by a
+context manager that always removes them.
+
+Where Z is (``position``):
+- ``after_norm``: the normalized features that feed to_q/to_k/to_v (the output of the
+  layer's GroupNorm); the residual branch is untouched.
+- ``before_norm``: the layer's input hidden states (so the residual carries n too).
+How alpha is scaled (``alpha_scale``):
+- ``unit``: delta = alpha * n.
+- ``token_norm``: delta = alpha * mean_l ||Z_l|| * n, the mean token norm of Z at that step
+  and for that sample, so alpha is a fraction of the typical feature size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from attnedit.errors import ConfigError
+
+POSITIONS = ("after_norm", "before_norm")
+ALPHA_SCALES = ("unit", "token_norm")
+
+
+def check_injection_options(position: str, alpha_scale: str, window) -> None:
+    if position not in POSITIONS:
+        raise ConfigError(f"position={position!r} is not one of {POSITIONS}")
+    if alpha_scale not in ALPHA_SCALES:
+        raise ConfigError(f"alpha_scale={alpha_scale!r} is not one of {ALPHA_SCALES}")
+    lo, hi = window
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ConfigError(f"window={list(window)} must satisfy 0 <= lo < hi <= 1 (fractions of T)")
+
+
+@dataclass
+class InjectionState:
+    """What the hooks saw: the current timestep and, per layer, the timesteps edited."""
+
+    timestep: int | None = None
+    applied: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _delta(z: Tensor, directions: Tensor, alphas: Tensor, alpha_scale: str) -> Tensor:
+    """(B, C) offsets for features z of shape (B, C, ...)."""
+    scale = alphas.to(z.device, torch.float32)
+    if alpha_scale == "token_norm":
+        scale = scale * z.float().flatten(2).norm(dim=1).mean(dim=1)
+    return (scale[:, None] * directions.to(z.device, torch.float32)).to(z.dtype)
+
+
+@contextlib.contextmanager
+def inject_directions(
+    unet: nn.Module,
+    layers: dict[str, nn.Module],
+    directions: dict[str, Tensor],
+    alphas: Tensor,
+    *,
+    num_train_timesteps: int,
+    window: tuple[float, float] = (0.5, 0.8),
+    position: str = "after_norm",
+    alpha_scale: str = "token_norm",
+) -> Iterator[InjectionState]:
+    """Edit element i of every batch with ``alphas[i] * directions[layer][i]``.
+
+    ``directions[layer]`` has shape (B, C_layer) with unit rows; the edit applies only
+    while ``window[0] * T < t < window[1] * T``.
+    """
+    check_injection_options(position, alpha_scale, window)
+    lo, hi = window[0] * num_train_timesteps, window[1] * num_train_timesteps
+    state = InjectionState()
+    handles = []
+
+    def record_timestep(module, args, kwargs):
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        state.timestep = int(t.flatten()[0]) if torch.is_tensor(t) else int(t)
+
+    def active() -> bool:
+        return state.timestep is not None and lo < state.timestep < hi
+
+    def check_batch(name: str, z: Tensor) -> None:
+        if z.shape[0] != len(alphas):
+            raise ConfigError(f"layer {name}: batch of {z.shape[0]} features but {len(alphas)} edits")
+
+    def after_norm_hook(name):
+        def hook(module, inputs, output):
+            if not active():
+                return output
+            check_batch(name, output)
+            state.applied[name].append(state.timestep)
+            delta = _delta(output, directions[name], alphas, alpha_scale)
+            return output + delta.view(*delta.shape, *([1] * (output.ndim - 2)))
+
+        return hook
+
+    def before_norm_hook(name):
+        def hook(module, args, kwargs):
+            if not active():
+                return None
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            check_batch(name, hidden)
+            state.applied[name].append(state.timestep)
+            delta = _delta(hidden, directions[name], alphas, alpha_scale)
+            hidden = hidden + delta.view(*delta.shape, *([1] * (hidden.ndim - 2)))
+            if "hidden_states" in kwargs:
+                return args, {**kwargs, "hidden_states": hidden}
+            return (hidden, *args[1:]), kwargs
+
+        return hook
+
+    try:
+        handles.append(unet.register_forward_pre_hook(record_timestep, with_kwargs=True))
+        for name, attn in layers.items():
+            if position == "after_norm":
+                if getattr(attn, "group_norm", None) is None:
+                    raise ConfigError(f"layer {name} has no GroupNorm; use position=before_norm")
+                handles.append(attn.group_norm.register_forward_hook(after_norm_hook(name)))
+            else:
+                handles.append(attn.register_forward_pre_hook(before_norm_hook(name), with_kwargs=True))
+        yield state
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,55 @@
+"""Figures: the alpha-sweep grid of one sample (rows directions, columns alpha, the
+unedited sample in the middle column), as in the SAD paper's Figure 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+import matplotlib.pyplot as plt
+import pandas as pd
+from PIL import Image
+
+
+def alpha_sweep_figure(frame: pd.DataFrame, run_dir: Path, out_dir: Path, cell: float = 1.4) -> Path | None:
+    """One PNG per sample from its rows; returns its path (None if the rows hold no images)."""
+    if frame.empty or "image_path" not in frame:
+        return None
+    sample_id = str(frame.sample_id.iloc[0])
+    reference = run_dir / str(frame.reference_path.iloc[0])
+    alphas = sorted(a for a in frame.alpha.unique() if a != 0)
+    negatives = [a for a in alphas if a < 0]
+    columns: list[float | None] = [*negatives, None, *[a for a in alphas if a > 0]]  # None = unedited
+    directions = (
+        frame[["direction", "label"]].drop_duplicates("direction").sort_values("direction").itertuples(index=False)
+    )
+    directions = list(directions)
+    fig, axes = plt.subplots(
+        len(directions), len(columns), figsize=(cell * len(columns), cell * len(directions) + 0.4), squeeze=False
+    )
+    for r, (direction, label) in enumerate(directions):
+        rows = frame[frame.direction == direction]
+        for c, alpha in enumerate(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if alpha is None:
+                path = reference
+            else:
+                match = rows[rows.alpha == alpha]
+                path = run_dir / str(match.image_path.iloc[0]) if len(match) else None
+            if path is not None and path.exists():
+                ax.imshow(Image.open(path))
+            if r == 0:
+                ax.set_title("unedited" if alpha is None else f"α={alpha:+g}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{direction}: {label}", fontsize=8)
+    fig.suptitle(f"{sample_id}: alpha sweep", fontsize=9)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"alpha_sweep_{sample_id.replace('/', '_')}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

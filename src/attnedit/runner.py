@@ -1,0 +1,245 @@
+"""The experiment loop: enumerate cases -> edit -> score -> store. The only place that
+ties a backend, a method, a dataset and metrics together."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm.auto import tqdm
+
+from attnedit.data.base import Sample
+from attnedit.errors import ConfigError, NonFiniteOutputError
+from attnedit.manifest import build_manifest
+from attnedit.metrics.base import PairMetric
+from attnedit.signature import config_signature, resolved_container
+from attnedit.store import RunStore
+from attnedit.tracking import build_logger
+
+log = logging.getLogger(__name__)
+
+
+def case_id(sample_id: str, method: str, edit: dict[str, Any]) -> str:
+    """Readable and unique per (sample, edit parameters)."""
+    params = ",".join(f"{k}={edit[k]}" for k in sorted(edit) if k not in ("label", "source_text", "target_text"))
+    return f"{sample_id}|{method}|{params}"
+
+
+def build_metrics(cfg_metrics: DictConfig | None) -> list[PairMetric]:
+    metrics = [instantiate(node) for node in (cfg_metrics or {}).values()]
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two metrics share a column name: {names}")
+    return metrics
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.runs_dir) / str(cfg.name) / config_signature(cfg)
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().numpy())
+    Image.fromarray(array).save(path)
+
+
+def _context(metrics, cases, samples, references) -> dict[str, Any]:
+    """Per-case fields the metrics declared in ``needs``: edit params first, then sample fields."""
+    context: dict[str, Any] = {}
+    for key in {k for m in metrics for k in m.needs}:
+        values = []
+        for (_, edit), sample in zip(cases, samples):
+            if key in edit:
+                values.append(edit[key])
+            elif key == "source_image":
+                values.append(sample.image)
+            else:
+                values.append(sample.fields.get(key))
+        if any(v is None for v in values):
+            context[key] = None
+        elif all(torch.is_tensor(v) for v in values):
+            context[key] = torch.stack(values)
+        else:
+            context[key] = values
+    return context
+
+
+class Runner:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.config = resolved_container(cfg)
+        self.signature = config_signature(cfg)
+        self.run_dir = run_dir_for(cfg)
+        self.store = RunStore(self.run_dir)
+        torch.manual_seed(int(cfg.get("seed", 0)))
+        self.backend = instantiate(cfg.model)
+        self.method = instantiate(cfg.method)
+        self.dataset = instantiate(cfg.dataset)
+        self.metrics = build_metrics(cfg.get("metrics"))
+        self.logger = build_logger(cfg.get("logger"))
+        self.batch_size = int(cfg.get("batch_size", 8))
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    # -- enumeration -------------------------------------------------------------------
+    def sample_ids(self) -> list[str]:
+        ids = self.dataset.sample_ids()
+        shard = self.cfg.get("shard") or {}
+        index, count = int(shard.get("index", 0)), int(shard.get("count", 1))
+        if not 0 <= index < count:
+            raise ConfigError(f"shard.index={index} must be in [0, shard.count={count})")
+        return ids[index::count]
+
+    def cases(self) -> list[tuple[str, dict[str, Any]]]:
+        edits = self.method.edits()
+        return [(sid, edit) for sid in self.sample_ids() for edit in edits]
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> Path:
+        self.method.setup(self.backend, cache_dir=str(self.cfg.paths.cache_dir))
+        weights = {m.name: m.weights for m in self.metrics}
+        random_backbone = any(m.uses_random_weights for m in self.metrics)
+        manifest = build_manifest(
+            self.config,
+            self.signature,
+            model=self.backend.describe(),
+            method=self.method.describe(),
+            dataset=self.dataset.describe(),
+            metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
+        )
+        self.store.write_json("manifest.json", manifest)
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
+
+        all_cases = self.cases()
+        done = self.store.done_case_ids()
+        method_name = self.method.name
+        pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
+        remaining_per_sample: dict[str, int] = {}
+        for sid, _ in pending:
+            remaining_per_sample[sid] = remaining_per_sample.get(sid, 0) + 1
+        if done:
+            print(f"resuming {self.run_dir}: {len(all_cases) - len(pending)} of {len(all_cases)} cases already done")
+
+        samples: OrderedDict[str, Sample] = OrderedDict()
+        references: dict[str, torch.Tensor] = {}
+        bar = tqdm(total=len(all_cases), initial=len(all_cases) - len(pending), desc=f"{self.cfg.name}", unit="case",
+                   disable=not self.cfg.get("progress", True))
+        for start in range(0, len(pending), self.batch_size):
+            batch = pending[start : start + self.batch_size]
+            for sid, _ in batch:
+                if sid not in samples:
+                    samples[sid] = self.dataset.load(sid)
+            batch_samples = [samples[sid] for sid, _ in batch]
+            missing = [s for s in dict.fromkeys(s.id for s in batch_samples) if s not in references]
+            if missing:
+                refs = self.backend.reference([samples[s] for s in missing])
+                for sid, ref in zip(missing, refs):
+                    references[sid] = ref
+                    if self.cfg.get("save_images", True):
+                        _save_png(ref, self.store.images_dir / sid / "reference.png")
+            rows = self._run_batch(batch, batch_samples, references, weights, random_backbone)
+            self.store.append(rows)
+            self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
+            bar.update(len(batch))
+            for sid, _ in batch:
+                remaining_per_sample[sid] -= 1
+                if remaining_per_sample[sid] == 0:  # sample finished: free memory, draw its figure now
+                    references.pop(sid, None)
+                    samples.pop(sid, None)
+                    self._sample_figure(sid)
+        bar.close()
+        return self.finish()
+
+    def _run_batch(self, batch, batch_samples, references, weights, random_backbone) -> list[dict[str, Any]]:
+        edits = [edit for _, edit in batch]
+        start = time.perf_counter()
+        with self.method.control(self.backend, edits) as control:
+            images = self.backend.generate(batch_samples, control)
+        seconds = (time.perf_counter() - start) / len(batch)
+        if not torch.isfinite(images).all():
+            raise NonFiniteOutputError(f"{self.method.name} produced NaN/inf images for cases {batch}")
+        refs = torch.stack([references[s.id] for s in batch_samples])
+        scores: dict[str, torch.Tensor] = {}
+        for metric in self.metrics:
+            scores.update(metric(images, refs, **_context([metric], batch, batch_samples, refs)))
+        rows = []
+        for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
+            cid = case_id(sid, self.method.name, edit)
+            image_path = self.store.images_dir / sid / f"{_slug(cid)}.png"
+            if self.cfg.get("save_images", True):
+                _save_png(images[i], image_path)
+            row = {
+                "case_id": cid,
+                "sample_id": sid,
+                "category": sample.category,
+                "method": self.method.name,
+                **edit,
+                **{k: _scalar(v[i]) for k, v in scores.items()},
+                "seconds_per_case": seconds,
+                "batch_size": len(batch),
+                "image_path": str(image_path.relative_to(self.run_dir)),
+                "reference_path": str((self.store.images_dir / sid / "reference.png").relative_to(self.run_dir)),
+                "model": self.backend.name,
+                "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
+                "metric_weights": json.dumps(weights, sort_keys=True),
+                "random_backbone": random_backbone,
+                "run_signature": self.signature,
+            }
+            rows.append(row)
+        return rows
+
+    def _sample_figure(self, sample_id: str) -> None:
+        if not self.cfg.get("figures", True) or not self.cfg.get("save_images", True):
+            return
+        from attnedit.plots import alpha_sweep_figure
+
+        frame = self.store.read()
+        if "alpha" not in frame or "direction" not in frame:
+            return
+        path = alpha_sweep_figure(frame[frame.sample_id == sample_id], self.run_dir, self.store.figures_dir)
+        if path is not None:
+            self.logger.log_figure(f"alpha_sweep/{sample_id}", str(path))
+
+    def finish(self) -> Path:
+        from attnedit.tables import write_tables
+
+        frame = self.store.read()
+        if not frame.empty:
+            tables = write_tables(self.run_dir)
+            for name, table in tables.items():
+                self.logger.log_table(name, table)
+            self.logger.log_summary(_summary(frame, self.metrics))
+        self.logger.finish()
+        return self.run_dir
+
+
+def _summary(frame, metrics) -> dict[str, float]:
+    out = {}
+    for metric in metrics:
+        if metric.name in frame:
+            values = frame[metric.name].astype(float)
+            out[f"mean/{metric.name}"] = float(values[values.map(math.isfinite)].mean())
+    return out
+
+
+def _scalar(value):
+    if torch.is_tensor(value):
+        return value.item()
+    return value
+
+
+def _slug(text: str) -> str:
+    """File-system-safe, readable, and unique (a hash suffix survives truncation)."""
+    keep = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text.split("|", 1)[-1])
+    return f"{keep[:120]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"

@@ -1,0 +1,91 @@
+"""Tables built from a run's rows: Markdown, CSV and LaTeX in <run dir>/tables/.
+
+Metric columns are the ones the run's manifest lists. Cells are "mean ± std" over
+cases (non-finite values skipped, their count reported), with n. Every title says when
+the numbers come from random weights: test-only metric backbones or an untrained model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from attnedit.store import RunStore
+
+RANDOM_BACKBONE_MARK = "[RANDOM-BACKBONE METRICS: test-only, not comparable to published numbers]"
+RANDOM_MODEL_MARK = "[RANDOM MODEL WEIGHTS: demonstrates the machinery, not the method]"
+EDIT_KEYS = ("layers", "position", "alpha_scale", "window_lo", "window_hi")
+
+
+def metric_columns(run_dir: Path, frame: pd.DataFrame) -> list[str]:
+    manifest = RunStore(run_dir).read_json("manifest.json")
+    return [name for name in manifest.get("metrics", {}) if name in frame]
+
+
+def title_marks(frame: pd.DataFrame) -> str:
+    marks = []
+    if "random_backbone" in frame and frame.random_backbone.astype(bool).any():
+        marks.append(RANDOM_BACKBONE_MARK)
+    if "model_random_weights" in frame and frame.model_random_weights.astype(bool).any():
+        marks.append(RANDOM_MODEL_MARK)
+    return " ".join(marks)
+
+
+def mean_std(values: pd.Series, digits: int = 4) -> str:
+    values = values.astype(float)
+    finite = values[values.map(math.isfinite)]
+    if finite.empty:
+        return "n/a"
+    text = f"{finite.mean():.{digits}f} ± {finite.std(ddof=0):.{digits}f}"
+    skipped = len(values) - len(finite)
+    return text + (f" ({skipped} non-finite)" if skipped else "")
+
+
+def aggregate(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    by = [c for c in by if c in frame]
+    rows = []
+    for key, group in frame.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        row["n"] = len(group)
+        for metric in metrics:
+            row[metric] = mean_std(group[metric])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_tables(run_dir: Path, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    metrics = metric_columns(run_dir, frame)
+    tables = {"summary": aggregate(frame, ["method", *EDIT_KEYS], metrics)}
+    if "direction" in frame:
+        tables["by_direction"] = aggregate(frame, ["method", "direction", "label", "alpha"], metrics)
+    if "category" in frame and frame.category.notna().any():
+        tables["by_category"] = aggregate(frame, ["method", "category"], metrics)
+    return tables
+
+
+def render_markdown(name: str, title: str, table: pd.DataFrame) -> str:
+    return f"### {title} — {name}\n\n{table.to_markdown(index=False)}\n"
+
+
+def write_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    frame = store.read()
+    manifest = store.read_json("manifest.json")
+    title = " ".join(filter(None, [str(manifest["config"].get("name", run_dir.name)), title_marks(frame)]))
+    tables = build_tables(run_dir, frame)
+    markdown = []
+    for name, table in tables.items():
+        table.to_csv(store.tables_dir / f"{name}.csv", index=False)
+        (store.tables_dir / f"{name}.tex").write_text(
+            table.to_latex(index=False, caption=f"{title} — {name}".replace("_", r"\_").replace("±", r"$\pm$"))
+            .replace("±", r"$\pm$")
+        )
+        markdown.append(render_markdown(name, title, table))
+    (store.tables_dir / "tables.md").write_text("\n".join(markdown))
+    (store.tables_dir / "meta.json").write_text(json.dumps({"title": title, "rows": len(frame)}, indent=2))
+    return tables
