@@ -1,0 +1,49 @@
+"""Shared test set-up: offline, W&B disabled, few threads, tiny models built once."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_dir(tmp_path_factory) -> Path:
+    """The built-in tiny DDPM (same block types as google's), saved with save_pretrained."""
+    from attnedit.backends.tiny import build_tiny_ddpm
+
+    return build_tiny_ddpm(tmp_path_factory.mktemp("models") / "tiny_ddpm")
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_ddpm_dir):
+    from attnedit.backends.ddpm import DDPMBackend
+
+    return DDPMBackend(str(tiny_ddpm_dir), device="cpu", num_inference_steps=10)
+
+
+def run_overrides(root: Path, model_dir: Path, *extra: str) -> list[str]:
+    """Overrides for a fast quickstart-like run writing under ``root``."""
+    return [
+        f"paths.root_dir={root}",
+        f"model.path={model_dir}",
+        "model.num_inference_steps=4",
+        "dataset.num_samples=2",
+        "method.directions=2",
+        "method.alphas=[-0.4,0.4]",
+        "batch_size=2",
+        "device=cpu",
+        "progress=false",
+        *extra,
+    ]

@@ -1,0 +1,136 @@
+"""The SAD edit: only chosen layers, only inside the timestep window, restored on exit,
+alpha 0 is the unedited sample bit for bit, and small edits are linear in alpha."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnedit.data.base import Sample
+from attnedit.errors import ConfigError
+from attnedit.methods.sad import SAD
+
+
+def samples(n=1):
+    return [Sample(id=f"s{i}", seed=i) for i in range(n)]
+
+
+def sad(backend, **kw):
+    method = SAD(**{"directions": 2, "alphas": [0.4], **kw})
+    method.setup(backend)
+    return method
+
+
+def count_norm_calls(backend):
+    """Calls of each self-attention layer's GroupNorm, by layer name, in order."""
+    calls, handles = {}, []
+    for name, attn in backend.self_attention_layers().items():
+        calls[name] = 0
+
+        def hook(*_, name=name):
+            calls[name] += 1
+
+        handles.append(attn.group_norm.register_forward_hook(hook))
+    return calls, handles
+
+
+def test_edit_runs_only_in_chosen_layers_and_window(tiny_backend):
+    method = sad(tiny_backend, layers=["mid_block.attentions.0", "up_blocks.1.attentions.1"])
+    steps = tiny_backend.timesteps()  # 10 steps: 900, 800, ..., 0
+    with method.control(tiny_backend, method.edits()[:1]) as state:
+        tiny_backend.generate(samples())
+    inside = [t for t in steps if 500 < t < 800]
+    assert inside == [700, 600]
+    assert dict(state.applied) == {"mid_block.attentions.0": inside, "up_blocks.1.attentions.1": inside}
+
+
+def test_window_is_configurable(tiny_backend):
+    method = sad(tiny_backend, window=[0.0, 1.0])
+    with method.control(tiny_backend, method.edits()[:1]) as state:
+        tiny_backend.generate(samples())
+    assert state.applied["mid_block.attentions.0"] == tiny_backend.timesteps()[:-1]  # 0 < t excludes t=0
+
+
+def test_hooks_are_removed_even_after_an_error(tiny_backend):
+    method = sad(tiny_backend)
+    reference = tiny_backend.generate(samples())
+    with pytest.raises(RuntimeError, match="boom"):
+        with method.control(tiny_backend, method.edits()[:1]):
+            raise RuntimeError("boom")
+    for module in tiny_backend.unet.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    assert torch.equal(tiny_backend.generate(samples()), reference)
+
+
+def test_alpha_zero_reproduces_unedited_bit_for_bit(tiny_backend):
+    for position in ("after_norm", "before_norm"):
+        method = sad(tiny_backend, alphas=[0.0], position=position, alpha_scale="unit")
+        reference = tiny_backend.generate(samples(2))
+        with method.control(tiny_backend, [method.edits()[0]] * 2):
+            edited = tiny_backend.generate(samples(2))
+        assert torch.equal(edited, reference)
+
+
+def test_nonzero_alpha_changes_output_and_positions_differ(tiny_backend):
+    reference = tiny_backend.generate(samples())
+    outputs = {}
+    for position in ("after_norm", "before_norm"):
+        method = sad(tiny_backend, position=position)
+        with method.control(tiny_backend, method.edits()[:1]):
+            outputs[position] = tiny_backend.generate(samples())
+        assert (outputs[position] - reference).abs().max() > 1e-3
+    assert not torch.allclose(outputs["after_norm"], outputs["before_norm"])
+
+
+def test_small_edits_are_linear_in_alpha(tiny_backend):
+    """x(alpha) - x(0) ~ alpha * J n: doubling alpha doubles the change, flipping it negates it."""
+    method = sad(tiny_backend, alphas=[1e-4, 2e-4, -1e-4], alpha_scale="unit", directions=[0])
+    unet = tiny_backend.unet.double()
+    try:
+        tiny_backend.dtype = torch.float64
+        reference = tiny_backend.generate(samples())
+        changes = []
+        for edit in method.edits():
+            with method.control(tiny_backend, [edit]):
+                changes.append(tiny_backend.denoise(tiny_backend.initial_noise([0]).double()) - reference)
+    finally:
+        unet.float()
+        tiny_backend.dtype = torch.float32
+    d1, d2, dm = (c.double() for c in changes)
+    assert d1.abs().max() > 0
+    ratio = (d2.norm() / d1.norm()).item()
+    assert ratio == pytest.approx(2.0, rel=0.01)
+    assert ((d1 + dm).norm() / d1.norm()).item() < 0.01
+
+
+def test_batch_elements_get_their_own_edits(tiny_backend):
+    method = sad(tiny_backend, alphas=[0.4, -0.4])
+    edits = method.edits()  # (dir0, +), (dir0, -), (dir1, +), (dir1, -)
+    with method.control(tiny_backend, edits):
+        batch = tiny_backend.generate(samples(1) * 4)
+    for i, edit in enumerate(edits):
+        with method.control(tiny_backend, [edit]):
+            single = tiny_backend.generate(samples(1))
+        torch.testing.assert_close(batch[i : i + 1], single, atol=2e-3, rtol=0)  # batch-size rounding, amplified by 10 steps
+
+
+def test_token_norm_scale_uses_feature_size(tiny_backend):
+    from attnedit.methods.injection import _delta
+
+    z = torch.randn(2, 8, 16)
+    n = torch.nn.functional.normalize(torch.randn(2, 8), dim=1)
+    alphas = torch.tensor([0.5, -1.0])
+    expected = alphas[:, None] * z.norm(dim=1).mean(dim=1)[:, None] * n
+    torch.testing.assert_close(_delta(z, n, alphas, "token_norm"), expected)
+    torch.testing.assert_close(_delta(z, n, alphas, "unit"), alphas[:, None] * n)
+
+
+@pytest.mark.parametrize("bad", [{"position": "middle"}, {"alpha_scale": "huge"}, {"window": [0.8, 0.5]}])
+def test_bad_options_are_rejected(bad):
+    with pytest.raises(ConfigError):
+        SAD(**bad)
+
+
+def test_out_of_range_direction_index(tiny_backend):
+    with pytest.raises(ConfigError, match="out of range"):
+        sad(tiny_backend, directions=[0, 64])
