@@ -1,0 +1,326 @@
+"""Tracking: a WandbLogger run in offline mode is read back from its run files.
+
+The `.wandb` file is W&B's record log: `wandb.proto` Record messages in LevelDB log framing.
+wandb 0.31 ships no Python reader for it, so `_records` decodes the framing here (checksums
+are not verified; a framing error fails the test).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from attnedit.errors import ConfigError
+from attnedit.tracking import (NullLogger, WandbLogger, build_logger, is_secret_key,
+                               multirun_group, redact)
+
+wandb = pytest.importorskip("wandb")
+from wandb.proto import wandb_internal_pb2  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "logger"
+FAKE_KEY = "FAKEKEY0123456789abcdefFAKEKEY0123456789"
+FAKE_HF = "hf_FAKETOKENzyxwvu98765"
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """Offline W&B with every W&B directory under tmp_path and recognizable fake secrets."""
+    for var, sub in [("WANDB_DIR", "wandb_root"), ("WANDB_DATA_DIR", "wandb_data"),
+                     ("WANDB_CACHE_DIR", "wandb_cache"), ("WANDB_CONFIG_DIR", "wandb_config")]:
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("HF_TOKEN", FAKE_HF)
+    wandb.teardown()  # the setup singleton caches the environment of its first use
+    yield tmp_path
+    wandb.teardown()
+
+
+def _records(path: Path):
+    """Record messages of a `.wandb` file: 7-byte file header, then 32 KiB blocks of chunks
+    (crc32c u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B record log"
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        room = 32768 - pos % 32768
+        if room < 7:  # block tail too short for a chunk header is zero padding
+            pos += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 2):
+            pending = chunk
+        elif kind in (3, 4):
+            pending += chunk
+        else:
+            raise AssertionError(f"bad chunk type {kind} at byte {pos}")
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def _items(items) -> dict:
+    """{key: value} of record items; a media value arrives as one item per field (nested_key)."""
+    out: dict = {}
+    for item in items:
+        *parents, last = list(item.nested_key) or [item.key]
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = json.loads(item.value_json)
+    return out
+
+
+def _read_run(root: Path) -> dict:
+    (run_dir,) = (root / "wandb").glob("offline-run-*")
+    (log,) = run_dir.glob("run-*.wandb")
+    run, tags, args, config, history, summary, artifacts = None, [], [], {}, [], {}, []
+    for rec in _records(log):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":  # the first one opens the run; later ones update it (tags)
+            run = rec.run if run is None else run
+            tags = list(rec.run.tags) or tags
+            config.update(_items(rec.run.config.update))
+        elif kind == "environment":
+            args = list(rec.environment.args) or args
+        elif kind == "config":
+            config.update(_items(rec.config.update))
+        elif kind == "history":
+            history.append(_items(rec.history.item))
+        elif kind == "summary":
+            summary.update(_items(rec.summary.update))
+        elif kind == "artifact":
+            artifacts.append(rec.artifact)
+    return {"dir": run_dir, "run": run, "tags": tags, "args": args, "config": config,
+            "history": history, "summary": summary, "artifacts": artifacts}
+
+
+def _png(path: Path, color, size=(40, 24)) -> str:
+    Image.new("RGB", size, color).save(path)
+    return str(path)
+
+
+def _rows(tmp_path: Path):
+    rows = [
+        {"case_id": "s0-d0-a2", "sample_id": 0, "method": "sad", "direction": 0, "label": "smiling",
+         "alpha": 2.0, "ssim": 0.8125, "psnr": 24.5, "random_backbone": True},
+        {"case_id": "s1-d0-a2", "sample_id": 1, "method": "sad", "direction": 0, "label": "smiling",
+         "alpha": 2.0, "ssim": 0.625, "psnr": 21.25, "random_backbone": True},
+        {"case_id": "s0-d1-a2", "sample_id": 0, "method": "sad", "direction": 1, "label": "old",
+         "alpha": -2.0, "ssim": 0.5, "psnr": 19.75, "random_backbone": True},
+    ]
+    # Like the runner's rows: image paths relative to the run directory.
+    (tmp_path / "run" / "images").mkdir(parents=True, exist_ok=True)
+    images = {}
+    for r in rows:
+        ref, edit = f"images/{r['case_id']}_ref.png", f"images/{r['case_id']}_edit.png"
+        _png(tmp_path / "run" / ref, (200, 10, 10))
+        _png(tmp_path / "run" / edit, (10, 200, 10))
+        images[r["case_id"]] = (ref, edit)
+    return rows, images
+
+
+def test_offline_run_files_hold_metrics_tables_summaries_and_no_secrets(wandb_env, monkeypatch):
+    tmp = wandb_env
+    monkeypatch.setattr(sys, "argv", ["attnedit-run", f"+logger.api_key={FAKE_KEY}",
+                                      "--hf-token", FAKE_HF, "method.alpha=2"])
+    rows, images = _rows(tmp)
+    config = {"method": {"name": "sad", "alpha": 2.0, "max_tokens": 77},
+              "logger": {"api_key": FAKE_KEY, "project": "attnedit"},
+              "hub": {"HF_TOKEN": FAKE_HF, "clientSecret": "x" * 12, "db_password": "pw"},
+              "notes": [f"token={FAKE_HF}", f"saw {FAKE_KEY} here"]}
+    figure = _png(tmp / "sweep.png", (0, 0, 255), size=(64, 32))
+    frame = pd.DataFrame(rows).groupby("label")[["ssim", "psnr"]].agg(["mean", "std"])
+    run_dir = tmp / "run"
+
+    logger = WandbLogger(thumbnail_size=16, tags=["study"])
+    logger.start(config, str(run_dir), "abc123", group="sweep-A", tags=["quickstart"])
+    logger.log_cases(rows[:2], images)
+    logger.log_cases(rows[2:], images)
+    logger.log_figure("alpha_sweep/s0", figure)
+    logger.log_table("per_direction", frame)
+    logger.log_summary({"direction": {"smiling": {"ssim_mean": 0.71875}, "old": {"ssim_mean": 0.5}}})
+    logger.finish()
+    logger.finish()  # idempotent
+
+    got = _read_run(tmp / "wandb_root")
+    assert got["run"].display_name == "abc123" and got["run"].run_group == "sweep-A"
+    assert got["tags"] == ["study", "quickstart", "random-backbone"]
+    # Config: secret keys dropped anywhere, secret strings masked, parameters kept.
+    assert got["config"]["method"] == {"name": "sad", "alpha": 2.0, "max_tokens": 77}
+    assert got["config"]["logger"] == {"project": "attnedit"}
+    assert got["config"]["hub"] == {}
+    assert got["config"]["notes"] == ["token=<redacted>", "saw <redacted> here"]
+    assert got["args"] == ["+logger.api_key=<redacted>", "--hf-token", "<redacted>", "method.alpha=2"]
+
+    # One history step per case, in order, with the exact metric values.
+    steps = {h["_step"]: h for h in got["history"]}
+    for step, row in enumerate(rows):
+        for col in ("ssim", "psnr", "alpha", "direction", "sample_id"):
+            assert steps[step][f"cases/{col}"] == row[col], (step, col)
+        assert "cases/case_id" not in steps[step] and "cases/random_backbone" not in steps[step]
+    last = steps[len(rows) - 1]
+    assert last["figures/alpha_sweep/s0"]["_type"] == "image-file"
+    assert (got["dir"] / "files" / last["figures/alpha_sweep/s0"]["path"]).is_file()
+
+    # Summaries: the per-direction means and the random-backbone mark.
+    assert got["summary"]["direction/smiling/ssim_mean"] == 0.71875
+    assert got["summary"]["direction/old/ssim_mean"] == 0.5
+    assert got["summary"]["random_backbone"] is True
+
+    # Final table: index flattened into columns, exact values.
+    (table_file,) = (got["dir"] / "files" / "media" / "table" / "tables").glob("per_direction_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["label", "ssim mean", "ssim std", "psnr mean", "psnr std"]
+    assert [r[:2] for r in table["data"]] == [["old", 0.5], ["smiling", 0.71875]]
+
+    # Cases table: every row column plus thumbnails, one row per case.
+    (cases_file,) = (got["dir"] / "files" / "media" / "table").glob("cases_*.table.json")
+    cases = json.loads(cases_file.read_text())
+    assert cases["columns"] == list(rows[0]) + ["unedited", "edited"]
+    assert [r[0] for r in cases["data"]] == [r["case_id"] for r in rows]
+    (art,) = [a for a in got["artifacts"] if a.name.endswith("-cases")]
+    contents = {c.path: c.local_path for c in art.manifest.contents}
+    thumbs = [p for p in contents if p.startswith("media/images/")]
+    assert len(thumbs) == 2  # one red, one green image; W&B stores identical images once
+    for p in thumbs:
+        with Image.open(contents[p]) as im:
+            assert max(im.size) == 16
+    staged = json.loads(Path(contents["cases.table.json"]).read_text())
+    assert len(staged["data"]) == 3
+    assert all(r[-1]["_type"] == "image-file" for r in staged["data"])
+
+    # The run directory points at the W&B run.
+    (record,) = [json.loads(x) for x in (run_dir / "wandb_runs.jsonl").read_text().splitlines()]
+    assert record["name"] == "abc123" and record["group"] == "sweep-A" and record["mode"] == "offline"
+    assert record["id"] == got["run"].run_id
+
+    # No secret anywhere on disk: W&B run files, staging, logs, the run directory.
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert FAKE_KEY.encode() not in blob and FAKE_HF.encode() not in blob, path
+
+
+def test_secret_names_and_redaction(monkeypatch):
+    for name in ["api_key", "WANDB_API_KEY", "apiKey", "api-key", "hf_token", "HF_TOKEN",
+                 "accessToken", "token", "client_secret", "secrets", "db_password", "PASSWD",
+                 "logger.api_key", "+hub.token"]:
+        assert is_secret_key(name), name
+    for name in ["max_tokens", "num_tokens", "tokenizer", "project", "key", "alpha", "monkey"]:
+        assert not is_secret_key(name), name
+    monkeypatch.setenv("MY_SERVICE_TOKEN", FAKE_HF)
+    monkeypatch.setenv("SHORT_TOKEN", "1")  # too short to be a real secret: never masked
+    config = {"a": {"b": [{"password": 1, "keep": "1 and hf_x"}], "Token": "t"}, "n": (1, 2),
+              "override": f"model.hf_token={FAKE_HF}", "text": f"see {FAKE_HF}", "max_tokens": 5}
+    assert redact(config) == {"a": {"b": [{"keep": "1 and hf_x"}]}, "n": [1, 2],
+                              "override": "model.hf_token=<redacted>", "text": "see <redacted>",
+                              "max_tokens": 5}
+    assert config["a"]["Token"] == "t"  # the input is not modified
+
+
+@pytest.fixture
+def hydra_multirun(tmp_path, monkeypatch):
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    monkeypatch.chdir(tmp_path)
+    cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
+    cfg.hydra.mode = RunMode.MULTIRUN
+    cfg.hydra.sweep.dir = str(tmp_path / "results" / "hydra" / "quickstart" / "multirun_2026-01-02")
+    HydraConfig.instance().set_config(cfg)
+    yield "results/hydra/quickstart/multirun_2026-01-02"
+    HydraConfig.instance().cfg = None
+
+
+def test_multirun_group_is_the_sweep_dir(hydra_multirun):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from omegaconf import read_write
+
+    assert multirun_group() == hydra_multirun
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().mode = RunMode.RUN
+    assert multirun_group() is None
+
+
+def test_multirun_group_outside_hydra():
+    assert multirun_group() is None
+
+
+@pytest.mark.parametrize("explicit, passed, expected", [
+    ("my-study", "from-runner", "my-study"),   # the logger's own `group` key wins
+    (None, "from-runner", "from-runner"),      # then the runner's (top-level `group`)
+    (None, None, "SWEEP"),                     # then the multirun sweep dir
+])
+def test_group_precedence_reaches_the_run(wandb_env, hydra_multirun, explicit, passed, expected):
+    logger = WandbLogger(group=explicit)
+    logger.start({"seed": 0}, str(wandb_env / "run"), "sig", group=passed, tags=[])
+    logger.finish()
+    expected = hydra_multirun if expected == "SWEEP" else expected
+    assert _read_run(wandb_env / "wandb_root")["run"].run_group == expected
+
+
+def test_null_logger_does_nothing(tmp_path):
+    rows, images = _rows(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    logger = build_logger(None)
+    assert type(logger) is NullLogger
+    logger.start({"api_key": FAKE_KEY}, str(tmp_path / "run"), "sig", "g", ["t"])
+    logger.log_cases(rows, images)
+    logger.log_figure("f", str(tmp_path / "missing.png"))
+    logger.log_table("t", pd.DataFrame({"a": [1]}))
+    logger.log_summary({"a": 1})
+    logger.finish()
+    assert sorted(tmp_path.rglob("*")) == before
+    assert wandb.run is None
+
+
+def test_build_logger_from_the_config_group():
+    assert type(build_logger(OmegaConf.load(CONF / "none.yaml"))) is NullLogger
+    node = OmegaConf.load(CONF / "wandb.yaml")
+    logger = build_logger(node)
+    assert isinstance(logger, WandbLogger)
+    assert (logger.project, logger.mode, logger.group, logger.tags, logger.thumbnail_size,
+            logger.log_images, logger.dir, logger.name, logger.entity) == \
+        ("attnedit", None, None, [], 128, True, None, None, None)
+    node.mode = "sometimes"
+    with pytest.raises(ConfigError, match="logger.mode='sometimes'"):
+        build_logger(node)
+    with pytest.raises(ConfigError, match="no _target_"):
+        build_logger({"project": "attnedit"})
+    with pytest.raises(ConfigError, match="not an attnedit.tracking.Logger"):
+        build_logger({"_target_": "collections.OrderedDict"})
+
+
+def test_disabled_mode_writes_nothing_and_misuse_errors(wandb_env):
+    rows, images = _rows(wandb_env)
+    logger = WandbLogger(mode="disabled")  # explicit mode beats WANDB_MODE=offline
+    with pytest.raises(RuntimeError, match="before start"):
+        logger.log_cases(rows, images)
+    before = sorted((wandb_env / "run").rglob("*"))
+    logger.start({"seed": 0}, str(wandb_env / "run"), "sig", None, [])
+    logger.log_cases(rows[:1], {rows[0]["case_id"]: (None, images[rows[0]["case_id"]][1])})
+    with pytest.warns(UserWarning, match="s1-d0-a2.*nowhere.png not found"):  # save_images=false
+        logger.log_cases(rows[1:2], {rows[1]["case_id"]: ("nowhere.png", "nowhere.png")})
+    (_, first), (_, second) = logger._cases  # thumbnails: empty cells where no image exists
+    assert first[0] is None and isinstance(first[1], wandb.Image) and second == (None, None)
+    with pytest.raises(FileNotFoundError, match="figure 'f'"):
+        logger.log_figure("f", str(wandb_env / "nowhere.png"))
+    logger.log_table("t", pd.DataFrame({"a": [1.0]}))
+    logger.finish()
+    assert sorted((wandb_env / "run").rglob("*")) == before
+    assert list((wandb_env / "wandb_root").iterdir()) == []
