@@ -82,10 +82,17 @@ def write_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     for name, table in tables.items():
         table.to_csv(store.tables_dir / f"{name}.csv", index=False)
         (store.tables_dir / f"{name}.tex").write_text(
-            table.to_latex(index=False, caption=f"{title} — {name}".replace("_", r"\_").replace("±", r"$\pm$"))
+            table.to_latex(index=False, escape=True, caption=_latex_escape(f"{title} — {name}"))
             .replace("±", r"$\pm$")
         )
         markdown.append(render_markdown(name, title, table))
+        (store.tables_dir / f"{name}.md").write_text(markdown[-1])
     (store.tables_dir / "tables.md").write_text("\n".join(markdown))
     (store.tables_dir / "meta.json").write_text(json.dumps({"title": title, "rows": len(frame)}, indent=2))
     return tables
+
+
+def _latex_escape(text: str) -> str:
+    for char in "\\&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text.replace("±", r"$\pm$")

@@ -1,0 +1,137 @@
+"""The runner end to end on the tiny model: rows, images, figures, tables, provenance,
+resume after a real process kill, a two-job Hydra multirun, and config composition."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attnedit.cli import compose
+from attnedit.runner import Runner, case_id
+from conftest import REPO, run_overrides
+
+BIN = Path(sys.executable).parent
+
+
+def test_quickstart_is_the_default_and_real_experiments_compose():
+    cfg = compose("config", [])
+    assert cfg.name == "quickstart" and cfg.model.name == "tiny_ddpm"
+    assert cfg.method.directions == 3 and len(cfg.method.alphas) == 5
+    cfg = compose("config", ["experiment=celebahq_sad"])
+    assert (cfg.model.path, cfg.model.num_inference_steps) == ("google/ddpm-ema-celebahq-256", 50)
+    assert (cfg.method.directions, cfg.dataset.num_samples) == (15, 100)
+    for lsun in ("church", "bedroom", "cat"):
+        cfg = compose("config", ["experiment=celebahq_sad", f"model=ddpm_{lsun}"])
+        assert cfg.model.path == f"google/ddpm-ema-{lsun}-256"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_ddpm_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cfg = compose("config", run_overrides(root, tiny_ddpm_dir))
+    runner = Runner(cfg)
+    return cfg, runner, runner.run()
+
+
+def test_rows_images_figures_tables_and_manifest(finished_run):
+    cfg, runner, run_dir = finished_run
+    frame = pd.read_parquet(run_dir / "cases")
+    assert len(frame) == 2 * 2 * 2 and frame.case_id.is_unique
+    for column in ("sample_id", "method", "direction", "label", "alpha", "alpha_scale", "position", "layers",
+                   "window_lo", "window_hi", "ssim", "psnr", "seconds_per_case", "image_path", "random_backbone"):
+        assert column in frame, column
+    assert set(frame.alpha) == {-0.4, 0.4} and set(frame.direction) == {0, 1}
+    assert (frame.alpha_scale == "token_norm").all() and not frame.random_backbone.any()
+    assert frame.model_random_weights.all()
+    for path in frame.image_path:
+        assert (run_dir / path).exists()
+    assert sorted(p.name for p in (run_dir / "figures").glob("*.png")) == [
+        "alpha_sweep_seed000000.png", "alpha_sweep_seed000001.png"]
+    for suffix in ("md", "csv", "tex"):
+        assert (run_dir / "tables" / f"summary.{suffix}").exists()
+    summary = pd.read_csv(run_dir / "tables" / "by_direction.csv")
+    assert len(summary) == 4 and (summary.n == 2).all()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["signature"] == run_dir.name
+    assert manifest["versions"]["torch"] == torch.__version__.split("+")[0] or manifest["versions"]["torch"]
+    assert manifest["model"]["weight_sha256_16"] and manifest["model"]["path"] == str(cfg.model.path)
+    assert "revision" in manifest["git"] and manifest["config"]["method"]["alphas"] == [-0.4, 0.4]
+
+
+def test_stored_metrics_equal_an_independent_recomputation(finished_run):
+    _, runner, run_dir = finished_run
+    frame = pd.read_parquet(run_dir / "cases")
+    row = frame.iloc[3]
+    sample = runner.dataset.load(row.sample_id)
+    edit = next(e for e in runner.method.edits() if case_id(row.sample_id, "sad", e) == row.case_id)
+    reference = runner.backend.reference([sample]).double().numpy()
+    with runner.method.control(runner.backend, [edit]):
+        edited = runner.backend.generate([sample]).double().numpy()
+    mse = np.mean((edited - reference) ** 2)
+    assert row.psnr == pytest.approx(-10 * math.log10(mse), abs=0.05)  # batch composition differs slightly
+
+
+def test_running_again_adds_nothing(finished_run):
+    cfg, _, run_dir = finished_run
+    parts = sorted((run_dir / "cases").glob("*.parquet"))
+    again = Runner(cfg).run()
+    assert again == run_dir and sorted((run_dir / "cases").glob("*.parquet")) == parts
+
+
+def _cli(*args, root: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([str(BIN / "attnedit-run"), *args], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_complete_rows(tiny_ddpm_dir, tmp_path):
+    overrides = run_overrides(tmp_path, tiny_ddpm_dir, "dataset.num_samples=4", "batch_size=1")
+    process = _cli(*overrides, root=tmp_path)
+    cases_dir = None
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        found = list(tmp_path.glob("results/runs/*/*/cases/*.parquet"))
+        if len(found) >= 2:
+            cases_dir = found[0].parent
+            break
+        time.sleep(0.2)
+    assert cases_dir is not None, "the run wrote no rows in time"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = pd.read_parquet(cases_dir)
+    assert 2 <= len(partial) < 16, "the kill should land part way"
+
+    resumed = _cli(*overrides, root=tmp_path)
+    output, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, output
+    assert f"resuming" in output and output.strip().splitlines()[-1] == f"run dir: {cases_dir.parent}"
+    frame = pd.read_parquet(cases_dir)
+    assert len(frame) == 16 and frame.case_id.is_unique
+    assert set(partial.case_id) <= set(frame.case_id)
+    merged = partial.merge(frame, on="case_id", suffixes=("_before", "_after"))
+    assert np.array_equal(merged.psnr_before, merged.psnr_after), "finished rows are never rewritten"
+
+
+@pytest.mark.slow
+def test_two_job_multirun(tiny_ddpm_dir, tmp_path):
+    overrides = run_overrides(tmp_path, tiny_ddpm_dir, "dataset.num_samples=1", "method.directions=1")
+    process = _cli("-m", *[o for o in overrides if not o.startswith("method.alphas")],
+                   "method.alphas=[0.2],[0.4]", root=tmp_path)
+    output, _ = process.communicate(timeout=400)
+    assert process.returncode == 0, output
+    run_dirs = [line.removeprefix("run dir: ") for line in output.splitlines() if line.startswith("run dir: ")]
+    assert len(run_dirs) == 2 and len(set(run_dirs)) == 2
+    alphas = sorted(float(pd.read_parquet(Path(d) / "cases").alpha.iloc[0]) for d in run_dirs)
+    assert alphas == [0.2, 0.4]
