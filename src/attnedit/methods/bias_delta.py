@@ -1,0 +1,460 @@
+"""Bias-delta attention guidance (GRAG, DCAG) for Qwen-Image-Edit's MM-DiT.
+
+In every double-stream block the image stream is the noisy-latent tokens followed by
+the L condition-image tokens. For those L tokens, per sample, head and channel::
+
+    K' = bk * mean_K + dk * (K - mean_K)     K after QK RMSNorm and RoPE
+    V' = bv * mean_V + dv * (V - mean_V)     V the raw projection
+    Q' = bq * mean_Q + dq * (Q - mean_Q)     optional (the DCAG paper's future work)
+
+Text tokens and noisy-latent tokens are untouched. GRAG is dv = bv = 1; (1, 1)
+reproduces the stock processor bit for bit. L is read from the transformer call's
+``img_shapes`` (never a constant), so non-square and multi-sample batches work, and
+each batch element may carry its own scales.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_qwenimage import (
+    QwenDoubleStreamAttnProcessor2_0,
+    apply_rotary_emb_qwen,
+)
+from torch import Tensor
+
+from attnedit.errors import ConfigError
+from attnedit.methods.base import EditMethod
+
+PARAMS = ("dk", "dv", "bk", "bv", "dq", "bq")
+CHANNELS = {"key": ("dk", "bk"), "value": ("dv", "bv"), "query": ("dq", "bq")}
+BRANCHES = ("both", "cond", "uncond")
+
+
+def bias_delta(x: Tensor, start: int, delta: Tensor, bias: Tensor) -> Tensor:
+    """Apply ``bias * mean + delta * (x - mean)`` to tokens ``x[:, start:]``.
+
+    ``x`` is [B, S, heads, head_dim]; ``delta``/``bias`` hold one value per sample ([B]
+    or [1]). The mean is per sample, head and channel, over the condition tokens, in
+    float32. Written as ``x + (delta-1)(x-mean) + (bias-1)mean``: the same value, but
+    exactly ``x`` when delta = bias = 1, whatever the dtype.
+    """
+    cond = x[:, start:].float()
+    mean = cond.mean(dim=1, keepdim=True)
+    delta = delta.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
+    bias = bias.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
+    guided = cond + (delta - 1) * (cond - mean) + (bias - 1) * mean
+    return torch.cat([x[:, :start], guided.to(x.dtype)], dim=1)
+
+
+@dataclass
+class _Call:
+    """What the processors need to know about the transformer call in progress."""
+
+    start: int  # index of the first condition token in the image stream
+    scales: dict[str, Tensor]  # PARAMS -> [B] or [1], on the call's device
+    channels: tuple[str, ...]  # channels whose scales are not all identity
+
+    def guide(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = {"query": query, "key": key, "value": value}
+        for channel in self.channels:
+            d, b = CHANNELS[channel]
+            out[channel] = bias_delta(out[channel], self.start, self.scales[d], self.scales[b])
+        return out["query"], out["key"], out["value"]
+
+
+class BiasDeltaAttnProcessor(QwenDoubleStreamAttnProcessor2_0):
+    """The stock Qwen double-stream processor with one insertion: after QK-norm and
+    RoPE, before the joint attention, the condition tokens' Q/K/V get the bias-delta.
+
+    The per-call state (where the condition tokens start, the scales, whether this call
+    is guided at all) comes from ``controller.call``, set by a forward pre-hook on the
+    transformer; with no state the processor computes exactly the stock result.
+    """
+
+    def __init__(self, controller: "BiasDeltaGuidance", stock: QwenDoubleStreamAttnProcessor2_0 | None = None):
+        super().__init__()
+        self.controller = controller
+        if stock is not None:  # keep an attention backend / parallel config chosen on the stock one
+            self._attention_backend = stock._attention_backend
+            self._parallel_config = stock._parallel_config
+
+    # The body follows QwenDoubleStreamAttnProcessor2_0.__call__ (diffusers 0.42) line for
+    # line, so that guidance off is bitwise stock; the test suite checks that it is.
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.FloatTensor,
+        encoder_hidden_states: torch.FloatTensor = None,
+        encoder_hidden_states_mask: torch.FloatTensor = None,
+        attention_mask: torch.FloatTensor | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
+    ) -> torch.FloatTensor:
+        if encoder_hidden_states is None:
+            raise ValueError("BiasDeltaAttnProcessor requires encoder_hidden_states (text stream)")
+        if attention_mask is not None:
+            raise ValueError("BiasDeltaAttnProcessor builds the joint mask from encoder_hidden_states_mask")
+
+        if encoder_hidden_states_mask is not None:
+            image_mask = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
+            attention_mask = torch.cat([encoder_hidden_states_mask, image_mask], dim=1)[:, None, None, :]
+
+        seq_txt = encoder_hidden_states.shape[1]
+        head_dim = attn.inner_dim // attn.heads
+        img_query = attn.to_q(hidden_states).unflatten(-1, (-1, head_dim))
+        img_key = attn.to_k(hidden_states).unflatten(-1, (-1, head_dim))
+        img_value = attn.to_v(hidden_states).unflatten(-1, (-1, head_dim))
+        txt_query = attn.add_q_proj(encoder_hidden_states).unflatten(-1, (-1, head_dim))
+        txt_key = attn.add_k_proj(encoder_hidden_states).unflatten(-1, (-1, head_dim))
+        txt_value = attn.add_v_proj(encoder_hidden_states).unflatten(-1, (-1, head_dim))
+
+        if attn.norm_q is not None:
+            img_query = attn.norm_q(img_query)
+        if attn.norm_k is not None:
+            img_key = attn.norm_k(img_key)
+        if attn.norm_added_q is not None:
+            txt_query = attn.norm_added_q(txt_query)
+        if attn.norm_added_k is not None:
+            txt_key = attn.norm_added_k(txt_key)
+
+        if image_rotary_emb is not None:
+            img_freqs, txt_freqs = image_rotary_emb
+            img_query = apply_rotary_emb_qwen(img_query, img_freqs, use_real=False)
+            img_key = apply_rotary_emb_qwen(img_key, img_freqs, use_real=False)
+            txt_query = apply_rotary_emb_qwen(txt_query, txt_freqs, use_real=False)
+            txt_key = apply_rotary_emb_qwen(txt_key, txt_freqs, use_real=False)
+
+        call = self.controller.call
+        if call is not None:  # the one change to the stock computation
+            img_query, img_key, img_value = call.guide(img_query, img_key, img_value)
+
+        joint_query = torch.cat([txt_query, img_query], dim=1)
+        joint_key = torch.cat([txt_key, img_key], dim=1)
+        joint_value = torch.cat([txt_value, img_value], dim=1)
+        joint_hidden_states = dispatch_attention_fn(
+            joint_query,
+            joint_key,
+            joint_value,
+            attn_mask=attention_mask,
+            dropout_p=0.0,
+            is_causal=False,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        joint_hidden_states = joint_hidden_states.flatten(2, 3).to(joint_query.dtype)
+
+        txt_attn_output = joint_hidden_states[:, :seq_txt, :]
+        img_attn_output = attn.to_out[0](joint_hidden_states[:, seq_txt:, :].contiguous())
+        if len(attn.to_out) > 1:
+            img_attn_output = attn.to_out[1](img_attn_output)
+        txt_attn_output = attn.to_add_out(txt_attn_output.contiguous())
+        return img_attn_output, txt_attn_output
+
+
+def condition_span(img_shapes: Any, seq_len: int) -> tuple[int, int]:
+    """(first condition token, number L of condition tokens) of an image stream of
+    ``seq_len`` tokens, from the transformer's ``img_shapes``: per sample a list of
+    (frames, h, w), the noisy latent first, then the condition image(s)."""
+    if img_shapes is None:
+        raise ConfigError("bias-delta guidance: the transformer was called without img_shapes; "
+                          "the condition tokens cannot be located")
+    samples = [img_shapes] if _is_shape(img_shapes) else list(img_shapes)
+    spans = set()
+    for shapes in samples:
+        shapes = [shapes] if _is_shape(shapes) else list(shapes)
+        noisy = math.prod(shapes[0])
+        spans.add((noisy, sum(math.prod(s) for s in shapes[1:])))
+    if len(spans) != 1:
+        raise ConfigError(f"bias-delta guidance: samples of one batch have different image shapes {img_shapes}; "
+                          "the Qwen transformer's RoPE uses the first sample's shapes for all, so batch equal sizes")
+    noisy, cond = spans.pop()
+    if noisy + cond != seq_len:
+        raise ConfigError(f"bias-delta guidance: img_shapes {img_shapes} give {noisy} + {cond} image tokens "
+                          f"but the image stream has {seq_len}")
+    return noisy, cond
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, Sequence) and len(value) == 3 and all(isinstance(v, numbers.Integral) for v in value)
+
+
+def _scales(name: str, value: Any) -> Tensor:
+    if isinstance(value, Tensor):
+        value = value.reshape(-1).tolist()
+    if isinstance(value, numbers.Real):
+        value = [value]
+    values = torch.as_tensor([float(v) for v in value], dtype=torch.float32).reshape(-1)
+    if values.numel() == 0 or not torch.isfinite(values).all():
+        raise ConfigError(f"bias-delta guidance: {name}={list(value)} must be finite numbers (one or one per sample)")
+    return values
+
+
+@dataclass
+class BiasDeltaGuidance:
+    """The installed guidance: scales, where and when it acts, and a log of the
+    transformer calls it saw (``log``: dicts with branch, step, guided)."""
+
+    transformer: Any = field(repr=False)
+    scales: dict[str, Tensor]
+    blocks: list[int]
+    steps: Any = None
+    branches: str = "both"
+    num_steps: int | None = None
+    call: _Call | None = None
+    branch: str | None = None  # set while the pipeline runs a cache_context("cond"/"uncond")
+    step: int = -1
+    log: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _last_t: float | None = None
+    _undo: list[Any] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        # Channels whose scales are identity for every sample are skipped outright.
+        self._channels = tuple(c for c, (d, b) in CHANNELS.items()
+                               if not (bool((self.scales[d] == 1).all()) and bool((self.scales[b] == 1).all())))
+        self._signature = inspect.signature(type(self.transformer).forward)
+
+    # -- per call -------------------------------------------------------------------
+    def _pre_forward(self, module, args, kwargs) -> None:
+        bound = self._signature.bind_partial(module, *args, **kwargs).arguments
+        hidden = bound["hidden_states"]
+        start, length = condition_span(bound.get("img_shapes"), hidden.shape[1])
+        if self.steps is not None:
+            self._advance_step(bound["timestep"])
+        guided = length > 0 and self._branch_selected() and self._step_selected()
+        self.log.append({"branch": self.branch, "step": self.step if self.steps is not None else None,
+                         "guided": guided, "condition_tokens": length})
+        self.call = None
+        if guided and self._channels:
+            sizes = {v.numel() for v in self.scales.values()} - {1}
+            if sizes and sizes != {hidden.shape[0]}:
+                raise ConfigError(f"bias-delta guidance: scales for {sorted(sizes)} samples but the transformer "
+                                  f"batch holds {hidden.shape[0]}")
+            scales = {k: v.to(hidden.device) for k, v in self.scales.items()}
+            self.call = _Call(start, scales, self._channels)
+
+    def _post_forward(self, module, args, output) -> None:
+        self.call = None
+
+    def _branch_selected(self) -> bool:
+        if self.branches == "both":
+            return True
+        if self.branch is None:
+            raise ConfigError(f"bias-delta guidance: branches={self.branches!r} needs the transformer to be called "
+                              "inside transformer.cache_context('cond'/'uncond'), as QwenImageEditPipeline does")
+        return self.branch == self.branches
+
+    def _advance_step(self, timestep: Tensor) -> None:
+        # Within one sampling run the flow-matching timestep strictly decreases; the cond
+        # and uncond calls of a step share it; a rise means a new run started.
+        t = float(timestep.reshape(-1)[0])
+        if self._last_t is None or t > self._last_t:
+            self.step = 0
+        elif t < self._last_t:
+            self.step += 1
+        self._last_t = t
+
+    def _step_selected(self) -> bool:
+        if self.steps is None:
+            return True
+        if isinstance(self.steps, Mapping):
+            return self.steps["start"] <= self.step / self.num_steps < self.steps["end"]
+        return self.step in self.steps
+
+    # -- install / remove --------------------------------------------------------------
+    def install(self) -> None:
+        try:
+            self._install()
+        except BaseException:
+            self.remove()
+            raise
+
+    def _install(self) -> None:
+        transformer = self.transformer
+        for i in self.blocks:
+            attn = transformer.transformer_blocks[i].attn
+            stock = attn.processor
+            if isinstance(stock, BiasDeltaAttnProcessor):
+                raise ConfigError(f"bias-delta guidance is already installed on block {i}; nesting is not supported")
+            if type(stock) is not QwenDoubleStreamAttnProcessor2_0:
+                raise ConfigError(f"block {i} uses {type(stock).__name__}; bias-delta guidance wraps only the stock "
+                                  "QwenDoubleStreamAttnProcessor2_0")
+            attn.set_processor(BiasDeltaAttnProcessor(self, stock))
+            self._undo.append(lambda attn=attn, stock=stock: attn.set_processor(stock))
+        self._undo.append(transformer.register_forward_pre_hook(self._pre_forward, with_kwargs=True).remove)
+        self._undo.append(transformer.register_forward_hook(self._post_forward).remove)
+        self._label_branches(transformer)
+
+    def _label_branches(self, transformer) -> None:
+        # QwenImageEditPipeline wraps its two CFG calls in transformer.cache_context("cond")
+        # and ("uncond"); an instance-level wrapper records the name and delegates.
+        original = transformer.cache_context
+        had_instance_attr = "cache_context" in vars(transformer)
+
+        @contextlib.contextmanager
+        def labelled(name, *args, **kwargs):
+            previous, self.branch = self.branch, name
+            try:
+                with original(name, *args, **kwargs):
+                    yield
+            finally:
+                self.branch = previous
+
+        transformer.cache_context = labelled
+
+        def restore():
+            if had_instance_attr:
+                transformer.cache_context = original
+            else:
+                del transformer.cache_context
+
+        self._undo.append(restore)
+
+    def remove(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+        self.call = None
+
+
+def _blocks(blocks: Any, count: int) -> list[int]:
+    if blocks is None:
+        return list(range(count))
+    if isinstance(blocks, int):
+        blocks = [blocks]
+    chosen = []
+    for b in blocks:
+        if not -count <= int(b) < count:
+            raise ConfigError(f"bias-delta guidance: block {b} out of range for a transformer with {count} blocks")
+        chosen.append(int(b) % count)
+    return sorted(set(chosen))
+
+
+def _steps(steps: Any, num_steps: int | None) -> Any:
+    if steps is None:
+        return None
+    if isinstance(steps, Mapping):
+        window = {"start": float(steps.get("start", 0.0)), "end": float(steps.get("end", 1.0))}
+        if not 0.0 <= window["start"] < window["end"] <= 1.0:
+            raise ConfigError(f"bias-delta guidance: steps window {dict(steps)} needs 0 <= start < end <= 1")
+        if not num_steps:
+            raise ConfigError("bias-delta guidance: a fractional steps window needs num_steps (the sampler's steps)")
+        return window
+    if isinstance(steps, int):
+        steps = [steps]
+    indices = {int(s) for s in steps}
+    if any(s < 0 for s in indices):
+        raise ConfigError(f"bias-delta guidance: step indices must be >= 0, got {sorted(indices)}")
+    return indices
+
+
+@contextlib.contextmanager
+def bias_delta_guidance(
+    transformer,
+    dk: float | Sequence[float] = 1.0,
+    dv: float | Sequence[float] = 1.0,
+    bk: float | Sequence[float] = 1.0,
+    bv: float | Sequence[float] = 1.0,
+    dq: float | Sequence[float] = 1.0,
+    bq: float | Sequence[float] = 1.0,
+    blocks: Sequence[int] | None = None,
+    steps: Sequence[int] | Mapping[str, float] | None = None,
+    branches: str = "both",
+    num_steps: int | None = None,
+) -> Iterator[BiasDeltaGuidance]:
+    """Guide every call of a QwenImageTransformer2DModel made inside the block.
+
+    Each scale is a float or one value per batch element. ``blocks``: block indices
+    (negative counts from the end) or None for all. ``steps``: step indices, a window
+    ``{"start": f0, "end": f1}`` of the fraction step/num_steps (needs ``num_steps``),
+    or None for all; steps are counted from the timesteps the transformer sees.
+    ``branches``: "both", "cond" or "uncond" CFG passes. On exit, also after an
+    exception, the original processors are back and every hook is removed.
+    """
+    if branches not in BRANCHES:
+        raise ConfigError(f"bias-delta guidance: branches={branches!r} is not one of {BRANCHES}")
+    values = {"dk": dk, "dv": dv, "bk": bk, "bv": bv, "dq": dq, "bq": bq}
+    scales = {name: _scales(name, value) for name, value in values.items()}
+    sizes = {v.numel() for v in scales.values()} - {1}
+    if len(sizes) > 1:
+        raise ConfigError(f"bias-delta guidance: per-sample scales of different lengths {sorted(sizes)}")
+    guidance = BiasDeltaGuidance(
+        transformer=transformer,
+        scales=scales,
+        blocks=_blocks(blocks, len(transformer.transformer_blocks)),
+        steps=_steps(steps, num_steps),
+        branches=branches,
+        num_steps=num_steps,
+    )
+    guidance.install()
+    try:
+        yield guidance
+    finally:
+        guidance.remove()
+
+
+class BiasDelta(EditMethod):
+    """GRAG / DCAG as an edit method: a grid of scales, one case per grid point.
+
+    ``grid`` maps any of dk, dv, bk, bv, dq, bq to a value or a list of values (absent
+    keys are 1); :meth:`edits` is their cartesian product in that key order. ``blocks``,
+    ``steps`` and ``branches`` are as in :func:`bias_delta_guidance`. A method named
+    "grag" must keep the Value channel at identity (dv = bv = 1).
+    """
+
+    def __init__(
+        self,
+        name: str = "dcag",
+        grid: Mapping[str, Any] | None = None,
+        blocks: Sequence[int] | None = None,
+        steps: Sequence[int] | Mapping[str, float] | None = None,
+        branches: str = "both",
+    ) -> None:
+        self.name = name
+        grid = dict(grid or {})
+        unknown = sorted(set(grid) - set(PARAMS))
+        if unknown:
+            raise ConfigError(f"method '{name}': unknown grid keys {unknown}; use {list(PARAMS)}")
+        self.grid = {p: [float(v) for v in _as_list(grid.get(p, 1.0))] for p in PARAMS}
+        for p, values in self.grid.items():
+            if not values or not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"method '{name}': grid.{p}={values} must be a non-empty list of finite numbers")
+        if name == "grag" and any(v != 1.0 for v in self.grid["dv"] + self.grid["bv"]):
+            raise ConfigError("method 'grag' is key-only guidance: grid.dv and grid.bv must be 1 (use dcag for dv)")
+        if branches not in BRANCHES:
+            raise ConfigError(f"method '{name}': branches={branches!r} is not one of {BRANCHES}")
+        self.blocks = None if blocks is None else [int(b) for b in _as_list(blocks)]
+        self.steps = None if steps is None else (dict(steps) if isinstance(steps, Mapping)
+                                                 else [int(s) for s in _as_list(steps)])
+        self.branches = branches
+
+    def edits(self) -> list[dict[str, Any]]:
+        return [dict(zip(PARAMS, combo)) for combo in itertools.product(*(self.grid[p] for p in PARAMS))]
+
+    def control(self, backend, edits: list[dict[str, Any]]) -> contextlib.AbstractContextManager:
+        per_sample = {p: [float(e.get(p, 1.0)) for e in edits] for p in PARAMS}
+        return bias_delta_guidance(
+            backend.transformer,
+            **per_sample,
+            blocks=self.blocks,
+            steps=self.steps,
+            branches=self.branches,
+            num_steps=getattr(backend, "num_inference_steps", None),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "grid": self.grid, "blocks": self.blocks, "steps": self.steps,
+                "branches": self.branches}
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        return [value]
+    return list(value)

@@ -1,0 +1,164 @@
+"""The qwen_image_edit backend on a tiny QwenImageEditPipeline built here, offline.
+
+Every component is the real class with a tiny config: QwenImageTransformer2DModel,
+AutoencoderKLQwenImage, Qwen2_5_VLForConditionalGeneration, a byte-level BPE
+Qwen2Tokenizer holding the chat and vision special tokens of the prompt template,
+and a Qwen2VLProcessor. The pipeline is saved with save_pretrained and loaded back by
+the backend through `path`, like the real weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from diffusers import (
+    AutoencoderKLQwenImage,
+    FlowMatchEulerDiscreteScheduler,
+    QwenImageEditPipeline,
+    QwenImageTransformer2DModel,
+)
+from tokenizers import AddedToken, pre_tokenizers
+from transformers import (
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+from attnedit.backends.qwen_edit import QwenImageEditBackend
+from attnedit.data.base import Sample
+from attnedit.errors import DataError, WeightsNotFoundError
+from attnedit.methods.bias_delta import bias_delta_guidance
+
+SPECIAL = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+TEXT_DIM = 24
+
+
+def tiny_pipeline() -> QwenImageEditPipeline:
+    torch.manual_seed(0)
+    # Byte-level BPE without merges: every byte is a token, so any prompt encodes.
+    vocab = {"<|endoftext|>": 0, **{c: i + 1 for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_tokens([AddedToken(t, special=True) for t in SPECIAL])
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL}
+    pixels = {"min_pixels": 28 * 28, "max_pixels": 56 * 56}  # the prompt image becomes at most 4x4 patches
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(patch_size=14, merge_size=2, temporal_patch_size=2, **pixels),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**pixels),
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=48, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                         bos_token_id=None, eos_token_id=0,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 2]}),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=TEXT_DIM,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                           fullatt_block_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )).eval()
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=TEXT_DIM, axes_dims_rope=(4, 6, 6),
+    ).eval()
+    # Five levels (16x downsampling) keep the ~1 MP working size of the pipeline cheap on a CPU.
+    vae = AutoencoderKLQwenImage(base_dim=2, z_dim=4, dim_mult=[1, 1, 1, 1, 1], num_res_blocks=0,
+                                 temperal_downsample=[False] * 4, latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256, max_image_seq_len=8192, base_shift=math.log(3), max_shift=math.log(3),
+        time_shift_type="exponential", use_dynamic_shifting=True,
+    )
+    return QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                 processor=processor, transformer=transformer)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_qwen_image_edit")
+    tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backend(model_dir):
+    return QwenImageEditBackend(path=str(model_dir), device="cpu", num_inference_steps=1)
+
+
+def sample(sid: str, seed: int, instruction: str, size=(40, 56)) -> Sample:
+    # 8-bit values like a decoded JPEG, non-square
+    pixels = torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(seed)) / 255.0
+    return Sample(id=sid, image=pixels, fields={"editing_instruction": instruction})
+
+
+A = sample("a", 1, "make the sky blue")
+B = sample("b", 2, "add a red hat to the person in the middle")
+_cache: dict[str, torch.Tensor] = {}
+
+
+def single(backend, s: Sample) -> torch.Tensor:
+    if s.id not in _cache:
+        _cache[s.id] = backend.generate([s])
+    return _cache[s.id]
+
+
+def test_generate_source_size_range_and_determinism(backend):
+    first = single(backend, A)
+    assert first.shape == (1, 3, 40, 56) and first.dtype == torch.float32 and first.device.type == "cpu"
+    assert 0.0 <= first.min() and first.max() <= 1.0 and first.std() > 0
+    assert torch.equal(backend.generate([A]), first)
+    assert torch.equal(backend.reference([A]), A.image[None])
+
+
+def test_batch_equals_single_runs(backend):
+    batch = backend.generate([A, B])
+    # padded prompts and batched kernels leave ~1e-6; the tiny random model's two edits differ by ~4e-3
+    torch.testing.assert_close(batch[0:1], single(backend, A), rtol=0, atol=2e-5)
+    torch.testing.assert_close(batch[1:2], single(backend, B), rtol=0, atol=2e-5)
+    assert (batch[0] - batch[1]).abs().max() > 1e-3
+
+
+def pipeline_condition_tokens(height: int, width: int) -> int:
+    """QwenImageEditPipeline works at ~1 MP (sides rounded to 32); tokens = 2x2 patches of the 16x latent."""
+    w = math.sqrt(1024 * 1024 * width / height)
+    h = w * height / width
+    return (round(h / 32) * 32 // 32) * (round(w / 32) * 32 // 32)
+
+
+def test_guidance_reaches_both_cfg_passes(backend):
+    with bias_delta_guidance(backend.transformer, dk=1.5, dv=1.5) as guidance:
+        guided = backend.generate([A])
+    assert [(e["branch"], e["guided"]) for e in guidance.log] == [("cond", True), ("uncond", True)]
+    assert {e["condition_tokens"] for e in guidance.log} == {pipeline_condition_tokens(40, 56)}
+    assert (guided - single(backend, A)).abs().max() > 1e-4
+
+
+def test_describe_records_settings_and_weights(backend, model_dir):
+    info = backend.describe()
+    assert info["name"] == "qwen_image_edit" and info["path"] == str(model_dir)
+    assert info["num_inference_steps"] == 1 and info["true_cfg_scale"] == 4.0 and info["seed"] == 42
+    assert info["dtype"] == "float32" and info["weights_hash_kind"] == "full" and len(info["weights_sha256_16"]) == 16
+
+
+def test_missing_prompt_field(backend):
+    with pytest.raises(DataError, match="editing_instruction"):
+        backend.generate([Sample(id="x", image=A.image, fields={})])
+
+
+def test_missing_weights_give_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = tmp_path / "nowhere"
+    with pytest.raises(WeightsNotFoundError, match="huggingface-cli download") as err:
+        QwenImageEditBackend(path=str(missing), device="cpu")
+    assert str(missing) in str(err.value) and "model.path=<dir>" in str(err.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WeightsNotFoundError, match="model_index.json"):
+        QwenImageEditBackend(path=str(empty), device="cpu")
+    with pytest.raises(WeightsNotFoundError, match="attnedit-test/not-cached") as err:
+        QwenImageEditBackend(path="attnedit-test/not-cached", device="cpu")
+    assert "cache" in str(err.value)
