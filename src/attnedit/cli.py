@@ -82,7 +82,8 @@ def directions(argv: list[str] | None = None) -> None:
         if OmegaConf.is_missing(cfg, "out"):
             raise AttneditError("give the output file: out=<path>.safetensors")
         backend = instantiate(cfg.model)
-        layers = select_layers(backend.self_attention_layers(), OmegaConf.to_object(cfg.layers))
+        layers = cfg.layers if isinstance(cfg.layers, str) else OmegaConf.to_object(cfg.layers)
+        layers = select_layers(backend.self_attention_layers(), layers)
         found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
         path = write_directions(cfg.out, found)
     except AttneditError as err:
