@@ -75,7 +75,7 @@ def directions(argv: list[str] | None = None) -> None:
     """attnedit-directions [model=<name>] [model.path=<id or dir>] [layers=all] out=<file.safetensors>"""
     from hydra.utils import instantiate
 
-    from attnedit.methods.directions import compute_directions, select_layers, write_directions
+    from attnedit.methods.directions import compute_directions, layer_weight_hash, select_layers, write_directions
 
     try:
         cfg = compose("directions", list(sys.argv[1:] if argv is None else argv))
@@ -85,7 +85,11 @@ def directions(argv: list[str] | None = None) -> None:
         layers = cfg.layers if isinstance(cfg.layers, str) else OmegaConf.to_object(cfg.layers)
         layers = select_layers(backend.self_attention_layers(), layers)
         found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
-        path = write_directions(cfg.out, found)
+        if cfg.label not in ("none", "auto"):
+            raise AttneditError(f"label={cfg.label!r} is not one of none, auto")
+        labels = _auto_labels(cfg, backend, list(layers)) if cfg.label == "auto" else None
+        hashes = {name: layer_weight_hash(attn) for name, attn in layers.items()}
+        path = write_directions(cfg.out, found, labels=labels, weight_hashes=hashes)
     except AttneditError as err:
         _fail(err)
     print(f"model: {backend.name} ({backend.path}), weights {backend.describe()['weight_sha256_16']}")
@@ -94,7 +98,32 @@ def directions(argv: list[str] | None = None) -> None:
         tops = ", ".join(f"{v:.4g} ({s:.1%})" for v, s in zip(d.eigenvalues[: cfg.top], share))
         print(f"{name}: dim {len(d.eigenvalues)}, top eigenvalues (share of trace): {tops}; "
               f"top {cfg.top} hold {share.sum():.1%}")
+    for k, entry in (labels or {}).items():
+        print(f"direction {k}: {entry['label']} (Directional CLIP {entry['score']:.3f}: "
+              f"'{entry['source']}' -> '{entry['target']}')")
     print(f"directions: {Path(path).resolve()}")
+
+
+def _auto_labels(cfg: DictConfig, backend, layer_names: list[str]) -> dict:
+    from hydra.utils import instantiate
+
+    from attnedit.data.seeds import SeedDataset
+    from attnedit.methods.labeling import FACE_ATTRIBUTES, label_directions, sad_renderer
+    from attnedit.methods.sad import SAD
+
+    spec = cfg.labeling
+    method = SAD(layers=layer_names, directions=int(spec.directions), alphas=[spec.alpha],
+                 alpha_scale=spec.alpha_scale, position=spec.position, window=list(spec.window))
+    method.setup(backend, str(cfg.paths.cache_dir))  # the same cached directions as `found`
+    probes = SeedDataset(int(spec.num_probes), int(spec.first_seed))
+    probes = [probes.load(i) for i in probes.sample_ids()]
+    clip = instantiate(spec.clip)
+    vocabulary = [tuple(v) for v in spec.vocabulary] if spec.vocabulary else FACE_ATTRIBUTES
+    labels = label_directions(sad_renderer(backend, method, probes), method.direction_ids, float(spec.alpha),
+                              clip.embed_images, clip.embed_texts, vocabulary)
+    for entry in labels.values():
+        entry["labeled_by"] = f"directional_clip {clip.model_name}/{clip.pretrained} weights={clip.weights}"
+    return labels
 
 
 def tables(argv: list[str] | None = None) -> None:

@@ -121,6 +121,7 @@ class Runner:
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
 
+        self._check_metric_inputs(self.method.edits())
         all_cases = self.cases()
         done = self.store.done_case_ids()
         method_name = self.method.name
@@ -160,6 +161,18 @@ class Runner:
                     self._sample_figure(sid)
         bar.close()
         return self.finish()
+
+    def _check_metric_inputs(self, edits: list[dict[str, Any]]) -> None:
+        """Fail before any work when an edit lacks a field a metric needs (e.g. texts)."""
+        for metric in self.metrics:
+            for key in metric.needs:
+                lacking = sorted({str(e.get("direction", e.get("label", "?"))) for e in edits if key in e and e[key] is None})
+                if lacking:
+                    raise ConfigError(
+                        f"metric '{metric.name}' needs '{key}' for every edit, but direction(s) {', '.join(lacking)} "
+                        "have none. Label them: method.labels={<k>: {label: ..., source: ..., target: ...}}, or "
+                        "`attnedit-directions label=auto out=<file>` then method.directions_file=<file>."
+                    )
 
     def _run_batch(self, batch, batch_samples, references, weights, random_backbone) -> list[dict[str, Any]]:
         edits = [edit for _, edit in batch]

@@ -87,8 +87,14 @@ def compute_directions(
     return out
 
 
-def write_directions(path: str | Path, directions: dict[str, LayerDirections], labels: dict | None = None) -> Path:
-    """``<layer>.eigenvalues`` and ``<layer>.eigenvectors`` tensors; labels in the metadata."""
+def write_directions(
+    path: str | Path,
+    directions: dict[str, LayerDirections],
+    labels: dict | None = None,
+    weight_hashes: dict[str, str] | None = None,
+) -> Path:
+    """``<layer>.eigenvalues`` and ``<layer>.eigenvectors`` tensors; labels and the
+    hashes of the layer weights they came from in the metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -98,6 +104,8 @@ def write_directions(path: str | Path, directions: dict[str, LayerDirections], l
     metadata = {"format": "attnedit-sad-directions-v1"}
     if labels:
         metadata["labels"] = json.dumps(labels, sort_keys=True)
+    if weight_hashes:
+        metadata["weight_hashes"] = json.dumps(weight_hashes, sort_keys=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
@@ -121,9 +129,10 @@ def read_directions(path: str | Path) -> dict[str, LayerDirections]:
     return out
 
 
-def read_labels(path: str | Path) -> dict:
+def read_metadata(path: str | Path, key: str) -> dict:
+    """A JSON entry of the file's metadata ("labels", "weight_hashes"); {} if absent."""
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as handle:
         meta = handle.metadata() or {}
-    return json.loads(meta.get("labels", "{}"))
+    return json.loads(meta.get(key, "{}"))

@@ -17,7 +17,8 @@ from attnedit.methods.directions import (
     LayerDirections,
     compute_directions,
     read_directions,
-    read_labels,
+    layer_weight_hash,
+    read_metadata,
     select_layers,
 )
 from attnedit.methods.injection import check_injection_options, inject_directions
@@ -86,7 +87,8 @@ class DirectionMethod(EditMethod):
             "window_hi": self.window[1],
         }
         return [
-            {"direction": k, "label": self.label(k), "alpha": a, **shared}
+            {"direction": k, "label": self.label(k), "alpha": a, **shared,
+             "source_text": self.texts(k)[0], "target_text": self.texts(k)[1]}
             for k in self.direction_ids
             for a in self.alphas
         ]
@@ -142,7 +144,14 @@ class SAD(DirectionMethod):
             missing = [n for n in self.layers if n not in stored]
             if missing:
                 raise ConfigError(f"{self.directions_file} holds no directions for layers {missing}")
-            for k, v in read_labels(self.directions_file).items():
+            hashes = read_metadata(self.directions_file, "weight_hashes")
+            stale = [n for n, attn in self.layers.items() if n in hashes and hashes[n] != layer_weight_hash(attn)]
+            if stale:
+                raise ConfigError(
+                    f"{self.directions_file} was computed from other weights for layers {stale}; "
+                    "recompute it with attnedit-directions for this model"
+                )
+            for k, v in read_metadata(self.directions_file, "labels").items():
                 self.labels.setdefault(int(k), v)
             return {n: stored[n] for n in self.layers}
         return compute_directions(self.layers, Path(cache_dir) / "directions" if cache_dir else None)
