@@ -12,10 +12,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from attnedit.errors import AttneditError
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# ${repo:} in configs: the attnedit checkout, for files it ships (results/reference/...).
+OmegaConf.register_new_resolver("repo", lambda: str(REPO_ROOT), replace=True)
+
+
 def conf_dir() -> str:
     """The repository's conf/ (or $ATTNEDIT_CONF_DIR): configs are edited by users, not shipped."""
     env = os.environ.get("ATTNEDIT_CONF_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    path = Path(env) if env else REPO_ROOT / "conf"
     if not (path / "config.yaml").exists():
         sys.exit(f"attnedit: no config.yaml in {path}; install attnedit editable from its checkout "
                  "(pip install -e .) or set ATTNEDIT_CONF_DIR to its conf/ folder")

@@ -116,6 +116,7 @@ class Runner:
             method=self.method.describe(),
             dataset=self.dataset.describe(),
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
+            metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
         )
         self.store.write_json("manifest.json", manifest)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 
 RANDOM_BACKBONE_MARK = "[RANDOM-BACKBONE METRICS: test-only, not comparable to published numbers]"
@@ -22,7 +23,7 @@ EDIT_KEYS = ("layers", "position", "alpha_scale", "window_lo", "window_hi")
 
 def metric_columns(run_dir: Path, frame: pd.DataFrame) -> list[str]:
     manifest = RunStore(run_dir).read_json("manifest.json")
-    return [name for name in manifest.get("metrics", {}) if name in frame]
+    return [name for name in manifest.get("metric_order", manifest.get("metrics", {})) if name in frame]
 
 
 def title_marks(frame: pd.DataFrame) -> str:
@@ -57,9 +58,12 @@ def aggregate(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def build_tables(run_dir: Path, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def build_tables(run_dir: Path, frame: pd.DataFrame, reference: str | None = None) -> dict[str, pd.DataFrame]:
     metrics = metric_columns(run_dir, frame)
     tables = {"summary": aggregate(frame, ["method", *EDIT_KEYS], metrics)}
+    if reference:
+        measured = aggregate(frame, ["method"], metrics)
+        tables["table2"] = with_reference(measured, read_reference(reference), metrics)
     if "direction" in frame:
         tables["by_direction"] = aggregate(frame, ["method", "direction", "label", "alpha"], metrics)
     if "category" in frame and frame.category.notna().any():
@@ -77,7 +81,7 @@ def write_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     frame = store.read()
     manifest = store.read_json("manifest.json")
     title = " ".join(filter(None, [str(manifest["config"].get("name", run_dir.name)), title_marks(frame)]))
-    tables = build_tables(run_dir, frame)
+    tables = build_tables(run_dir, frame, (manifest["config"].get("tables") or {}).get("reference"))
     markdown = []
     for name, table in tables.items():
         table.to_csv(store.tables_dir / f"{name}.csv", index=False)
