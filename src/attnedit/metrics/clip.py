@@ -1,0 +1,228 @@
+"""Directional CLIP similarity (StyleGAN-NADA convention), with open_clip.
+
+    score = cos( E_img(edited) - E_img(reference),  E_txt(target) - E_txt(source) )
+
+Image embeddings are L2-normalized before the difference. A text embedding is the
+template-averaged one: each template filled with the text is encoded and L2-normalized,
+the results are averaged and the mean is L2-normalized again (CLIP's zero-shot
+classifier recipe). Texts are inserted into the templates as they are, so write them as
+noun phrases: ("a person", "a smiling person") -> "a photo of a smiling person.".
+When either difference is zero (norm below 1e-6, the float32 noise of unit vectors:
+identical images or texts) the cosine is undefined and the score is NaN; aggregates skip NaN.
+
+Images are preprocessed in torch on the [0, 1] tensors with the model's own settings
+(``model.visual.preprocess_cfg``: resolution, resize mode, interpolation, mean, std),
+the same operations open_clip's eval transform applies to a tensor.
+
+Default model: ViT-B-32-quickgelu with the "openai" weights (the OpenAI checkpoints were
+trained with QuickGELU; the plain ViT-B-32 config would run them with GELU, and open_clip
+only warns).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnedit.errors import ConfigError, DataError
+from attnedit.metrics.base import PairMetric
+from attnedit.metrics.registry import register_metric
+from attnedit.metrics.weights import check_weights_mode, hf_hub_cache, missing_weights, offline, weights_label
+
+DEFAULT_MODEL = "ViT-B-32-quickgelu"
+DEFAULT_PRETRAINED = "openai"
+DEFAULT_TEMPLATES = (
+    "a photo of {}.",
+    "a close-up photo of {}.",
+    "a cropped photo of {}.",
+    "a good photo of {}.",
+    "a bright photo of {}.",
+    "a dark photo of {}.",
+    "a portrait of {}.",
+    "a picture of {}.",
+)
+# open_clip's messages when a tag's or a hub model's weights cannot be fetched.
+_DOWNLOAD_FAILURES = ("Failed to download", "Failed initial config/weights load from HF Hub")
+_ZERO = 1e-6
+
+
+def directional_cosine(image_delta: Tensor, text_delta: Tensor) -> Tensor:
+    """Row-wise cosine in float64; NaN where either vector is zero (norm below 1e-6)."""
+    a, b = image_delta.double(), text_delta.double()
+    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    cos = (a * b).sum(dim=-1) / (na * nb)
+    return torch.where((na > _ZERO) & (nb > _ZERO), cos, torch.full_like(cos, float("nan")))
+
+
+def _tag_source(model: str, pretrained: str, cache_dir: str | None) -> tuple[bool, str, Path, str]:
+    """Where open_clip fetches a tag's weights from: (cached?, file, folder, how to fetch)."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if cfg.get("hf_hub"):  # open_clip prefers the hub copy when a tag has one
+        # Same split and .safetensors-first order as open_clip.pretrained.download_pretrained.
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        names = [filename]
+        if filename == HF_WEIGHTS_NAME:
+            names.insert(0, HF_SAFE_WEIGHTS_NAME)
+        elif filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        cached = any(isinstance(try_to_load_from_cache(repo, n, cache_dir=cache_dir), str) for n in names)
+        folder = Path(cache_dir or hf_hub_cache())
+        how = (
+            f"On a machine with network run `hf download {repo} {filename}` (or create the metric once there) "
+            f"and copy its hub cache to {folder} (HF_HUB_CACHE, or the metric's cache_dir), "
+            "or pass pretrained=<path to the checkpoint file>."
+        )
+        return cached, f"{repo}/{filename}", folder, how
+    folder = Path(cache_dir or Path("~/.cache/clip").expanduser())
+    how = f"Download {cfg['url']} into {folder}, or pass pretrained=<path to the checkpoint file>."
+    return (folder / Path(cfg["url"]).name).is_file(), Path(cfg["url"]).name, folder, how
+
+
+def load_clip(model: str, pretrained: str, weights: str, seed: int, cache_dir: str | None):
+    """(open_clip model in eval mode, its tokenizer); the tokenizer must load offline."""
+    import open_clip
+
+    has_schema = model.startswith(("hf-hub:", "local-dir:"))  # open_clip then ignores `pretrained`
+    if model not in open_clip.list_models() and not has_schema:
+        raise ConfigError(
+            f"metric 'directional_clip': unknown open_clip model {model!r}; see open_clip.list_models()."
+        )
+    what = f"metric 'directional_clip' (open_clip model {model!r}, pretrained={pretrained!r})"
+    with torch.random.fork_rng(devices=[]):  # model init draws from the global RNG
+        if weights == "random":
+            torch.manual_seed(seed)
+            net = open_clip.create_model(model, pretrained=None, load_weights=False, pretrained_text=False)
+        else:
+            net = _create_pretrained(model, pretrained, cache_dir, what, has_schema)
+    try:
+        tokenizer = open_clip.get_tokenizer(model, cache_dir=cache_dir)
+    except OSError as err:  # hub tokenizers (HF text towers) do not ship in the package
+        folder = cache_dir or hf_hub_cache()
+        raise missing_weights(what, f"tokenizer of {model}", folder, "Create the metric once with network.") from err
+    return net.eval().requires_grad_(False), tokenizer
+
+
+def _create_pretrained(model: str, pretrained: str, cache_dir: str | None, what: str, has_schema: bool):
+    import open_clip
+
+    if has_schema or Path(pretrained).is_file():
+        file, folder, how = model, Path(cache_dir or hf_hub_cache()), "Create the metric once with network access."
+    elif open_clip.get_pretrained_cfg(model, pretrained):
+        cached, file, folder, how = _tag_source(model, pretrained, cache_dir)
+        if not cached and offline():
+            raise missing_weights(what, file, folder, how)  # no network attempt at all
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise ConfigError(f"{what}: {pretrained!r} is neither a known tag (known: {tags}) nor a checkpoint file.")
+    try:
+        return open_clip.create_model(model, pretrained=pretrained, cache_dir=cache_dir, require_pretrained=True)
+    except RuntimeError as err:
+        if not str(err).startswith(_DOWNLOAD_FAILURES):
+            raise
+        raise missing_weights(what, file, folder, how) from err
+
+
+def preprocess(images: Tensor, cfg: dict) -> Tensor:
+    """[0, 1] NCHW -> the model's input: resize (per resize_mode), center crop, normalize."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    size = cfg["size"]
+    th, tw = (size, size) if isinstance(size, int) else tuple(size)
+    mode = InterpolationMode.BILINEAR if cfg.get("interpolation") == "bilinear" else InterpolationMode.BICUBIC
+    resize_mode = cfg.get("resize_mode", "shortest")
+    h, w = images.shape[-2:]
+    if resize_mode == "squash":
+        target = [th, tw]
+    elif resize_mode in ("shortest", "longest"):
+        scale = (max if resize_mode == "shortest" else min)(th / h, tw / w)
+        target = [round(h * scale), round(w * scale)]
+        if resize_mode == "shortest" and th == tw:
+            target = [th]  # torchvision's shortest-edge resize, as open_clip uses for square inputs
+    else:
+        raise ConfigError(f"metric 'directional_clip': unsupported open_clip resize_mode {resize_mode!r}.")
+    x = TF.resize(images.float(), target, interpolation=mode, antialias=True)
+    x = TF.center_crop(x, [th, tw])  # pads with 0 (open_clip's fill_color) when 'longest'
+    return TF.normalize(x, mean=list(cfg["mean"]), std=list(cfg["std"]))
+
+
+@register_metric("directional_clip")
+class DirectionalCLIP(PairMetric):
+    """Directional CLIP similarity; needs per-image ``source_text`` and ``target_text``.
+
+    ``model`` / ``pretrained``: an open_clip model name and tag (or checkpoint path);
+    ``weights="random"`` builds the same architecture with open_clip's own init under
+    ``torch.manual_seed(seed)`` (tests); ``templates`` each hold one ``{}``;
+    ``cache_dir`` overrides open_clip's download cache (default: the HF hub cache).
+    ``embed_images`` / ``embed_texts`` are public for direction labeling.
+    """
+
+    name = "directional_clip"
+    higher_is_better = True
+    needs = ("source_text", "target_text")
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        pretrained: str = DEFAULT_PRETRAINED,
+        weights: str = "pretrained",
+        seed: int = 0,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        cache_dir: str | None = None,
+        name: str = "directional_clip",
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.templates = tuple(templates)
+        if not self.templates or any(t.count("{}") != 1 for t in self.templates):
+            raise ConfigError(f"metric '{name}': every template needs exactly one '{{}}', got {self.templates}.")
+        self.model_name, self.pretrained = model, pretrained
+        self.weights = weights_label(check_weights_mode(weights, name), seed)
+        self.model, self.tokenizer = load_clip(model, pretrained, weights, seed, cache_dir)
+        self._text_cache: dict[str, Tensor] = {}  # text -> template-averaged embedding (CPU)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def embed_images(self, images: Tensor) -> Tensor:
+        """[0, 1] NCHW images -> L2-normalized image embeddings [N, D] (float32, images' device)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise DataError(f"metric '{self.name}': images must be N x 3 x H x W, got {tuple(images.shape)}.")
+        self.model.to(images.device)
+        pixels = preprocess(images, self.model.visual.preprocess_cfg)
+        return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> Tensor:
+        """Texts -> template-averaged, L2-normalized embeddings [N, D] (float32, model device)."""
+        if isinstance(texts, str) or len(texts) == 0:
+            raise DataError(f"metric '{self.name}': embed_texts takes a non-empty list of strings, got {texts!r}.")
+        new = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        if new:
+            prompts = [template.format(text) for text in new for template in self.templates]
+            tokens = self.tokenizer(prompts).to(self.device)
+            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            emb = F.normalize(emb.view(len(new), len(self.templates), -1).mean(dim=1), dim=-1)
+            self._text_cache.update(zip(new, emb.cpu()))
+        return torch.stack([self._text_cache[t] for t in texts]).to(self.device)
+
+    def score(self, edited: Tensor, reference: Tensor, source_text, target_text) -> dict[str, Tensor]:
+        n = len(edited)
+        for key, texts in (("source_text", source_text), ("target_text", target_text)):
+            if isinstance(texts, str) or len(texts) != n or not all(isinstance(t, str) for t in texts):
+                raise DataError(f"metric '{self.name}': {key} must be a list of {n} strings (one per image).")
+        images = self.embed_images(torch.cat([edited, reference]))
+        texts = self.embed_texts(list(target_text) + list(source_text))
+        return {self.name: directional_cosine(images[:n] - images[n:], texts[:n] - texts[n:])}
