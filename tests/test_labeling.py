@@ -72,7 +72,7 @@ def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, c
     out = tmp_path / "labeled.safetensors"
     directions([f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}", "label=auto",
                 "metric_weights=random", "labeling.directions=2", "labeling.num_probes=1",
-                "model.num_inference_steps=3"])
+                "model.num_inference_steps=3", "+labeling.clip.model=ViT-S-32-alt"])
     labels = read_metadata(out, "labels")
     assert set(labels) == {"0", "1"}
     vocabulary = {label for label, _, _ in FACE_ATTRIBUTES}
@@ -110,7 +110,7 @@ def test_run_without_texts_fails_before_any_work(tiny_ddpm_dir, tmp_path):
     from attnedit.cli import compose
     from attnedit.runner import Runner
 
-    cfg = compose("config", [f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", "metrics=sad",
+    cfg = compose("config", [f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", "metrics=sad", "+metrics.directional_clip.model=ViT-S-32-alt",
                              "metric_weights=random",
                              "method.directions=2", "+method.labels={0: {label: smile, source: a face, target: a smiling face}}",
                              "progress=false", "device=cpu"])

@@ -53,3 +53,47 @@ def alpha_sweep_figure(frame: pd.DataFrame, run_dir: Path, out_dir: Path, cell: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def cross_dataset_figure(run_dirs: list[Path], out_path: Path, directions: int = 3, cell: float = 1.2) -> Path:
+    """Rows = (model, direction) for the top ``directions`` of each run, columns = alpha
+    with the unedited sample in the middle; the first sample of each run."""
+    from attnedit.store import RunStore
+
+    rows = []
+    for run_dir in map(Path, run_dirs):
+        frame = RunStore(run_dir).read()
+        if frame.empty or "direction" not in frame:
+            continue
+        model = RunStore(run_dir).read_json("manifest.json")["model"]["name"]
+        first = frame[frame.sample_id == sorted(frame.sample_id.unique())[0]]
+        for direction in sorted(first.direction.unique())[:directions]:
+            rows.append((run_dir, model, direction, first[first.direction == direction]))
+    if not rows:
+        raise ValueError(f"none of {list(map(str, run_dirs))} holds direction edits")
+    alphas = sorted({a for *_, f in rows for a in f.alpha.unique() if a != 0})
+    columns: list[float | None] = [*[a for a in alphas if a < 0], None, *[a for a in alphas if a > 0]]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(cell * len(columns), cell * len(rows) + 0.4),
+                             squeeze=False)
+    for r, (run_dir, model, direction, frame) in enumerate(rows):
+        for c, alpha in enumerate(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if alpha is None:
+                path = run_dir / str(frame.reference_path.iloc[0])
+            else:
+                match = frame[frame.alpha == alpha]
+                path = run_dir / str(match.image_path.iloc[0]) if len(match) else None
+            if path is not None and path.exists():
+                ax.imshow(Image.open(path))
+            if r == 0:
+                ax.set_title("unedited" if alpha is None else f"α={alpha:+g}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{model}\ndir {direction}", fontsize=7)
+    fig.suptitle("SAD directions across models", fontsize=9)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
