@@ -135,3 +135,15 @@ def test_two_job_multirun(tiny_ddpm_dir, tmp_path):
     assert len(run_dirs) == 2 and len(set(run_dirs)) == 2
     alphas = sorted(float(pd.read_parquet(Path(d) / "cases").alpha.iloc[0]) for d in run_dirs)
     assert alphas == [0.2, 0.4]
+
+
+def test_alpha_sweep_and_cross_dataset_figures_have_the_grid_layout(finished_run, tmp_path):
+    from PIL import Image
+
+    from attnedit.plots import cross_dataset_figure
+
+    _, _, run_dir = finished_run
+    # alpha sweep: 2 directions x (2 alphas + unedited), 1.4 in cells at 100 dpi, +0.4 in title
+    assert Image.open(run_dir / "figures" / "alpha_sweep_seed000000.png").size == (420, 320)
+    path = cross_dataset_figure([run_dir, run_dir], tmp_path / "cross.png", directions=2)
+    assert Image.open(path).size == (360, 520)  # 4 rows (2 runs x 2 directions) x 3 columns of 1.2 in

@@ -13,6 +13,23 @@ import pandas as pd
 from PIL import Image
 
 
+def _draw_row(axes, columns, run_dir: Path, rows: pd.DataFrame, reference: Path, first_row: bool, ylabel: str):
+    """One direction's images across alpha columns (None = the unedited reference)."""
+    for ax, alpha in zip(axes, columns):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if alpha is None:
+            path = reference
+        else:
+            match = rows[rows.alpha == alpha]
+            path = run_dir / str(match.image_path.iloc[0]) if len(match) else None
+        if path is not None and path.exists():
+            ax.imshow(Image.open(path))
+        if first_row:
+            ax.set_title("unedited" if alpha is None else f"α={alpha:+g}", fontsize=8)
+    axes[0].set_ylabel(ylabel, fontsize=8)
+
+
 def alpha_sweep_figure(frame: pd.DataFrame, run_dir: Path, out_dir: Path, cell: float = 1.4) -> Path | None:
     """One PNG per sample from its rows; returns its path (None if the rows hold no images)."""
     if frame.empty or "image_path" not in frame:
@@ -30,22 +47,8 @@ def alpha_sweep_figure(frame: pd.DataFrame, run_dir: Path, out_dir: Path, cell: 
         len(directions), len(columns), figsize=(cell * len(columns), cell * len(directions) + 0.4), squeeze=False
     )
     for r, (direction, label) in enumerate(directions):
-        rows = frame[frame.direction == direction]
-        for c, alpha in enumerate(columns):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if alpha is None:
-                path = reference
-            else:
-                match = rows[rows.alpha == alpha]
-                path = run_dir / str(match.image_path.iloc[0]) if len(match) else None
-            if path is not None and path.exists():
-                ax.imshow(Image.open(path))
-            if r == 0:
-                ax.set_title("unedited" if alpha is None else f"α={alpha:+g}", fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"{direction}: {label}", fontsize=8)
+        _draw_row(axes[r], columns, run_dir, frame[frame.direction == direction], reference,
+                  first_row=r == 0, ylabel=f"{direction}: {label}")
     fig.suptitle(f"{sample_id}: alpha sweep", fontsize=9)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,21 +79,8 @@ def cross_dataset_figure(run_dirs: list[Path], out_path: Path, directions: int =
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(cell * len(columns), cell * len(rows) + 0.4),
                              squeeze=False)
     for r, (run_dir, model, direction, frame) in enumerate(rows):
-        for c, alpha in enumerate(columns):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if alpha is None:
-                path = run_dir / str(frame.reference_path.iloc[0])
-            else:
-                match = frame[frame.alpha == alpha]
-                path = run_dir / str(match.image_path.iloc[0]) if len(match) else None
-            if path is not None and path.exists():
-                ax.imshow(Image.open(path))
-            if r == 0:
-                ax.set_title("unedited" if alpha is None else f"α={alpha:+g}", fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"{model}\ndir {direction}", fontsize=7)
+        _draw_row(axes[r], columns, run_dir, frame, run_dir / str(frame.reference_path.iloc[0]),
+                  first_row=r == 0, ylabel=f"{model}\ndir {direction}")
     fig.suptitle("SAD directions across models", fontsize=9)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
