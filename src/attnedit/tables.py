@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from attnedit.dcag_runs import is_study_run
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 
@@ -79,6 +80,10 @@ def write_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
     frame = store.read()
+    if is_study_run(run_dir, frame):  # GRAG/DCAG (and their unedited) runs: per-(dk, dv) tables and figures
+        from attnedit.dcag_report import write_report
+
+        return write_report([run_dir]).tables
     manifest = store.read_json("manifest.json")
     title = " ".join(filter(None, [str(manifest["config"].get("name", run_dir.name)), title_marks(frame)]))
     tables = build_tables(run_dir, frame, (manifest["config"].get("tables") or {}).get("reference"))
