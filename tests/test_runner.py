@@ -147,3 +147,17 @@ def test_alpha_sweep_and_cross_dataset_figures_have_the_grid_layout(finished_run
     assert Image.open(run_dir / "figures" / "alpha_sweep_seed000000.png").size == (420, 320)
     path = cross_dataset_figure([run_dir, run_dir], tmp_path / "cross.png", directions=2)
     assert Image.open(path).size == (360, 520)  # 4 rows (2 runs x 2 directions) x 3 columns of 1.2 in
+
+
+def test_unset_required_key_is_one_clear_error(tiny_ddpm_dir, tmp_path, capsys):
+    from omegaconf.errors import MissingMandatoryValue
+
+    from attnedit.cli import _fail
+
+    cfg = compose("config", run_overrides(tmp_path, tiny_ddpm_dir, "dataset=image_folder"))
+    with pytest.raises(MissingMandatoryValue) as err:
+        Runner(cfg)
+    with pytest.raises(SystemExit):
+        _fail(err.value)
+    assert capsys.readouterr().err.strip() == (
+        "attnedit: error: the config key 'dataset.root' has no value; pass dataset.root=<value> on the command line")
