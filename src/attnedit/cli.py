@@ -132,12 +132,22 @@ def _auto_labels(cfg: DictConfig, backend, layer_names: list[str]) -> dict:
 
 
 def tables(argv: list[str] | None = None) -> None:
-    """attnedit-tables <run dir> [<run dir> ...]: write Markdown, CSV, LaTeX; print Markdown."""
+    """attnedit-tables <run dir> [<run dir> ...] [--out DIR]: write Markdown, CSV, LaTeX; print
+    Markdown. Several runs (or --out) also get one comparison table (a row per method) and
+    the editing-time table, in DIR (default: the first run's tables/)."""
+    from attnedit.comparison import write_comparison
     from attnedit.tables import write_tables
 
     args = list(sys.argv[1:] if argv is None else argv)
+    out = None
+    if "--out" in args:
+        at = args.index("--out")
+        if at + 1 >= len(args):
+            sys.exit("usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]")
+        out = args.pop(at + 1)
+        args.pop(at)
     if not args:
-        sys.exit("usage: attnedit-tables <run dir> [<run dir> ...]")
+        sys.exit("usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]")
     try:
         for run_dir in args:
             if not (Path(run_dir) / "manifest.json").exists():
@@ -146,6 +156,10 @@ def tables(argv: list[str] | None = None) -> None:
             write_tables(run_dir)
             print((Path(run_dir) / "tables" / "tables.md").read_text())
             print(f"tables: {(Path(run_dir) / 'tables').resolve()}")
+        if len(args) > 1 or out is not None:
+            folder, text = write_comparison(args, out)
+            print(text)
+            print(f"comparison: {folder.resolve()}")
     except AttneditError as err:
         _fail(err)
 

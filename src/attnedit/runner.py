@@ -187,6 +187,7 @@ class Runner:
         scores: dict[str, torch.Tensor] = {}
         for metric in self.metrics:
             scores.update(metric(images, refs, **_context([metric], batch, batch_samples, refs)))
+        extras = getattr(control, "row_extras", None) or [{}] * len(batch)  # per-case facts a method measured
         rows = []
         for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
             cid = case_id(sid, self.method.name, edit)
@@ -200,6 +201,7 @@ class Runner:
                 "method": self.method.name,
                 **edit,
                 **{k: _scalar(v[i]) for k, v in scores.items()},
+                **extras[i],
                 "seconds_per_case": seconds,
                 "batch_size": len(batch),
                 "image_path": str(image_path.relative_to(self.run_dir)),

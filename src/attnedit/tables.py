@@ -16,6 +16,7 @@ import pandas as pd
 from attnedit.dcag_runs import is_study_run
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
+from attnedit.timing import timing_table
 
 RANDOM_BACKBONE_MARK = "[RANDOM-BACKBONE METRICS: test-only, not comparable to published numbers]"
 RANDOM_MODEL_MARK = "[RANDOM MODEL WEIGHTS: demonstrates the machinery, not the method]"
@@ -69,6 +70,7 @@ def build_tables(run_dir: Path, frame: pd.DataFrame, reference: str | None = Non
         tables["by_direction"] = aggregate(frame, ["method", "direction", "label", "alpha"], metrics)
     if "category" in frame and frame.category.notna().any():
         tables["by_category"] = aggregate(frame, ["method", "category"], metrics)
+    tables["editing_time"] = timing_table([run_dir])  # discovery / per-edit / projected study time
     return tables
 
 

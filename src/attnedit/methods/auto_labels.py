@@ -1,0 +1,78 @@
+"""Automatic Directional-CLIP labels for a baseline's own directions, during setup.
+
+Directional CLIP needs a (source, target) text per direction. A baseline's direction k
+means nothing like SAD's direction k, so it gets its own labels, by the procedure
+`attnedit-directions label=auto` applies to SAD's (methods/labeling.py): each
+direction, applied at +alpha and -alpha with the method's own edit to the same probe
+samples, is named after the vocabulary attribute it moves the CLIP embedding toward.
+For pullback, direction k is the k-th singular vector of each probe.
+
+``spec`` keys (as conf/directions.yaml's ``labeling``): num_probes, first_seed, alpha,
+vocabulary (null = the built-in face attributes), clip (a Hydra node with
+embed_images / embed_texts, e.g. attnedit.metrics.clip.DirectionalCLIP).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from hydra.utils import instantiate
+
+from attnedit.data.seeds import SeedDataset
+from attnedit.errors import ConfigError
+from attnedit.methods.labeling import FACE_ATTRIBUTES, label_directions
+from attnedit.methods.sad import DirectionMethod
+
+SPEC_KEYS = ("num_probes", "first_seed", "alpha", "clip")
+
+
+def renderer(backend, method, probes):
+    """render(k, a): the probes edited along direction k by a, the control handed to
+    generate() (pullback edits through its latent hook, not through module hooks)."""
+
+    def render(k: int, alpha: float):
+        edit = next(e for e in method.edits() if e["direction"] == k)
+        with method.control(backend, [{**edit, "alpha": alpha}] * len(probes)) as control:
+            return backend.generate(probes, control)
+
+    return render
+
+
+def auto_label(method, backend, spec: Mapping[str, Any]) -> float:
+    """Fill ``method.labels`` for every requested direction not labeled in config.
+    Returns the seconds spent (labeling is harness work, not the method's discovery)."""
+    missing_keys = [k for k in SPEC_KEYS if k not in spec]
+    if missing_keys:
+        raise ConfigError(f"method.labeling lacks {missing_keys}; give {list(SPEC_KEYS)} (see conf/directions.yaml)")
+    todo = [k for k in method.direction_ids if k not in method.labels]
+    if not todo:
+        return 0.0
+    start = time.perf_counter()
+    probes = SeedDataset(int(spec["num_probes"]), int(spec["first_seed"]))
+    probes = [probes.load(i) for i in probes.sample_ids()]
+    clip = spec["clip"] if hasattr(spec["clip"], "embed_images") else instantiate(spec["clip"])  # Hydra may have built it
+    vocabulary = [tuple(v) for v in spec["vocabulary"]] if spec.get("vocabulary") else FACE_ATTRIBUTES
+    labels = label_directions(renderer(backend, method, probes), todo, float(spec["alpha"]),
+                              clip.embed_images, clip.embed_texts, vocabulary)
+    source = f"directional_clip {getattr(clip, 'model_name', type(clip).__name__)} weights={getattr(clip, 'weights', '?')}"
+    for k, entry in labels.items():
+        method.labels[int(k)] = {**entry, "labeled_by": source}
+    return time.perf_counter() - start
+
+
+class AutoLabeledDirections(DirectionMethod):
+    """A DirectionMethod whose unlabeled directions are named in setup when given ``labeling``."""
+
+    def __init__(self, labeling: Mapping[str, Any] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.labeling = labeling
+        self.labeling_seconds = 0.0
+
+    def setup(self, backend, cache_dir: str | None = None) -> None:
+        super().setup(backend, cache_dir)  # times discover() alone
+        if self.labeling:
+            self.labeling_seconds = auto_label(self, backend, self.labeling)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labeling_seconds": self.labeling_seconds}
