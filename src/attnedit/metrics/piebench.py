@@ -1,0 +1,340 @@
+"""PIE-Bench metrics with the official PnPInversion conventions (reference/piebench.md).
+
+Names are the official ones: ``<base>_unedit_part`` (background), ``<base>_edit_part``
+and, for the whole frame, ``<base>_whole`` (``psnr``/``ssim``/``mse`` name the plain
+fidelity metrics elsewhere), for base psnr, ssim, mse, lpips; ``clip_similarity_*``
+and ``structure_distance``.
+
+Conventions, each as the official script has it:
+- images are floats in [0, 1] (8-bit files / 255); PSNR and SSIM use data_range 1;
+- a region is scored by multiplying *both* images by (1 - mask) (background) or mask
+  (edit), broadcast over channels, then computing on the full frame (zeros included);
+- the value is NaN exactly where the official script writes "nan": the region is empty;
+- LPIPS is torchmetrics' LPIPS, net squeeze by default, inputs mapped to [-1, 1];
+- CLIP score is max(100 * cos(image, text), 0) of CLIP ViT-L/14 on the 8-bit image
+  (times the mask for the edit part), as torchmetrics' CLIPScore computes it;
+- structure distance is the MSE between the cosine self-similarity matrices of the
+  last DINO block's keys (CLS included), images as 0-255 floats resized to 224 on the
+  short side (max 480) and ImageNet-normalized.
+
+Edited images of another size than the source are resized to the source size first,
+bicubic with antialiasing (``torch.nn.functional.interpolate(mode="bicubic",
+antialias=True, align_corners=False)``, clamped to [0, 1]); the official script instead
+asserts equal sizes. Every metric takes a whole batch per call and returns one value
+per image; inside, the pixel metrics and LPIPS go image by image, which keeps a
+512x512 image's intermediate maps in CPU cache (a batch's do not fit).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnedit.errors import ConfigError, DataError
+from attnedit.metrics import piebench_backbones as backbones
+from attnedit.metrics.base import PairMetric
+from attnedit.metrics.registry import register_metric
+from attnedit.metrics.ssim_fast import ssim
+from attnedit.metrics.weights import weights_label
+
+REGIONS = {"unedit_part": "background", "edit_part": "edit region", "whole": "whole image"}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def match_size(edited: Tensor, size: tuple[int, int]) -> Tensor:
+    """Edited NCHW images at ``size`` (H, W): bicubic, antialiased, clamped to [0, 1]."""
+    if tuple(edited.shape[-2:]) == tuple(size):
+        return edited
+    resized = F.interpolate(edited.float(), size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+    return resized.clamp_(0, 1)
+
+
+def region_weights(mask: Tensor | None, region: str) -> Tensor | None:
+    """The [N, 1, H, W] multiplier of a region (None for the whole image)."""
+    if region == "whole":
+        return None
+    if mask is None:
+        raise DataError(f"region '{region}' needs the PIE-Bench mask of every image.")
+    mask = mask.float()
+    if mask.ndim == 2:
+        mask = mask[None]
+    weights = 1 - mask if region == "unedit_part" else mask
+    return weights[:, None]
+
+
+def empty_region(weights: Tensor | None, n: int) -> Tensor:
+    """Rows whose region holds no pixel: the official script writes "nan" for them."""
+    if weights is None:
+        return torch.zeros(n, dtype=torch.bool)
+    return (weights.flatten(1).sum(1) == 0).cpu()
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """The 8-bit image the official script reads from disk."""
+    return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class PIEBenchMetric(PairMetric):
+    """Shared behaviour: resize edited images to the source size, then score."""
+
+    def __call__(self, edited: Tensor, reference: Tensor, **context) -> dict[str, Tensor]:
+        if edited.ndim == 4 and reference.ndim == 4 and edited.shape[:2] == reference.shape[:2]:
+            edited = match_size(edited, reference.shape[-2:])
+        return super().__call__(edited, reference, **context)
+
+
+class RegionMetric(PIEBenchMetric):
+    """A full-reference metric on a region: both images times the region's weights."""
+
+    base = ""
+
+    def __init__(self, region: str = "unedit_part") -> None:
+        super().__init__()
+        if region not in REGIONS:
+            raise ConfigError(f"metric '{self.base}': region {region!r} is not one of {list(REGIONS)}.")
+        self.region = region
+        self.name = f"{self.base}_{region}"
+        self.needs = () if region == "whole" else ("mask",)
+
+    def score(self, edited: Tensor, reference: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        weights = region_weights(None if mask is None else mask.to(edited.device), self.region)
+        values = []
+        # Image by image: one 512x512 image's maps stay in CPU cache, a batch's do not.
+        for i in range(len(edited)):
+            e, r = edited[i : i + 1].float(), reference[i : i + 1].float()
+            if weights is not None:
+                e, r = e * weights[i : i + 1], r * weights[i : i + 1]
+            values.append(self.compute(e, r).double().cpu())
+        values = torch.cat(values)
+        values[empty_region(weights, len(values))] = float("nan")
+        return {self.name: values}
+
+    @abc.abstractmethod
+    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
+        """Per-image values of [n, C, H, W] images already multiplied by the region."""
+
+
+def mean_squared_error(edited: Tensor, reference: Tensor) -> Tensor:
+    """Per-image MSE over all channels and pixels (float32 squares, float64 sum)."""
+    diff = (edited - reference).flatten(1)
+    return torch.sum(diff.square_(), dim=1, dtype=torch.float64) / diff.shape[1]
+
+
+class PIEBenchMSE(RegionMetric):
+    base, higher_is_better = "mse", False
+
+    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
+        return mean_squared_error(edited, reference)
+
+
+class PIEBenchPSNR(RegionMetric):
+    base, higher_is_better = "psnr", True
+
+    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
+        # data_range 1; identical images give inf, as torchmetrics does.
+        return 10 * torch.log10(1.0 / mean_squared_error(edited, reference))
+
+
+class PIEBenchSSIM(RegionMetric):
+    base, higher_is_better = "ssim", True
+
+    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
+        return ssim(edited, reference, data_range=1.0)
+
+
+class PIEBenchLPIPS(RegionMetric):
+    """LPIPS (torchmetrics' network, squeeze by default) on [-1, 1] inputs, one value per image.
+
+    Same network and formula as torchmetrics' forward, evaluated faster: the pair runs as
+    one batch through channels-last weights (oneDNN's convolutions and pooling run several
+    times faster than on NCHW maps on CPU), and each layer's 1x1 "lin" head followed by
+    the spatial mean is taken as a per-pixel dot product with the head's weights.
+    """
+
+    base, higher_is_better = "lpips", False
+
+    def __init__(
+        self, region: str = "unedit_part", net_type: str = "squeeze", weights: str = "pretrained", seed: int = 0
+    ) -> None:
+        super().__init__(region)
+        self.net_type = net_type
+        self.model = backbones.load_lpips(net_type, weights, seed).to(memory_format=torch.channels_last)
+        self.weights = weights_label(weights, seed)
+
+    @torch.no_grad()
+    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
+        model = self.model.to(edited.device)
+        heads = [lin.model[-1].weight.flatten() for lin in model.lins]  # Conv2d(C, 1, 1, bias=False)
+        values = []
+        for i in range(len(edited)):  # RegionMetric passes one image; a batch works too
+            pair = torch.cat((edited[i : i + 1], reference[i : i + 1])) * 2 - 1
+            # NCHW input into channels-last weights: oneDNN's fastest first layer, channels-last after it.
+            features = model.net(model.scaling_layer(pair))
+            total = torch.zeros((), dtype=torch.float64, device=edited.device)
+            for feature, head in zip(features, heads):
+                nhwc = feature.permute(0, 2, 3, 1)
+                # Unit-normalize over channels (torchmetrics' eps 1e-8), subtract, square, weight, average.
+                norm = torch.linalg.vector_norm(nhwc, dim=-1, keepdim=True)
+                scale = torch.rsqrt(norm.mul_(norm).add_(1e-8))
+                diff = torch.addcmul(nhwc[0] * scale[0], nhwc[1], scale[1], value=-1)
+                total += (diff.square_() @ head).mean()
+            values.append(total)
+        return torch.stack(values)
+
+
+CLIP_KINDS = {
+    "target_image": ("editing_prompt",),
+    "target_image_edit_part": ("editing_prompt", "mask"),
+    "source_image": ("original_prompt",),
+}
+
+
+class PIEBenchCLIPScore(PIEBenchMetric):
+    """CLIP score of an image and a bracket-stripped prompt: max(100 * cosine, 0).
+
+    ``target_image``: the edited image with the editing prompt; ``target_image_edit_part``:
+    the 8-bit edited image times the mask (NaN where the mask is empty); ``source_image``:
+    the source image (the ``reference`` argument) with the original prompt.
+    torchmetrics 1.9's CLIPScore cannot read transformers 5's feature outputs, so its
+    formula is applied here to the same model, processor and 8-bit images.
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        kind: str = "target_image",
+        model: str = backbones.CLIP_MODEL,
+        weights: str = "pretrained",
+        seed: int = 0,
+        config_overrides: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if kind not in CLIP_KINDS:
+            raise ConfigError(f"CLIP score kind {kind!r} is not one of {list(CLIP_KINDS)}.")
+        self.kind, self.name, self.needs = kind, f"clip_similarity_{kind}", CLIP_KINDS[kind]
+        self.model, self.processor = backbones.load_clip(model, weights, seed, config_overrides)
+        self.weights = weights_label(weights, seed)
+
+    @torch.no_grad()
+    def score(self, edited: Tensor, reference: Tensor, **context) -> dict[str, Tensor]:
+        images = to_uint8(reference if self.kind == "source_image" else edited)
+        texts = list(context[self.needs[0]])
+        if len(texts) != len(images):
+            raise DataError(f"metric '{self.name}': {len(images)} images but {len(texts)} prompts.")
+        empty = torch.zeros(len(images), dtype=torch.bool)
+        if self.kind == "target_image_edit_part":
+            mask = context["mask"].to(images.device)
+            images = (images * mask[:, None].to(torch.uint8)).to(torch.uint8)
+            empty = (mask.flatten(1).sum(1) == 0).cpu()
+        values = self.clip_score(images, texts).double()
+        values[empty] = float("nan")
+        return {self.name: values}
+
+    def clip_score(self, images: Tensor, texts: list[str]) -> Tensor:
+        device = images.device
+        self.model.to(device)
+        pixels = self.processor(images=[i.cpu() for i in images], return_tensors="pt")["pixel_values"]
+        tokens = self.processor(text=texts, return_tensors="pt", padding=True)
+        limit = self.model.config.text_config.max_position_embeddings
+        if tokens["input_ids"].shape[-1] > limit:  # torchmetrics cuts longer captions the same way
+            warnings.warn(f"metric '{self.name}': a prompt is longer than {limit} tokens; truncated.", stacklevel=3)
+        image_features = _features(self.model.get_image_features(pixel_values=pixels.to(device)))
+        text_features = _features(
+            self.model.get_text_features(
+                input_ids=tokens["input_ids"][..., :limit].to(device),
+                attention_mask=tokens["attention_mask"][..., :limit].to(device),
+            )
+        )
+        image_features = image_features / image_features.norm(p=2, dim=-1, keepdim=True)
+        text_features = text_features / text_features.norm(p=2, dim=-1, keepdim=True)
+        return (100 * (image_features * text_features).sum(-1)).clamp(min=0).cpu()
+
+
+def _features(output) -> Tensor:
+    """transformers 4 returns the projected features, transformers 5 an output object holding them."""
+    return output if isinstance(output, Tensor) else output.pooler_output
+
+
+class StructureDistance(PIEBenchMetric):
+    """DINO ViT-B/8 structure distance of source and edited image (lower is closer).
+
+    As in the official LossG.calculate_global_ssim_loss: each image (0-255 floats, as the
+    official script passes them) goes through Resize(224, max_size=480) and ImageNet
+    normalization; the last block's keys of all tokens (CLS included) give a cosine
+    self-similarity matrix; the value is the MSE between the two matrices. The official
+    torchvision of 2023 resized tensors without antialiasing, today's default
+    antialiases: ``antialias`` chooses (default False, as the published numbers).
+    """
+
+    name, higher_is_better = "structure_distance", False
+
+    def __init__(
+        self,
+        model: str = backbones.DINO_MODEL,
+        weights: str = "pretrained",
+        seed: int = 0,
+        antialias: bool = False,
+        config_overrides: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = backbones.load_dino(model, weights, seed, config_overrides)
+        self.weights = weights_label(weights, seed)
+        self.antialias = antialias
+
+    def transform(self, images: Tensor) -> Tensor:
+        """0-255 float NCHW -> the DINO input of the official script."""
+        from torchvision.transforms import functional as TF
+
+        resized = TF.resize(images, 224, max_size=480, antialias=self.antialias)
+        return TF.normalize(resized, IMAGENET_MEAN, IMAGENET_STD)
+
+    @torch.no_grad()
+    def key_self_similarity(self, images: Tensor) -> Tensor:
+        """[N, T, T] cosine similarities of the last block's keys; ``images`` are 0-255 floats."""
+        captured = []
+        qkv = self.model.blocks[-1].attn.qkv
+        handle = qkv.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            self.model.to(images.device)(self.transform(images))
+        finally:
+            handle.remove()
+        dim = captured[0].shape[-1] // 3
+        keys = captured[0][..., dim : 2 * dim]  # qkv is laid out [q | k | v], heads in order
+        norms = keys.norm(dim=-1, keepdim=True)
+        return (keys @ keys.transpose(1, 2)) / torch.clamp(norms @ norms.transpose(1, 2), min=1e-8)
+
+    def score(self, edited: Tensor, reference: Tensor) -> dict[str, Tensor]:
+        sim_edited = self.key_self_similarity(to_uint8(edited).float())
+        sim_source = self.key_self_similarity(to_uint8(reference).float())
+        values = (sim_edited - sim_source).pow(2).flatten(1).mean(1)
+        return {self.name: values.double().cpu()}
+
+
+def _register() -> None:
+    for region in REGIONS:
+        for cls in (PIEBenchPSNR, PIEBenchSSIM, PIEBenchMSE, PIEBenchLPIPS):
+            register_metric(f"{cls.base}_{region}")(functools.partial(cls, region=region))
+    for kind in CLIP_KINDS:
+        register_metric(f"clip_similarity_{kind}")(functools.partial(PIEBenchCLIPScore, kind=kind))
+    register_metric("structure_distance")(StructureDistance)
+
+
+_register()
+
+#: The official script's default metric set, in its order.
+OFFICIAL_DEFAULT_METRICS = (
+    "structure_distance",
+    "psnr_unedit_part",
+    "lpips_unedit_part",
+    "mse_unedit_part",
+    "ssim_unedit_part",
+    "clip_similarity_source_image",
+    "clip_similarity_target_image",
+    "clip_similarity_target_image_edit_part",
+)
