@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
 
 from attnedit.errors import AttneditError
 
@@ -28,6 +29,8 @@ def conf_dir() -> str:
 
 
 def _fail(err: Exception) -> None:
+    if isinstance(err, MissingMandatoryValue):  # a `???` key left unset, e.g. dataset.root
+        err = f"the config key '{err.full_key}' has no value; pass {err.full_key}=<value> on the command line"
     print(f"attnedit: error: {err}", file=sys.stderr)
     sys.exit(2)
 
@@ -54,7 +57,7 @@ def _run(cfg: DictConfig) -> None:
             print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
                   "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
         run_dir = runner.run().resolve()
-    except AttneditError as err:
+    except (AttneditError, MissingMandatoryValue) as err:
         _fail(err)
     tables = run_dir / "tables" / "tables.md"
     print(tables.read_text() if tables.exists() else "")
@@ -95,7 +98,7 @@ def directions(argv: list[str] | None = None) -> None:
         labels = _auto_labels(cfg, backend, list(layers)) if cfg.label == "auto" else None
         hashes = {name: layer_weight_hash(attn) for name, attn in layers.items()}
         path = write_directions(cfg.out, found, labels=labels, weight_hashes=hashes)
-    except AttneditError as err:
+    except (AttneditError, MissingMandatoryValue) as err:
         _fail(err)
     print(f"model: {backend.name} ({backend.path}), weights {backend.describe()['weight_sha256_16']}")
     for name, d in found.items():
@@ -136,6 +139,8 @@ def tables(argv: list[str] | None = None) -> None:
     Markdown. Several runs (or --out) also get one comparison table (a row per method) and
     the editing-time table, in DIR (default: the first run's tables/)."""
     from attnedit.comparison import write_comparison
+    from attnedit.dcag_report import write_report
+    from attnedit.dcag_runs import study_runs
     from attnedit.tables import write_tables
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -156,7 +161,11 @@ def tables(argv: list[str] | None = None) -> None:
             write_tables(run_dir)
             print((Path(run_dir) / "tables" / "tables.md").read_text())
             print(f"tables: {(Path(run_dir) / 'tables').resolve()}")
-        if len(args) > 1 or out is not None:
+        if (len(args) > 1 or out is not None) and study_runs(args):  # GRAG/DCAG: one study over all runs
+            report = write_report(args, out)
+            print(report.text)
+            print(f"study: {report.folder.resolve()}")
+        elif len(args) > 1 or out is not None:
             folder, text = write_comparison(args, out)
             print(text)
             print(f"comparison: {folder.resolve()}")
