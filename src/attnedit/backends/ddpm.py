@@ -6,6 +6,7 @@ the backend only needs to run the denoising loop and expose its attention layers
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Any, Callable
 
@@ -148,4 +149,5 @@ class DDPMBackend:
             "sampler": f"DDIM eta={self.eta} steps={self.num_inference_steps}",
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or "cpu",
         }
