@@ -177,4 +177,7 @@ def evaluate(argv: list[str] | None = None) -> None:
     """attnedit-evaluate: score a folder of edited PIE-Bench images (see attnedit.evaluate)."""
     from attnedit.evaluate import main
 
-    main(argv)
+    try:
+        sys.exit(main(argv))
+    except (AttneditError, MissingMandatoryValue) as err:
+        _fail(err)
