@@ -19,7 +19,7 @@ import torch
 
 from attnedit.cli import compose
 from attnedit.runner import Runner, case_id
-from conftest import REPO, run_overrides
+from conftest import run_overrides
 
 BIN = Path(sys.executable).parent
 
@@ -116,7 +116,7 @@ def test_killed_run_resumes_to_the_same_complete_rows(tiny_ddpm_dir, tmp_path):
     resumed = _cli(*overrides, root=tmp_path)
     output, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, output
-    assert f"resuming" in output and output.strip().splitlines()[-1] == f"run dir: {cases_dir.parent}"
+    assert "resuming" in output and output.strip().splitlines()[-1] == f"run dir: {cases_dir.parent}"
     frame = pd.read_parquet(cases_dir)
     assert len(frame) == 16 and frame.case_id.is_unique
     assert set(partial.case_id) <= set(frame.case_id)

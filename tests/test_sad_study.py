@@ -3,7 +3,6 @@ Table 2 with published rows beside the measured ones and the random-backbone mar
 
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 import pytest

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attnedit.errors import ConfigError
 from attnedit.methods.auto_labels import AutoLabeledDirections
 from attnedit.methods.directions import LayerDirections, canonical_signs, read_directions, write_directions
+from attnedit.methods.injection import attention_input_hooks, timestep_of_call
 
 
 class TokenMoments:
@@ -72,11 +72,9 @@ def capture_attention_inputs(
     """Call ``sink(layer, Z)`` with each layer's attention input while lo*T < t < hi*T."""
     lo, hi = window[0] * num_train_timesteps, window[1] * num_train_timesteps
     now: dict[str, int] = {}
-    handles = []
 
     def record_timestep(module, args, kwargs):
-        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        now["t"] = int(t.flatten()[0]) if torch.is_tensor(t) else int(t)
+        now["t"] = timestep_of_call(args, kwargs)
 
     def after_norm(name):
         def hook(module, inputs, output):
@@ -92,19 +90,8 @@ def capture_attention_inputs(
 
         return hook
 
-    try:
-        handles.append(unet.register_forward_pre_hook(record_timestep, with_kwargs=True))
-        for name, attn in layers.items():
-            if position == "after_norm":
-                if getattr(attn, "group_norm", None) is None:
-                    raise ConfigError(f"layer {name} has no GroupNorm; use method.position=before_norm")
-                handles.append(attn.group_norm.register_forward_hook(after_norm(name)))
-            else:
-                handles.append(attn.register_forward_pre_hook(before_norm(name), with_kwargs=True))
+    with attention_input_hooks(unet, layers, position, record_timestep, after_norm, before_norm):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class HSpacePCA(AutoLabeledDirections):

@@ -76,11 +76,9 @@ def inject_directions(
     check_injection_options(position, alpha_scale, window)
     lo, hi = window[0] * num_train_timesteps, window[1] * num_train_timesteps
     state = InjectionState()
-    handles = []
 
     def record_timestep(module, args, kwargs):
-        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        state.timestep = int(t.flatten()[0]) if torch.is_tensor(t) else int(t)
+        state.timestep = timestep_of_call(args, kwargs)
 
     def active() -> bool:
         return state.timestep is not None and lo < state.timestep < hi
@@ -115,16 +113,32 @@ def inject_directions(
 
         return hook
 
+    with attention_input_hooks(unet, layers, position, record_timestep, after_norm_hook, before_norm_hook):
+        yield state
+
+
+def timestep_of_call(args, kwargs) -> int:
+    """The timestep of a ``unet(x, t)`` / ``unet(sample=x, timestep=t)`` call."""
+    t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    return int(t.flatten()[0]) if torch.is_tensor(t) else int(t)
+
+
+@contextlib.contextmanager
+def attention_input_hooks(unet, layers, position, on_unet_call, after_norm_hook, before_norm_hook):
+    """Install a UNet forward pre-hook (``on_unet_call``) and, per layer, a hook where Z
+    is: ``after_norm_hook(name)`` on its GroupNorm output or ``before_norm_hook(name)`` as
+    a pre-hook (with kwargs) on the attention module. All removed on exit."""
+    handles = []
     try:
-        handles.append(unet.register_forward_pre_hook(record_timestep, with_kwargs=True))
+        handles.append(unet.register_forward_pre_hook(on_unet_call, with_kwargs=True))
         for name, attn in layers.items():
             if position == "after_norm":
                 if getattr(attn, "group_norm", None) is None:
-                    raise ConfigError(f"layer {name} has no GroupNorm; use position=before_norm")
+                    raise ConfigError(f"layer {name} has no GroupNorm; use method.position=before_norm")
                 handles.append(attn.group_norm.register_forward_hook(after_norm_hook(name)))
             else:
                 handles.append(attn.register_forward_pre_hook(before_norm_hook(name), with_kwargs=True))
-        yield state
+        yield
     finally:
         for handle in handles:
             handle.remove()
