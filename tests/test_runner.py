@@ -161,3 +161,18 @@ def test_unset_required_key_is_one_clear_error(tiny_ddpm_dir, tmp_path, capsys):
         _fail(err.value)
     assert capsys.readouterr().err.strip() == (
         "attnedit: error: the config key 'dataset.root' has no value; pass dataset.root=<value> on the command line")
+
+
+def test_tables_of_runs_of_two_models_draw_the_cross_dataset_figure(finished_run, tiny_ddpm_dir, tmp_path, capsys):
+    """lsun_sad's path: attnedit-tables over runs of different models -> comparison + figure."""
+    from attnedit.cli import tables
+
+    cfg, _, run_dir = finished_run
+    other = compose("config", run_overrides(tmp_path, tiny_ddpm_dir, "model.name=tiny_ddpm_b", "dataset.num_samples=1"))
+    other_dir = Runner(other).run()
+    tables([str(run_dir), str(other_dir), "--out", str(tmp_path / "cmp")])
+    printed = capsys.readouterr().out
+    assert f"figure: {(tmp_path / 'cmp' / 'cross_dataset.png').resolve()}" in printed
+    from PIL import Image
+
+    assert Image.open(tmp_path / "cmp" / "cross_dataset.png").size == (360, 520)  # 2 models x 2 dirs, 3 columns

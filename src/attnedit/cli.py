@@ -141,6 +141,8 @@ def tables(argv: list[str] | None = None) -> None:
     from attnedit.comparison import write_comparison
     from attnedit.dcag_report import write_report
     from attnedit.dcag_runs import study_runs
+    from attnedit.plots import cross_dataset_figure
+    from attnedit.store import RunStore
     from attnedit.tables import write_tables
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -169,6 +171,9 @@ def tables(argv: list[str] | None = None) -> None:
             folder, text = write_comparison(args, out)
             print(text)
             print(f"comparison: {folder.resolve()}")
+            models = {RunStore(r).read_json("manifest.json")["model"]["name"] for r in args}
+            if len(models) > 1:  # e.g. lsun_sad: the same directions figure for every model
+                print(f"figure: {cross_dataset_figure(args, folder / 'cross_dataset.png').resolve()}")
     except AttneditError as err:
         _fail(err)
 
