@@ -23,8 +23,9 @@ demo: install  ## the built-in default job: quickstart on the CPU, offline
 test: install  ## the whole test suite, offline
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
-bench: install  ## speed benchmarks (print ratios measured side by side)
+bench: install  ## speed benchmarks (print ratios measured side by side; several minutes on a CPU)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_piebench_eval.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_editing_time.py
 
 lock:  ## regenerate requirements.lock (needs uv: pip install uv)
 	uv pip compile pyproject.toml --extra dev --override requirements-overrides.txt \
