@@ -76,6 +76,25 @@ def test_fast_ssim_equals_torchmetrics():
     assert abs(float(ssim(same, same)) - 1) < 1e-6
 
 
+@pytest.mark.parametrize("net", ["squeeze", "alex"])
+def test_fast_lpips_equals_torchmetrics_network(net):
+    """The GEMM / unconcatenated-parts forward (squeeze) and the channels-last one (alex)
+    against torchmetrics' own LPIPS module, at sizes where pooling rounds up (ceil_mode)."""
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    metric = build_metric("lpips_whole", net_type=net, weights="random", seed=3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        reference_net = _NoTrainLpips(net=net, pnet_rand=True).eval()
+    gen = torch.Generator().manual_seed(1)
+    for shape in [(2, 3, 67, 93), (1, 3, 128, 128)]:
+        a = torch.rand(shape, generator=gen)
+        b = (a + 0.1 * torch.randn(shape, generator=gen)).clamp(0, 1)
+        with torch.no_grad():
+            expected = reference_net(a * 2 - 1, b * 2 - 1).flatten().double()
+        torch.testing.assert_close(metric.compute(a, b), expected, atol=1e-6, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def official(fixture):
     root, edited, _ = fixture

@@ -147,13 +147,60 @@ class PIEBenchSSIM(RegionMetric):
         return ssim(edited, reference, data_range=1.0)
 
 
+# LPIPS squeeze, fast path: NHWC maps, 1x1 convolutions as GEMMs, no concatenation.
+def _nchw(nhwc: Tensor) -> Tensor:
+    return nhwc.permute(0, 3, 1, 2)  # a channels-last NCHW view, no copy
+
+
+def _pointwise(parts: list[Tensor], conv) -> Tensor:
+    """A 1x1 convolution + ReLU of channel-split NHWC parts as GEMMs: [N*H*W, C] @ W^T.
+
+    On CPU torch runs these 1x1 convolutions in its slow im2col kernel
+    (aten::_slow_conv2d_forward), not oneDNN; one sgemm per part, accumulated into the
+    output, is faster and spares concatenating the parts."""
+    n, h, w, _ = parts[0].shape
+    weight = conv.weight.flatten(1)
+    out, start = None, 0
+    for part in parts:
+        c = part.shape[-1]
+        flat, wt = part.reshape(-1, c), weight[:, start : start + c].t()
+        out = torch.addmm(conv.bias, flat, wt) if out is None else out.addmm_(flat, wt)
+        start += c
+    return out.relu_().view(n, h, w, -1)
+
+
+def _fire(parts: list[Tensor], fire) -> list[Tensor]:
+    squeezed = _pointwise(parts, fire.squeeze)
+    wide = F.conv2d(_nchw(squeezed), fire.expand3x3.weight, fire.expand3x3.bias, padding=1).relu_()
+    return [_pointwise([squeezed], fire.expand1x1), wide.permute(0, 2, 3, 1)]
+
+
+def _pool(parts: list[Tensor]) -> list[Tensor]:
+    return [F.max_pool2d(_nchw(p), 3, 2, ceil_mode=True).permute(0, 2, 3, 1) for p in parts]
+
+
+def squeeze_features(net, x: Tensor) -> list[list[Tensor]]:
+    """torchmetrics' SqueezeNet slices on a scaled NCHW batch: per slice, its output as
+    channel-split NHWC parts (the fire modules' concatenation is never materialized)."""
+    conv1 = net.slices[0][0]
+    parts = [F.conv2d(x, conv1.weight, conv1.bias, stride=conv1.stride).relu_().permute(0, 2, 3, 1)]
+    out = [parts]
+    for block in net.slices[1:]:
+        for layer in block:
+            parts = _pool(parts) if isinstance(layer, torch.nn.MaxPool2d) else _fire(parts, layer)
+        out.append(parts)
+    return out
+
+
 class PIEBenchLPIPS(RegionMetric):
     """LPIPS (torchmetrics' network, squeeze by default) on [-1, 1] inputs, one value per image.
 
     Same network and formula as torchmetrics' forward, evaluated faster: the pair runs as
     one batch through channels-last weights (oneDNN's convolutions and pooling run several
-    times faster than on NCHW maps on CPU), and each layer's 1x1 "lin" head followed by
-    the spatial mean is taken as a per-pixel dot product with the head's weights.
+    times faster than on NCHW maps on CPU), squeeze's 1x1 convolutions run as GEMMs on its
+    fire outputs kept as unconcatenated parts (:func:`squeeze_features`), and each layer's
+    1x1 "lin" head followed by the spatial mean is taken as a per-pixel dot product with
+    the head's weights.
     """
 
     base, higher_is_better = "lpips", False
@@ -166,23 +213,30 @@ class PIEBenchLPIPS(RegionMetric):
         self.model = backbones.load_lpips(net_type, weights, seed).to(memory_format=torch.channels_last)
         self.weights = weights_label(weights, seed)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
         model = self.model.to(edited.device)
         heads = [lin.model[-1].weight.flatten() for lin in model.lins]  # Conv2d(C, 1, 1, bias=False)
         values = []
         for i in range(len(edited)):  # RegionMetric passes one image; a batch works too
-            pair = torch.cat((edited[i : i + 1], reference[i : i + 1])) * 2 - 1
-            # NCHW input into channels-last weights: oneDNN's fastest first layer, channels-last after it.
-            features = model.net(model.scaling_layer(pair))
+            pair = model.scaling_layer(torch.cat((edited[i : i + 1], reference[i : i + 1])) * 2 - 1)
+            if self.net_type == "squeeze":
+                layers = squeeze_features(model.net, pair)
+            else:  # NCHW input into channels-last weights: oneDNN's fastest first layer, channels-last after it.
+                layers = [[feature.permute(0, 2, 3, 1)] for feature in model.net(pair)]
             total = torch.zeros((), dtype=torch.float64, device=edited.device)
-            for feature, head in zip(features, heads):
-                nhwc = feature.permute(0, 2, 3, 1)
-                # Unit-normalize over channels (torchmetrics' eps 1e-8), subtract, square, weight, average.
-                norm = torch.linalg.vector_norm(nhwc, dim=-1, keepdim=True)
-                scale = torch.rsqrt(norm.mul_(norm).add_(1e-8))
-                diff = torch.addcmul(nhwc[0] * scale[0], nhwc[1], scale[1], value=-1)
-                total += (diff.square_() @ head).mean()
+            for parts, head in zip(layers, heads):
+                # Unit-normalize over channels (torchmetrics' eps 1e-8), subtract, square, weight, average;
+                # a layer's channels may come in parts (squeeze's fire outputs), summed part by part.
+                squares = sum(torch.linalg.vector_norm(p, dim=-1, keepdim=True).square_() for p in parts)
+                scale = torch.rsqrt(squares.add_(1e-8))
+                start, score = 0, 0
+                for p in parts:
+                    c = p.shape[-1]
+                    diff = torch.addcmul(p[0] * scale[0], p[1], scale[1], value=-1)
+                    score = score + diff.square_() @ head[start : start + c]
+                    start += c
+                total += score.mean()
             values.append(total)
         return torch.stack(values)
 
