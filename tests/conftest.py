@@ -36,6 +36,8 @@ def tiny_backend(tiny_ddpm_dir):
 def run_overrides(root: Path, model_dir: Path, *extra: str) -> list[str]:
     """Overrides for a fast quickstart-like run writing under ``root``."""
     return [
+        "model=tiny_ddpm",  # quickstart's own model is the shipped shapes DDPM
+        "metrics=fidelity",
         f"paths.root_dir={root}",
         f"model.path={model_dir}",
         "model.num_inference_steps=4",

@@ -70,7 +70,7 @@ def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, c
     from attnedit.runner import Runner
 
     out = tmp_path / "labeled.safetensors"
-    directions([f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}", "label=auto",
+    directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}", "label=auto",
                 "metric_weights=random", "labeling.directions=2", "labeling.num_probes=1",
                 "model.num_inference_steps=3", "+labeling.clip.model=ViT-S-32-alt"])
     labels = read_metadata(out, "labels")
@@ -82,7 +82,7 @@ def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, c
     assert "direction 0:" in capsys.readouterr().out
     assert set(load_file(str(out))) == {"mid_block.attentions.0.eigenvalues", "mid_block.attentions.0.eigenvectors"}
 
-    cfg = compose("config", [f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", f"method.directions_file={out}",
+    cfg = compose("config", ["model=tiny_ddpm", f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", f"method.directions_file={out}",
                              "model.num_inference_steps=3", "dataset.num_samples=1", "method.directions=2",
                              "method.alphas=[0.4]", "progress=false", "device=cpu"])
     runner = Runner(cfg)
@@ -98,7 +98,7 @@ def test_directions_file_from_other_weights_is_refused(tiny_ddpm_dir, tmp_path):
     from attnedit.methods.sad import SAD
 
     out = tmp_path / "d.safetensors"
-    directions([f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}"])
+    directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}"])
     backend = DDPMBackend(str(tiny_ddpm_dir), device="cpu")
     with torch.no_grad():
         backend.unet.mid_block.attentions[0].to_k.weight.mul_(2)
@@ -110,7 +110,7 @@ def test_run_without_texts_fails_before_any_work(tiny_ddpm_dir, tmp_path):
     from attnedit.cli import compose
     from attnedit.runner import Runner
 
-    cfg = compose("config", [f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", "metrics=sad", "+metrics.directional_clip.model=ViT-S-32-alt",
+    cfg = compose("config", ["model=tiny_ddpm", f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", "metrics=sad", "+metrics.directional_clip.model=ViT-S-32-alt",
                              "metric_weights=random",
                              "method.directions=2", "+method.labels={0: {label: smile, source: a face, target: a smiling face}}",
                              "progress=false", "device=cpu"])

@@ -104,7 +104,7 @@ def test_directions_cli_writes_safetensors(tiny_ddpm_dir, tmp_path, capsys):
     from attnedit.cli import directions
 
     out = tmp_path / "dirs.safetensors"
-    directions([f"model.path={tiny_ddpm_dir}", "layers=all", f"out={out}", f"paths.root_dir={tmp_path}"])
+    directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", "layers=all", f"out={out}", f"paths.root_dir={tmp_path}"])
     tensors = load_file(str(out))
     names = {k.rsplit(".", 1)[0] for k in tensors}
     assert names == {"down_blocks.4.attentions.0", "mid_block.attentions.0",
@@ -124,5 +124,5 @@ def test_directions_cli_requires_out(tiny_ddpm_dir, tmp_path, capsys):
     from attnedit.cli import directions
 
     with pytest.raises(SystemExit):
-        directions([f"model.path={tiny_ddpm_dir}", f"paths.root_dir={tmp_path}"])
+        directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"paths.root_dir={tmp_path}"])
     assert "out=<path>" in capsys.readouterr().err

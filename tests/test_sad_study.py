@@ -19,7 +19,7 @@ LABELS = ("+method.labels={0: {label: smiling, source: a face, target: a smiling
 def study_run(tiny_ddpm_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     cfg = compose("config", [
-        f"paths.root_dir={root}", f"model.path={tiny_ddpm_dir}", "model.num_inference_steps=3",
+        "model=tiny_ddpm", f"paths.root_dir={root}", f"model.path={tiny_ddpm_dir}", "model.num_inference_steps=3",
         "metrics=sad", "metric_weights=random", "+metrics.directional_clip.model=ViT-S-32-alt", "dataset.num_samples=1", "method.directions=2",
         "method.alphas=[-0.4,0.4]", LABELS, "batch_size=4", "progress=false", "device=cpu",
         f"tables.reference={REPO_ROOT}/results/reference/sad_celebahq_table2.csv",

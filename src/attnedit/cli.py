@@ -10,12 +10,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
+from attnedit.assets import ASSETS_DIR
 from attnedit.errors import AttneditError
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # ${repo:} in configs: the attnedit checkout, for files it ships (results/reference/...).
 OmegaConf.register_new_resolver("repo", lambda: str(REPO_ROOT), replace=True)
+# ${asset:<name>}: a folder shipped inside the package (the trained shapes DDPM, its regressor).
+OmegaConf.register_new_resolver("asset", lambda name: str(ASSETS_DIR / name), replace=True)
 
 
 def conf_dir() -> str:

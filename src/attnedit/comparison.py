@@ -17,7 +17,8 @@ import pandas as pd
 from attnedit.errors import AttneditError
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
-from attnedit.tables import _latex_escape, mean_std, render_markdown, title_marks
+from attnedit.factors.benchmark import factor_figure
+from attnedit.tables import _latex_escape, factor_tables, mean_std, render_markdown, title_marks
 from attnedit.timing import timing_table, timing_title
 
 
@@ -111,6 +112,8 @@ def build_comparison(run_dirs) -> tuple[str, dict[str, pd.DataFrame], str]:
         "comparison_by_alpha": _aggregate(runs, ["alpha_scale", "alpha"]),
         "comparison_editing_time": timing_table([r.run_dir for r in runs]),
     }
+    labelled = [r.frame.assign(method=label) for label, r in zip(_labels(runs), runs)]
+    tables.update({f"comparison_{k}": v for k, v in factor_tables(pd.concat(labelled, ignore_index=True)).items()})
     names = sorted({str(r.manifest["config"].get("name", r.run_dir.parent.name)) for r in runs})
     title = " ".join(filter(None, [" + ".join(names), comparison_notes(runs)]))
     return title, tables, timing_title(tables["comparison_editing_time"])
@@ -134,5 +137,7 @@ def write_comparison(run_dirs, out_dir: str | Path | None = None) -> tuple[Path,
         (out / f"{name}.md").write_text(markdown[-1])
     text = "\n".join(markdown)
     (out / "comparison_tables.md").write_text(text)
+    if "comparison_factor_directions" in tables:
+        factor_figure(tables["comparison_factor_directions"], out / "factor_benchmark.png")
     (out / "comparison_runs.json").write_text(json.dumps([str(d.resolve()) for d in run_dirs], indent=2))
     return out, text

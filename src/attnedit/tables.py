@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnedit.dcag_runs import is_study_run
+from attnedit.factors.benchmark import direction_scores, factor_figure, has_factor_columns, method_summary
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 from attnedit.timing import timing_table
@@ -71,7 +72,16 @@ def build_tables(run_dir: Path, frame: pd.DataFrame, reference: str | None = Non
     if "category" in frame and frame.category.notna().any():
         tables["by_category"] = aggregate(frame, ["method", "category"], metrics)
     tables["editing_time"] = timing_table([run_dir])  # discovery / per-edit / projected study time
+    tables.update(factor_tables(frame))
     return tables
+
+
+def factor_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The factor benchmark (shapes model), when the rows carry the factor metric's columns."""
+    if not has_factor_columns(frame):
+        return {}
+    scores = direction_scores(frame)
+    return {"factor_directions": scores.round(4), "factor_methods": method_summary(scores).round(4)}
 
 
 def render_markdown(name: str, title: str, table: pd.DataFrame) -> str:
@@ -99,6 +109,8 @@ def write_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         markdown.append(render_markdown(name, title, table))
         (store.tables_dir / f"{name}.md").write_text(markdown[-1])
     (store.tables_dir / "tables.md").write_text("\n".join(markdown))
+    if "factor_directions" in tables:
+        factor_figure(tables["factor_directions"], store.figures_dir / "factor_benchmark.png")
     (store.tables_dir / "meta.json").write_text(json.dumps({"title": title, "rows": len(frame)}, indent=2))
     return tables
 

@@ -29,6 +29,16 @@ CELEBAHQ_UNET = dict(
 )
 TINY_UNET = dict(CELEBAHQ_UNET, sample_size=64, layers_per_block=1,
                  block_out_channels=(16, 16, 32, 32, 64, 64), norm_num_groups=8)
+# google/ddpm-cifar10-32's layout (attention at 16x16 and in the mid block), narrower and
+# one resnet per level: the shapes DDPM trained by experiments/shapes_ddpm/train_ddpm.py.
+CIFAR10_UNET = dict(
+    CELEBAHQ_UNET,
+    sample_size=32,
+    block_out_channels=(128, 256, 256, 256),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+)
+SHAPES_UNET = dict(CIFAR10_UNET, layers_per_block=1, block_out_channels=(32, 64, 64, 64), norm_num_groups=16)
 SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, clip_sample=True)
 
 

@@ -183,6 +183,8 @@ def squeeze_features(net, x: Tensor) -> list[list[Tensor]]:
     """torchmetrics' SqueezeNet slices on a scaled NCHW batch: per slice, its output as
     channel-split NHWC parts (the fire modules' concatenation is never materialized)."""
     conv1 = net.slices[0][0]
+    # A channels-last input: oneDNN's 3-channel stride-2 convolution runs ~3x faster than on NCHW.
+    x = x.contiguous(memory_format=torch.channels_last)
     parts = [F.conv2d(x, conv1.weight, conv1.bias, stride=conv1.stride).relu_().permute(0, 2, 3, 1)]
     out = [parts]
     for block in net.slices[1:]:

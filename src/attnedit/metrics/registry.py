@@ -38,7 +38,7 @@ def _import_builtin() -> None:
     # Importing the modules runs their @register_metric decorators.
     import importlib
 
-    for module in ("fidelity", "perceptual", "identity", "clip", "piebench"):
+    for module in ("fidelity", "perceptual", "identity", "clip", "piebench", "factors"):
         try:
             importlib.import_module(f"attnedit.metrics.{module}")
         except ModuleNotFoundError as err:  # a module not written yet is simply absent
