@@ -6,7 +6,7 @@ random level in [0, --noise] so the regressor also reads slightly imperfect imag
 (seeds apart from training): shape accuracy, per-factor mean absolute error and accuracy
 within attnedit.factors.accuracy.TOLERANCE.
 
-    .venv/bin/python experiments/shapes_ddpm/train_regressor.py      # ~5-10 min on 2 cores
+    .venv/bin/python experiments/shapes_ddpm/train_regressor.py      # ~5 min on 2 cores
 
 Writes <out>/config.json + model.safetensors (shipped as attnedit/assets/shapes_regressor)
 and experiments/shapes_ddpm/regressor_log.json.
@@ -54,7 +54,7 @@ def evaluate(model: FactorRegressor, n: int = 2000, resolution: int = 32) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--noise", type=float, default=0.04)
