@@ -29,9 +29,11 @@ from attnedit.factors.accuracy import circular_difference, factor_accuracy, fit_
 from attnedit.factors.benchmark import direction_scores, method_summary
 from attnedit.metrics.factors import factor_changes
 
-# Stated thresholds for the shipped weights (measured values: experiments/shapes_ddpm/model_report.md).
+# Stated thresholds for the shipped weights, with room for 16-sample noise. Measured on 256
+# samples (experiments/shapes_ddpm/model_report.md): regressor 1.00 on renderings, generated
+# clean share 0.90, agreement 0.91-1.00 per factor; a 60-step-trained model: 0.00 and 0.00-0.44.
 REGRESSOR_REAL_ACCURACY = 0.95  # every factor, held-out rendered images
-GENERATED_CLEAN_SHARE = 0.6  # generated samples within RMSE 0.05 of a clean rendering
+GENERATED_CLEAN_SHARE = 0.7  # generated samples within RMSE 0.05 of a clean rendering
 GENERATED_AGREEMENT = 0.6  # every factor: regressor within tolerance of the rendering fit
 
 
@@ -211,7 +213,7 @@ def test_shipped_ddpm_samples_recognizable_shapes(regressor):
     assert backend.image_shape == (3, 32, 32) and set(backend.self_attention_layers()) >= {"mid_block.attentions.0"}
     images = backend.denoise(backend.initial_noise(list(range(900, 916)))).double().numpy()
     predicted = as_factors(regressor.predict(torch.from_numpy(images).float()))
-    fitted, residual = fit_factors(images, predicted, sweeps=3)
+    fitted, residual = fit_factors(images, predicted)
     assert (residual <= 0.05).mean() >= GENERATED_CLEAN_SHARE, residual
     agreement = factor_accuracy(predicted, fitted)
     assert min(agreement.values()) >= GENERATED_AGREEMENT, agreement
@@ -230,3 +232,35 @@ def test_factor_metric_reads_a_planted_position_change(regressor):
     for k in ("size", "hue", "pos_y", "background", "shape"):
         assert out[f"d_{k}"].abs().max() < 0.04, k
     torch.testing.assert_close(out["factor_change"], sum(out[f"d_{k}"].abs() for k in FACTORS))
+
+
+# -- the default run and the benchmark recipe ----------------------------------------------
+def test_factor_benchmark_recipe_composes_one_run_per_method():
+    from attnedit.cli import compose
+
+    for choice, target in [("sad", "SAD"), ("pullback", "Pullback"), ("hspace_pca", "HSpacePCA"), ("random", "RandomDirections")]:
+        cfg = compose("config", ["experiment=shapes_factors", f"method={choice}"])
+        assert cfg.method._target_.endswith(target) and cfg.model.name == "shapes_ddpm"
+        assert list(cfg.metrics) == ["ssim", "psnr", "factors"] and cfg.method.alphas == [-0.6, -0.3, 0.0, 0.3, 0.6]
+        assert cfg.method.get("layers") == (None if choice == "pullback" else ["down_blocks.1.attentions.0"])
+    # other models keep the mid block by default; quickstart's pullback has no stray keys
+    assert compose("config", ["model=ddpm_celebahq", "method=sad"]).method.layers == ["mid_block.attentions.0"]
+    assert "layers" not in compose("config", ["method=pullback"]).method
+
+
+def test_quickstart_on_the_shipped_model_reports_the_factor_benchmark(tmp_path):
+    from attnedit.cli import compose
+    from attnedit.runner import Runner
+
+    cfg = compose("config", [f"paths.root_dir={tmp_path}", "dataset.num_samples=2", "method.directions=2",
+                             "method.alphas=[-0.6,0.0,0.6]", "batch_size=6", "device=cpu", "progress=false"])
+    run_dir = Runner(cfg).run()
+    frame = pd.read_parquet(run_dir / "cases")
+    assert len(frame) == 2 * 2 * 3 and not frame.model_random_weights.any()
+    unedited = frame[frame.alpha == 0]
+    assert unedited[[f"d_{k}" for k in FACTORS]].abs().to_numpy().max() < 0.01  # alpha 0 = the unedited sample
+    scores = pd.read_csv(run_dir / "tables" / "factor_directions.csv")
+    assert list(scores.direction) == [0, 1] and set(scores.dominant) <= set(FACTORS)
+    want = direct_scores(frame[frame.direction == 0])
+    assert scores.share[0] == pytest.approx(want["share"], rel=1e-3)  # the CSV rounds to 4 digits
+    assert (run_dir / "figures" / "factor_benchmark.png").stat().st_size > 0

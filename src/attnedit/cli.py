@@ -93,7 +93,8 @@ def directions(argv: list[str] | None = None) -> None:
         if OmegaConf.is_missing(cfg, "out"):
             raise AttneditError("give the output file: out=<path>.safetensors")
         backend = instantiate(cfg.model)
-        layers = cfg.layers if isinstance(cfg.layers, str) else OmegaConf.to_object(cfg.layers)
+        layers = cfg.layers  # an interpolated default resolves to a plain list
+        layers = OmegaConf.to_object(layers) if OmegaConf.is_config(layers) else layers
         layers = select_layers(backend.self_attention_layers(), layers)
         found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
         if cfg.label not in ("none", "auto"):

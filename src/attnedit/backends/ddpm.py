@@ -36,12 +36,16 @@ class DDPMBackend:
         eta: float = 0.0,
         build_if_missing: Callable[[str], Any] | None = None,
         random_weights: bool = False,
+        edit_layers: list[str] | None = None,
     ) -> None:
         if num_inference_steps < 1:
             raise ConfigError(f"model.num_inference_steps must be >= 1, got {num_inference_steps}")
         self.name = name
         self.path = str(path)
         self.random_weights = random_weights
+        # The layers direction methods edit by default on this model (their configs read
+        # model.edit_layers); kept here so the config instantiates as one object.
+        self.edit_layers = list(edit_layers) if edit_layers is not None else None
         if build_if_missing is not None and not Path(self.path).expanduser().exists():
             build_if_missing(self.path)
         self.model_dir = resolve_model_dir(self.path, f"model '{name}'")
