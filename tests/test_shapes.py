@@ -264,3 +264,16 @@ def test_quickstart_on_the_shipped_model_reports_the_factor_benchmark(tmp_path):
     want = direct_scores(frame[frame.direction == 0])
     assert scores.share[0] == pytest.approx(want["share"], rel=1e-3)  # the CSV rounds to 4 digits
     assert (run_dir / "figures" / "factor_benchmark.png").stat().st_size > 0
+
+
+def test_real_shapes_images_are_edited_through_inversion(tmp_path):
+    from attnedit.cli import compose
+    from attnedit.runner import Runner
+
+    cfg = compose("config", [f"paths.root_dir={tmp_path}", "dataset=shapes", "dataset.num_samples=2", "method.directions=1",
+                             "method.alphas=[0.0,0.6]", "batch_size=4", "device=cpu", "progress=false", "save_images=false"])
+    frame = pd.read_parquet(Runner(cfg).run() / "cases")
+    data = ShapesDataset(num_samples=2)
+    assert sorted(frame.sample_id.unique()) == data.sample_ids()
+    assert dict(zip(frame.sample_id, frame.category)) == {i: data.load(i).category for i in data.sample_ids()}
+    assert frame[frame.alpha == 0][[f"d_{k}" for k in FACTORS]].abs().to_numpy().max() < 0.01

@@ -23,6 +23,7 @@ NON_RESULT_KEYS = (
     "figures",
     "model.device",
     "model.cpu_offload",
+    "method.progress",
     "metrics_batch_size",
 )
 

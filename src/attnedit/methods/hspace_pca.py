@@ -101,9 +101,11 @@ class HSpacePCA(AutoLabeledDirections):
         num_samples: int = 32,
         first_seed: int = 1_000_000,
         discovery_batch_size: int = 8,
+        progress: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(name=name, **kwargs)
+        self.progress = bool(progress)
         if int(num_samples) < 1 or int(discovery_batch_size) < 1:
             raise ConfigError(
                 f"method.num_samples={num_samples} and method.discovery_batch_size={discovery_batch_size} must be >= 1"
@@ -137,7 +139,8 @@ class HSpacePCA(AutoLabeledDirections):
             backend.unet, self.layers, sink, position=self.position, window=self.window,
             num_train_timesteps=backend.num_train_timesteps,
         ):
-            for batch in tqdm(batches, desc=f"{self.name}: discovery samples", unit="batch", leave=False):
+            for batch in tqdm(batches, desc=f"{self.name}: discovery samples", unit="batch", leave=False,
+                              disable=not self.progress):
                 backend.denoise(backend.initial_noise(batch))
 
     def discover(self, backend, cache_dir):
