@@ -14,13 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnedit.data.shapes import FACTOR_RANGES, FACTORS
+from attnedit.data.shapes import FACTOR_RANGES
 from attnedit.factors.accuracy import circular_difference
 from attnedit.factors.regressor import load_regressor
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import register_metric
-
-CHANGE_COLUMNS = tuple(f"d_{name}" for name in FACTORS)
 
 
 def factor_changes(edited: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
