@@ -1,16 +1,20 @@
 """Speed of attnedit-evaluate vs a faithful per-image loop of the official PIE-Bench
-evaluation, on a synthetic fixture of 512x512 images in the official format.
+evaluation, on a synthetic fixture of 512x512 images in the official format, for one
+method and for several methods scored in one call (``--methods 1 5``: 5 = the DCAG
+paper's rows none, GRAG x2, DCAG x2).
 
-The official loop (tests/piebench_fixture.py): per image, the Python-loop mask decoder,
-then per metric one torchmetrics call on PIL-converted arrays, one CSV row per image.
-attnedit: ``attnedit.evaluate.main`` (vectorized decoding, batched metrics, separable
-channels-last SSIM, CSV rows per batch). Metrics: psnr/ssim/mse/lpips_unedit_part, LPIPS
-squeeze with a seeded random backbone (no download). Both sides build their networks
-before the clock starts and run once untimed on two images to warm up. Each side is
-timed ``--rounds`` times, alternating, and the fastest round is kept (the machine may be
-shared). The per-image numbers must agree to 1e-5.
+The official loop (tests/piebench_fixture.py, the main loop of the official
+evaluate.py): per image, the Python-loop mask decoder and the source image; per method
+its edited image, then per metric one torchmetrics call on PIL-converted arrays; one CSV
+row per image. attnedit: ``attnedit.evaluate.main`` (vectorized decoding, batched
+metrics, the source side of LPIPS and SSIM prepared once per image for all methods,
+separable channels-last SSIM, CSV rows per batch). Metrics: psnr/ssim/mse/lpips_unedit_part,
+LPIPS squeeze with a seeded random backbone (no download). Both sides build their
+networks before the clock starts and run once untimed on two images to warm up. Each
+side is timed ``--rounds`` times, alternating, and the fastest round is kept (the
+machine may be shared). The per-image numbers must agree to 1e-5.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_piebench_eval.py [--images 16] [--rounds 2] [--threads 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_piebench_eval.py [--images 16] [--methods 1 5] [--rounds 2]
 
 On a CPU shared with other jobs, two OpenMP threads can be far slower than one (each
 parallel region waits for both threads to be scheduled): compare --threads 1 too.
@@ -59,11 +63,11 @@ def fixture_entries(n: int) -> dict:
     return entries
 
 
-def official_loop(root: Path, edited: Path, out: Path, calc: OfficialCalculator, ids=None) -> None:
-    """The official evaluate.py main loop for one method, as written there (per image, per metric)."""
+def official_loop(root: Path, editeds: dict[str, Path], out: Path, calc: OfficialCalculator, ids=None) -> None:
+    """The official evaluate.py main loop, as written there (per image, per method, per metric)."""
     mapping = json.loads((root / "mapping_file.json").read_text())
     with open(out, "w", newline="") as f:
-        csv.writer(f).writerow(["file_id"] + [f"official|{m}" for m in METRICS])
+        csv.writer(f).writerow(["file_id"] + [f"{name}|{m}" for name in editeds for m in METRICS])
     for key, item in mapping.items():
         if ids is not None and key not in ids:
             continue
@@ -72,21 +76,23 @@ def official_loop(root: Path, edited: Path, out: Path, calc: OfficialCalculator,
         item["editing_prompt"].replace("[", "").replace("]", "")
         mask = mask[:, :, np.newaxis].repeat([3], axis=2)
         src = Image.open(root / "annotation_images" / item["image_path"])
-        tgt = Image.open(edited / item["image_path"])
-        row = [key] + [calc.metric(m, src, tgt, mask) for m in METRICS]
+        row = [key]
+        for edited in editeds.values():
+            tgt = Image.open(edited / item["image_path"])
+            row += [calc.metric(m, src, tgt, mask) for m in METRICS]
         with open(out, "a+", newline="") as f:
             csv.writer(f).writerow(row)
 
 
-def ours(root: Path, edited: Path, out: Path, batch_size: int, first_n: int | None = None) -> None:
+def ours(root: Path, editeds: dict[str, Path], out: Path, batch_size: int, first_n: int | None = None) -> None:
     out.unlink(missing_ok=True)
     out.with_name(f"{out.stem}_meta.json").unlink(missing_ok=True)
+    mapping = ", ".join(f"{name}: {folder}" for name, folder in editeds.items())
     argv = [
         f"dataset.root={root}",
-        f"edited={edited}",
+        f"edited={{{mapping}}}",
         f"metrics=[{','.join(METRICS)}]",
         f"out={out}",
-        "name=attnedit",
         "weights=random",
         f"seed={SEED}",
         f"batch_size={batch_size}",
@@ -145,7 +151,8 @@ def check_equal(expected: dict, got: dict) -> float:
     assert sorted(expected) == sorted(got), "both sides must score the same ids"
     worst = 0.0
     for key, values in expected.items():
-        for metric, want, have in zip(METRICS, values, got[key]):
+        assert len(values) == len(got[key])
+        for metric, want, have in zip(METRICS * (len(values) // len(METRICS)), values, got[key]):
             if np.isnan(want) or np.isnan(have):
                 assert np.isnan(want) and np.isnan(have), (key, metric)
                 continue
@@ -154,9 +161,24 @@ def check_equal(expected: dict, got: dict) -> float:
     return worst
 
 
+def compare_sides(n: int, times: dict[str, list[tuple[float, float]]], worst: float) -> None:
+    best = {side: (min(t[0] for t in v), min(t[1] for t in v)) for side, v in times.items()}
+    for side in ("official", "attnedit"):
+        rounds = ", ".join(f"{w:.1f}/{c:.1f}" for w, c in times[side])
+        wall, cpu = best[side]
+        print(
+            f"    {side:9s}: wall {wall:6.2f} s ({1000 * wall / n:5.0f} ms/image), CPU {cpu:6.2f} s "
+            f"({1000 * cpu / n:5.0f} ms/image)  [rounds wall/CPU s: {rounds}]"
+        )
+    ratio_wall = best["official"][0] / best["attnedit"][0]
+    ratio_cpu = best["official"][1] / best["attnedit"][1]
+    print(f"    speed-up : {ratio_wall:.2f}x wall-clock, {ratio_cpu:.2f}x CPU time (largest difference {worst:.1e})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--methods", type=int, nargs="+", default=[1, 5], help="methods per call, one run each")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, both sides (default: 2 cores)")
@@ -164,37 +186,35 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n = args.images
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root, edited = tmp / "PIE-Bench", tmp / "edited"
+        root = tmp / "PIE-Bench"
         write_piebench_fixture(root, size=512, entries=fixture_entries(n))
-        write_edited(root, edited)
+        folders = {f"method{k}": tmp / f"edited{k}" for k in range(max(args.methods))}
+        for seed, folder in enumerate(folders.values(), start=1):
+            write_edited(root, folder, seed=seed)
         calc = OfficialCalculator(lpips_seed=SEED)
         # Warm-up: first oneDNN calls, lazy imports, our LPIPS network built once (shared cache).
         first_two = set(sorted(json.loads((root / "mapping_file.json").read_text()))[:2])
-        clock(lambda: official_loop(root, edited, tmp / "official.csv", calc, ids=first_two))
-        clock(lambda: ours(root, edited, tmp / "ours.csv", args.batch_size, first_n=2))
-        times = {"official": [], "attnedit": []}
-        for _ in range(args.rounds):  # alternate, so both sides see the same moments of a shared machine
-            times["official"].append(clock(lambda: official_loop(root, edited, tmp / "official.csv", calc)))
-            times["attnedit"].append(clock(lambda: ours(root, edited, tmp / "ours.csv", args.batch_size)))
-        worst = check_equal(read(tmp / "official.csv"), read(tmp / "ours.csv"))
-        parts = breakdown(root, edited, calc)
+        one = dict(list(folders.items())[:1])
+        clock(lambda: official_loop(root, one, tmp / "official.csv", calc, ids=first_two))
+        clock(lambda: ours(root, one, tmp / "ours.csv", args.batch_size, first_n=2))
+        for k in args.methods:
+            editeds = dict(list(folders.items())[:k])
+            times = {"official": [], "attnedit": []}
+            for _ in range(args.rounds):  # alternate, so both sides see the same moments of a shared machine
+                times["official"].append(clock(lambda: official_loop(root, editeds, tmp / "official.csv", calc)))
+                times["attnedit"].append(clock(lambda: ours(root, editeds, tmp / "ours.csv", args.batch_size)))
+            results[k] = times, check_equal(read(tmp / "official.csv"), read(tmp / "ours.csv"))
+        parts = breakdown(root, folders["method0"], calc)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"PIE-Bench evaluation, {n} images of 512x512, {', '.join(METRICS)} (LPIPS squeeze, random weights)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {load:.1f}")
-    best = {side: (min(t[0] for t in v), min(t[1] for t in v)) for side, v in times.items()}
-    for side in ("official", "attnedit"):
-        rounds = ", ".join(f"{w:.1f}/{c:.1f}" for w, c in times[side])
-        wall, cpu = best[side]
-        print(
-            f"  {side:9s}: wall {wall:6.2f} s ({1000 * wall / n:5.0f} ms/image), CPU {cpu:6.2f} s "
-            f"({1000 * cpu / n:5.0f} ms/image)  [rounds wall/CPU s: {rounds}]"
-        )
-    ratio_wall = best["official"][0] / best["attnedit"][0]
-    ratio_cpu = best["official"][1] / best["attnedit"][1]
-    print(f"  speed-up : {ratio_wall:.2f}x wall-clock, {ratio_cpu:.2f}x CPU time (largest difference {worst:.1e})")
-    print("  CPU ms/image per part (official per-image torchmetrics -> attnedit batched):")
+    for k, (times, worst) in results.items():
+        print(f"  {k} method{'s' * (k > 1)} per call (ms/image = per image and method):")
+        compare_sides(n * k, times, worst)
+    print("  one method, CPU ms/image per part (official per-image torchmetrics -> attnedit batched):")
     for name, (official, ours_cpu) in parts.items():
         print(f"    {name:18s} {1000 * official / n:7.1f} -> {1000 * ours_cpu / n:6.1f}  ({official / ours_cpu:5.1f}x)")
 

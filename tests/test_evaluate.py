@@ -108,7 +108,7 @@ def test_missing_edited_image(bench, tmp_path):
     partial = tmp_path / "partial"
     paths = write_edited(root, partial)
     paths["211000000000"].unlink()
-    with pytest.raises(DataError, match="211000000000.*211000000000.jpg is missing"):
+    with pytest.raises(DataError, match="211000000000: method 'mine' has no edited image .*211000000000.jpg"):
         main(args(root, partial, tmp_path / "a.csv"))
     with pytest.warns(UserWarning, match="211000000000"):
         main(args(root, partial, tmp_path / "b.csv", "missing=skip"))
@@ -142,3 +142,62 @@ def test_bad_arguments(bench, tmp_path):
     with pytest.raises(ConfigError, match="unknown metric 'psnr_background'"):
         main(args(root, edited_dir, tmp_path / "x.csv", "metrics=[psnr_background]"))
     assert not (tmp_path / "x.csv").exists()
+
+
+def several_args(root, folders: dict, out, *extra):
+    """args() with edited={method: folder, ...} in place of edited= and name=."""
+    mapping = ", ".join(f"{name}: {folder}" for name, folder in folders.items())
+    base = [a for a in args(root, None, out, *extra) if not a.startswith(("edited=", "name="))]
+    return [*base, f"edited={{{mapping}}}"]
+
+
+def test_several_methods_in_one_call(bench, tmp_path):
+    """edited={a: folder, b: folder}: the official multi-method CSV (method-major columns),
+    each method's values those of the official formulas and of a run of its own."""
+    root, edited_dir, edited = bench
+    other_dir = tmp_path / "other"
+    other = write_edited(root, other_dir, seed=2)
+    both = {"mine": edited_dir, "other": other_dir}
+    out = tmp_path / "both.csv"
+    assert main(several_args(root, both, out)) == 0
+    rows = read_rows(out)
+    assert rows[0] == ["file_id"] + [f"{name}|{m}" for name in both for m in METRICS]
+    expected = {"mine": official_scores(root, edited, METRICS, 7), "other": official_scores(root, other, METRICS, 7)}
+    main([a.replace("name=mine", "name=other") for a in args(root, other_dir, tmp_path / "alone.csv")])
+    alone = {r[0]: r[1:] for r in read_rows(tmp_path / "alone.csv")[1:]}
+    assert sorted(alone) == [r[0] for r in rows[1:]] == sorted(ENTRIES)
+    for row in rows[1:]:
+        assert row[1 + len(METRICS) :] == alone[row[0]]  # the second method's cells equal its own run's
+        for cell, (name, metric) in zip(row[1:], [(n, m) for n in both for m in METRICS]):
+            want = expected[name][row[0]][metric]
+            if want == "nan":
+                assert cell == "", (row[0], name, metric)
+            else:
+                assert float(cell) == pytest.approx(want, abs=1e-5, rel=1e-6), (row[0], name, metric)
+    summary = read_rows(tmp_path / "both_summary.csv")
+    assert summary[0][:4] == ["method", "category_id", "category", "n"]
+    groups = len({category for category, _, _ in ENTRIES.values()}) + 1  # the fixture's categories, "all"
+    assert [r[0] for r in summary[1:]] == ["mine"] * groups + ["other"] * groups
+    mine_all, other_all = (r for r in summary[1:] if r[1] == "all")
+    for j, metric in enumerate(METRICS):  # the "all" row of each method: its own mean
+        for name, row in (("mine", mine_all), ("other", other_all)):
+            values = [v[metric] for v in expected[name].values() if v[metric] != "nan"]
+            factor = {"psnr": 1, "ssim": 1e2, "mse": 1e4, "lpips": 1e3}[metric.split("_")[0]]
+            assert float(row[4 + j]) == pytest.approx(factor * sum(values) / len(values), rel=1e-5), (name, metric)
+    assert (tmp_path / "both_summary.md").read_text().startswith("# PIE-Bench evaluation: mine, other")
+
+
+def test_several_methods_errors(bench, tmp_path):
+    root, edited_dir, _ = bench
+    with pytest.raises(ConfigError, match="names its methods; drop name="):
+        main([*several_args(root, {"mine": edited_dir}, tmp_path / "a.csv"), "name=x"])
+    with pytest.raises(DataError, match="edited folder .*nowhere of method 'b' is not a folder"):
+        main(several_args(root, {"a": edited_dir, "b": tmp_path / "nowhere"}, tmp_path / "b.csv"))
+    with pytest.raises(ConfigError, match="method name 'a|b' must not contain"):
+        main(several_args(root, {"'a|b'": edited_dir}, tmp_path / "c.csv"))
+    partial = tmp_path / "partial"
+    write_edited(root, partial)["211000000000"].unlink()
+    with pytest.warns(UserWarning, match="211000000000: method 'partial' has no edited image"):
+        main(several_args(root, {"mine": edited_dir, "partial": partial}, tmp_path / "d.csv", "missing=skip"))
+    ids = [r[0] for r in read_rows(tmp_path / "d.csv")[1:]]
+    assert "211000000000" not in ids and len(ids) == len(ENTRIES) - 1  # the row needs every method

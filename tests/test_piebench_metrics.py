@@ -92,7 +92,7 @@ def test_fast_lpips_equals_torchmetrics_network(net):
         b = (a + 0.1 * torch.randn(shape, generator=gen)).clamp(0, 1)
         with torch.no_grad():
             expected = reference_net(a * 2 - 1, b * 2 - 1).flatten().double()
-        torch.testing.assert_close(metric.compute(a, b), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(metric(a, b)["lpips_whole"], expected, atol=1e-6, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_region_multiplies_both_images_and_keeps_the_full_frame():
 
 
 def test_psnr_mse_accurate_at_official_size():
-    """Sums over 512x512x3 values: a float32 reduction can drift past 1e-5 dB here."""
+    """Sums over 512x512x3 values, where a naive float32 accumulation would drift past 1e-5 dB."""
     from torchmetrics.image import PeakSignalNoiseRatio
     from torchmetrics.regression import MeanSquaredError
 
@@ -269,3 +269,29 @@ def test_structure_distance_equals_official_formula(fixture):
         src, tgt = src.permute(2, 0, 1), tgt.permute(2, 0, 1)
         assert values[i] == pytest.approx(_official_structure(metric.model, src, tgt), rel=1e-4, abs=1e-7)
     assert float(metric(batch["reference"][:1], batch["reference"][:1])["structure_distance"]) == 0.0
+
+
+def test_score_each_equals_one_method_at_a_time(fixture):
+    """Scoring several methods against one prepared source equals scoring each alone:
+    every metric whose reference part is computed once (LPIPS, SSIM, structure, CLIP)."""
+    _, _, batch = fixture
+    gen = torch.Generator().manual_seed(4)
+    editeds = [batch["edited"], (batch["edited"] + 0.2 * torch.rand(batch["edited"].shape, generator=gen)).clamp(0, 1)]
+    context = {k: batch[k] for k in ("mask", "original_prompt", "editing_prompt")}
+    built = [build_metric(f"{base}_{region}") for base in ("psnr", "ssim", "mse") for region in REGIONS]
+    built += [build_metric(f"lpips_{region}", weights="random", seed=7) for region in REGIONS]
+    built += [build_metric("structure_distance", weights="random", seed=5, config_overrides=TINY_DINO)]
+    for kind in ("target_image", "target_image_edit_part", "source_image"):
+        built.append(build_metric(f"clip_similarity_{kind}", weights="random", seed=3, config_overrides=TINY_CLIP))
+    for metric in built:
+        needed = {k: context[k] for k in metric.needs}
+        together = metric.score_each(editeds, batch["reference"], **needed)
+        assert len(together) == 2
+        for edited, scores in zip(editeds, together):
+            alone = metric.score(edited, batch["reference"], **needed)[metric.name]
+            torch.testing.assert_close(scores[metric.name], alone, atol=1e-6, rtol=0, equal_nan=True)
+        first, second = (s[metric.name] for s in together)
+        if metric.name == "clip_similarity_source_image":
+            torch.testing.assert_close(first, second)  # the edited images play no part
+        else:
+            assert not torch.allclose(first, second, equal_nan=True), metric.name  # each method its own values

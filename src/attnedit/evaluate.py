@@ -5,12 +5,17 @@ official metrics, without running any model.
         metrics=[psnr_unedit_part,ssim_unedit_part,mse_unedit_part,lpips_unedit_part] \\
         out=results/mine.csv name=mine
 
+Several methods in one call, as the official script's method list (each source image
+is read, decoded and, for LPIPS, SSIM, CLIP and structure distance, prepared once for
+all of them): ``edited={none: runs/none, grag: runs/grag}`` instead of ``name=``.
+
 The edited image of entry ``id`` is ``<edited>/<image_path>``; the same path with
 another image extension (.png, .jpg, .jpeg, .webp, .bmp) is accepted too. Output: the
-official per-image CSV (``file_id``, then ``<name>|<metric>``; empty cell for NaN),
-rows appended per batch so a crash loses nothing; a rerun with the same ``out`` skips
-the ids already there. Next to it: ``<stem>_summary.md`` / ``.csv`` (per-category
-means, NaN skipped) and ``<stem>_meta.json`` (settings; a resume must match them).
+official per-image CSV (``file_id``, then ``<method>|<metric>`` per method, in the given
+order; empty cell for NaN), rows appended per batch so a crash loses nothing; a rerun
+with the same ``out`` skips the ids already there. Next to it: ``<stem>_summary.md`` /
+``.csv`` (per-category means, NaN skipped) and ``<stem>_meta.json`` (settings; a resume
+must match them).
 """
 
 from __future__ import annotations
@@ -25,22 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from attnedit.data.piebench import PIEBench, read_rgb
 from attnedit.errors import ConfigError, DataError
-from attnedit.metrics.base import PairMetric, check_image_pair
+from attnedit.metrics.base import PairMetric, check_image_range, check_image_shapes
 from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS, match_size
 from attnedit.metrics.registry import build_metric
 from attnedit.piebench_summary import summarize, write_summary
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {"root": None, "categories": None, "ids": None, "first_n": None},
-    "edited": None,  # folder laid out like annotation_images/
+    "edited": None,  # folder laid out like annotation_images/, or {method: folder, ...}
     "out": None,  # the per-image CSV
-    "name": None,  # method name: the CSV columns are "<name>|<metric>"
+    "name": None,  # the method name of a single folder: the CSV columns are "<name>|<metric>"
     "metrics": list(OFFICIAL_DEFAULT_METRICS),
     "batch_size": 8,
     "device": "auto",  # auto | cpu | cuda | cuda:N
@@ -81,9 +86,14 @@ def parse_args(argv: list[str]) -> Any:
         keys = ", ".join(sorted(_flat_keys(DEFAULTS)))
         reason = getattr(err, "msg", str(err))
         raise ConfigError(f"attnedit-evaluate: {reason}. Valid keys: {keys}.") from None
-    for key in ("dataset.root", "edited", "out", "name"):
+    for key in ("dataset.root", "edited", "out"):
         if OmegaConf.select(cfg, key) in (None, ""):
             raise ConfigError(f"attnedit-evaluate: {key}=... is required.\nUsage:\n{USAGE}")
+    several = isinstance(cfg.edited, DictConfig)
+    if several and cfg.name is not None:
+        raise ConfigError("attnedit-evaluate: edited={method: folder, ...} names its methods; drop name=.")
+    if not several and cfg.name in (None, ""):
+        raise ConfigError(f"attnedit-evaluate: name=... is required with a single edited= folder.\nUsage:\n{USAGE}")
     for key, allowed in CHOICES.items():
         if cfg[key] not in allowed:
             raise ConfigError(f"attnedit-evaluate: {key}={cfg[key]!r} must be one of {allowed}.")
@@ -91,9 +101,19 @@ def parse_args(argv: list[str]) -> Any:
         raise ConfigError("attnedit-evaluate: batch_size must be >= 1.")
     if not cfg.metrics or len(set(cfg.metrics)) != len(cfg.metrics):
         raise ConfigError(f"attnedit-evaluate: metrics={list(cfg.metrics)} must be a non-empty list, no repeats.")
-    if "|" in str(cfg.name) or "," in str(cfg.name):
-        raise ConfigError(f"attnedit-evaluate: name={cfg.name!r} must not contain '|' or ','.")
+    if several and not cfg.edited:
+        raise ConfigError("attnedit-evaluate: edited={} names no method.")
+    for name in method_folders(cfg):
+        if "|" in name or "," in name:
+            raise ConfigError(f"attnedit-evaluate: method name {name!r} must not contain '|' or ','.")
     return cfg
+
+
+def method_folders(cfg: Any) -> dict[str, Path]:
+    """Method name -> folder of its edited images, in the order given."""
+    if isinstance(cfg.edited, DictConfig):
+        return {str(name): Path(str(folder)) for name, folder in cfg.edited.items()}
+    return {str(cfg.name): Path(str(cfg.edited))}
 
 
 def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
@@ -200,54 +220,76 @@ def check_meta(path: Path, meta: dict[str, Any]) -> None:
 
 
 def run_settings(cfg: Any, dataset: PIEBench, metrics: list[PairMetric]) -> dict[str, Any]:
-    """What the rows of one CSV must share: metrics, their weights, inputs, options."""
+    """What the rows of one CSV must share: methods and their folders, metrics, weights, options."""
     options = OmegaConf.to_container(cfg)
     return {
-        "name": cfg.name,
+        "edited": {name: str(folder.resolve()) for name, folder in method_folders(cfg).items()},
         "metrics": [m.name for m in metrics],
         "weights": {m.name: m.weights for m in metrics},
-        "edited": str(Path(cfg.edited).resolve()),
         "dataset_root": str(dataset.root.resolve()),
         **{k: options[k] for k in ("edited_size", "lpips_net", "clip_model", "dino_model", "dino_antialias")},
     }
 
 
-def score_group(metrics: list[PairMetric], edited, reference, context: dict[str, Any]) -> list[torch.Tensor]:
-    """Every metric on one batch of equal-sized images, the input checks made once, not per metric."""
-    check_image_pair(edited, reference, ", ".join(m.name for m in metrics))
-    return [m.score(edited, reference, **{k: context[k] for k in m.needs})[m.name].cpu() for m in metrics]
+def score_group(
+    metrics: list[PairMetric], editeds: list[torch.Tensor], reference: torch.Tensor, context: dict[str, Any]
+) -> list[list[torch.Tensor]]:
+    """Every metric on one batch of equal-sized images, for every method: per method, one
+    tensor per metric. The input checks are made once per image batch, not per metric."""
+    label = ", ".join(m.name for m in metrics)
+    check_image_range(reference, "reference", label)
+    for edited in editeds:
+        check_image_shapes(edited, reference, label)
+        check_image_range(edited, "edited", label)
+    columns = [[] for _ in editeds]
+    for m in metrics:
+        needed = {k: context[k] for k in m.needs}
+        for method, scores in zip(columns, m.score_each(editeds, reference, **needed)):
+            method.append(scores[m.name].cpu())
+    return columns
 
 
-def score_batch(dataset: PIEBench, ids: list[str], cfg: Any, metrics: list[PairMetric], device) -> list[list[str]]:
-    """Score one batch of ids; returns CSV rows (ids with a skipped image are left out)."""
+def load_edited(sample, methods: dict[str, Path], cfg: Any) -> list[torch.Tensor] | None:
+    """Every method's edited image of one entry at the source size; None if one is missing and missing=skip."""
+    images = []
+    for name, folder in methods.items():
+        path = find_edited(folder, sample.fields["image_path"])
+        if path is None:
+            where = folder / sample.fields["image_path"]
+            if cfg.missing == "skip":
+                warnings.warn(f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}; skipped.", stacklevel=3)
+                return None
+            raise DataError(
+                f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}; "
+                "edited= must mirror annotation_images/ (or pass missing=skip)."
+            )
+        images.append(fit_edited(read_rgb(path, sample.id), sample.image.shape[-2:], cfg.edited_size, path))
+    return images
+
+
+def score_batch(
+    dataset: PIEBench, ids: list[str], cfg: Any, metrics: list[PairMetric], device, methods: dict[str, Path]
+) -> list[list[str]]:
+    """Score one batch of ids for every method; returns CSV rows (ids with a skipped image are left out)."""
     items = []
     for sample_id in ids:
         sample = dataset.load(sample_id)
-        path = find_edited(Path(cfg.edited), sample.fields["image_path"])
-        if path is None:
-            where = Path(cfg.edited) / sample.fields["image_path"]
-            if cfg.missing == "skip":
-                warnings.warn(f"PIE-Bench entry {sample_id}: no edited image at {where}; skipped.", stacklevel=2)
-                continue
-            raise DataError(
-                f"PIE-Bench entry {sample_id}: edited image {where} is missing; "
-                "edited= must mirror annotation_images/ (or pass missing=skip)."
-            )
-        edited = fit_edited(read_rgb(path, sample_id), sample.image.shape[-2:], cfg.edited_size, path)
-        items.append((sample, edited))
+        edited = load_edited(sample, methods, cfg)
+        if edited is not None:
+            items.append((sample, edited))
     rows = []
     for size in dict.fromkeys(tuple(s.image.shape[-2:]) for s, _ in items):  # a batch holds one size
         group = [(s, e) for s, e in items if tuple(s.image.shape[-2:]) == size]
         reference = torch.stack([s.image for s, _ in group]).to(device)
-        edited = torch.stack([e for _, e in group]).to(device)
+        editeds = [torch.stack([e[k] for _, e in group]).to(device) for k in range(len(methods))]
         context = {
             "mask": torch.stack([s.fields["mask"] for s, _ in group]).to(device),
             "original_prompt": [s.fields["original_prompt"] for s, _ in group],
             "editing_prompt": [s.fields["editing_prompt"] for s, _ in group],
         }
-        columns = score_group(metrics, edited, reference, context)
+        columns = score_group(metrics, editeds, reference, context)
         for i, (sample, _) in enumerate(group):
-            rows.append([sample.id] + [format_value(float(values[i])) for values in columns])
+            rows.append([sample.id] + [format_value(float(v[i])) for method in columns for v in method])
     return rows
 
 
@@ -258,24 +300,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = parse_args(argv)
     dataset = PIEBench(cfg.dataset.root, cfg.dataset.categories, cfg.dataset.ids, cfg.dataset.first_n)
-    if not Path(cfg.edited).is_dir():
-        raise DataError(f"edited={cfg.edited} is not a folder; it must mirror <PIE-Bench root>/annotation_images/.")
+    methods = method_folders(cfg)
+    for name, folder in methods.items():
+        if not folder.is_dir():
+            raise DataError(
+                f"edited folder {folder} of method '{name}' is not a folder; it must mirror "
+                "<PIE-Bench root>/annotation_images/."
+            )
     metrics = build_metrics(cfg)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     names = [m.name for m in metrics]
     check_meta(out.with_name(f"{out.stem}_meta.json"), run_settings(cfg, dataset, metrics))
-    log = CsvLog(out, ["file_id"] + [f"{cfg.name}|{n}" for n in names])
+    log = CsvLog(out, ["file_id"] + [f"{method}|{n}" for method in methods for n in names])
     todo = [i for i in dataset.sample_ids() if i not in log.done]
-    bar = tqdm(total=len(todo), desc=f"PIE-Bench {cfg.name}", unit="img", disable=not cfg.progress)
+    bar = tqdm(total=len(todo), desc=f"PIE-Bench {', '.join(methods)}", unit="img", disable=not cfg.progress)
     for start in range(0, len(todo), int(cfg.batch_size)):
         batch = todo[start : start + int(cfg.batch_size)]
-        log.append(score_batch(dataset, batch, cfg, metrics, device))
+        log.append(score_batch(dataset, batch, cfg, metrics, device, methods))
         bar.update(len(batch))
     bar.close()
     random_weights = sorted({m.weights for m in metrics if m.uses_random_weights})
-    table = summarize(out, dataset, cfg.name, names)
-    text = write_summary(table, out, cfg.name, names, random_weights)
+    table = summarize(out, dataset, list(methods), names)
+    text = write_summary(table, out, list(methods), names, random_weights)
     print(text)
     print(f"per-image scores: {out}\nsummary: {out.with_name(out.stem + '_summary.md')} and .csv")
     return 0

@@ -37,33 +37,38 @@ def scale_of(metric: str) -> tuple[float, str]:
     return 1.0, "raw"
 
 
-def summarize(csv_path: Path, dataset: PIEBench, name: str, metrics: list[str]) -> pd.DataFrame:
-    """Unscaled means per category (and "all") over the dataset's ids present in the CSV."""
+def summarize(csv_path: Path, dataset: PIEBench, methods: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Unscaled means per method and category (and "all") over the dataset's ids in the CSV."""
     frame = pd.read_csv(csv_path, dtype={"file_id": str}, keep_default_na=False)
     frame = frame[frame["file_id"].isin(set(dataset.sample_ids()))]
-    values = frame[[f"{name}|{m}" for m in metrics]].apply(pd.to_numeric, errors="coerce")
-    values.columns = metrics
-    values["category_id"] = [str(dataset.mapping[i]["editing_type_id"]) for i in frame["file_id"]]
+    categories = [str(dataset.mapping[i]["editing_type_id"]) for i in frame["file_id"]]
     rows = []
-    groups = sorted(values.groupby("category_id"), key=lambda g: int(g[0]))
-    for category, part in [*groups, ("all", values)]:
-        means = part[metrics].mean(skipna=True)
-        rows.append({"category_id": category, "category": CATEGORY_NAMES.get(category, "all"), "n": len(part), **means})
-    return pd.DataFrame(rows, columns=["category_id", "category", "n", *metrics])
+    for method in methods:
+        values = frame[[f"{method}|{m}" for m in metrics]].apply(pd.to_numeric, errors="coerce")
+        values.columns = metrics
+        values["category_id"] = categories
+        groups = sorted(values.groupby("category_id"), key=lambda g: int(g[0]))
+        for category, part in [*groups, ("all", values)]:
+            means = part[metrics].mean(skipna=True)
+            name = CATEGORY_NAMES.get(category, "all")
+            rows.append({"method": method, "category_id": category, "category": name, "n": len(part), **means})
+    return pd.DataFrame(rows, columns=["method", "category_id", "category", "n", *metrics])
 
 
 def write_summary(
-    table: pd.DataFrame, csv_path: Path, name: str, metrics: list[str], random_weights: list[str]
+    table: pd.DataFrame, csv_path: Path, methods: list[str], metrics: list[str], random_weights: list[str]
 ) -> str:
-    """Write ``<stem>_summary.md`` and ``<stem>_summary.csv``; return the markdown."""
-    scaled = table.copy()
+    """Write ``<stem>_summary.md`` and ``<stem>_summary.csv``; return the markdown.
+
+    One method: its table as is; several: one table, a ``method`` column first."""
+    scaled = table.copy() if len(methods) > 1 else table.drop(columns="method")
     headers = {}
     for metric in metrics:
         factor, unit = scale_of(metric)
         scaled[metric] = scaled[metric] * factor
         headers[metric] = f"{metric} [{unit}]"
     scaled = scaled.rename(columns=headers)
-    title = f"# PIE-Bench evaluation: {name}"
+    title = f"# PIE-Bench evaluation: {', '.join(methods)}"
     if random_weights:
         title += f" -- RANDOM-BACKBONE ({', '.join(random_weights)}): not comparable with published numbers"
     regions = list(dict.fromkeys(region_of(m) for m in metrics))

@@ -117,7 +117,8 @@ def read_rgb(path: Path, entry_id: str) -> torch.Tensor:
         raise DataError(f"PIE-Bench entry {entry_id}: image file {path} is missing; check dataset.root.") from None
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"PIE-Bench entry {entry_id}: cannot read image {path} ({err}); replace the file.") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+    # CHW made contiguous while still 8-bit: a quarter of the bytes a float transpose would move.
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255)
 
 
 def load_mapping(root: Path) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,8 @@ Metrics may need more than the two images (a mask, a text pair): the runner pass
 from __future__ import annotations
 
 import abc
+import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -42,6 +44,13 @@ class PairMetric(abc.ABC):
     @abc.abstractmethod
     def score(self, edited: Tensor, reference: Tensor, **context) -> dict[str, Tensor]:
         """Return ``{column: tensor of shape [N]}``; ``self.name`` must be one column."""
+
+    def score_each(self, editeds: Sequence[Tensor], reference: Tensor, **context) -> list[dict[str, Tensor]]:
+        """:meth:`score` of several methods' edited batches against one reference batch.
+
+        Metrics with a reference-only part (LPIPS features of the source, SSIM's source
+        statistics) override this to compute that part once for all methods."""
+        return [self.score(edited, reference, **context) for edited in editeds]
 
     @property
     def uses_random_weights(self) -> bool:
@@ -79,16 +88,25 @@ class PairMetric(abc.ABC):
 
 def check_image_pair(edited: Tensor, reference: Tensor, metric: str) -> None:
     """Shapes must agree and values must be finite images in [0, 1]."""
+    check_image_shapes(edited, reference, metric)
+    check_image_range(edited, "edited", metric)
+    check_image_range(reference, "reference", metric)
+
+
+def check_image_shapes(edited: Tensor, reference: Tensor, metric: str) -> None:
     if edited.ndim != 4 or edited.shape != reference.shape:
         raise DataError(
             f"metric '{metric}': edited {tuple(edited.shape)} and reference {tuple(reference.shape)} "
             "must both be NCHW of the same shape; resize the edited images to the source size first."
         )
-    for label, x in (("edited", edited), ("reference", reference)):
-        if not torch.isfinite(x).all():
-            raise DataError(f"metric '{metric}': the {label} images contain NaN or inf values.")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1e-4 or hi > 1 + 1e-4:
-            raise DataError(
-                f"metric '{metric}': {label} images must be floats in [0, 1], got range [{lo:.3f}, {hi:.3f}]."
-            )
+
+
+def check_image_range(images: Tensor, label: str, metric: str) -> None:
+    """Finite floats in [0, 1], checked in one pass: NaN propagates through aminmax, inf ends up there."""
+    lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise DataError(f"metric '{metric}': the {label} images contain NaN or inf values.")
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise DataError(
+            f"metric '{metric}': {label} images must be floats in [0, 1], got range [{lo:.3f}, {hi:.3f}]."
+        )

@@ -31,6 +31,8 @@ import abc
 import functools
 import warnings
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -39,7 +41,7 @@ from attnedit.errors import ConfigError, DataError
 from attnedit.metrics import piebench_backbones as backbones
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import register_metric
-from attnedit.metrics.ssim_fast import ssim
+from attnedit.metrics.ssim_fast import ssim_against, ssim_reference
 from attnedit.metrics.weights import weights_label
 
 REGIONS = {"unedit_part": "background", "edit_part": "edit region", "whole": "whole image"}
@@ -102,40 +104,59 @@ class RegionMetric(PIEBenchMetric):
         self.needs = () if region == "whole" else ("mask",)
 
     def score(self, edited: Tensor, reference: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
-        weights = region_weights(None if mask is None else mask.to(edited.device), self.region)
-        values = []
+        return self.score_each([edited], reference, mask=mask)[0]
+
+    def score_each(self, editeds, reference: Tensor, mask: Tensor | None = None) -> list[dict[str, Tensor]]:
+        weights = region_weights(None if mask is None else mask.to(reference.device), self.region)
+        values: list[list[Tensor]] = [[] for _ in editeds]
         # Image by image: one 512x512 image's maps stay in CPU cache, a batch's do not.
-        for i in range(len(edited)):
-            e, r = edited[i : i + 1].float(), reference[i : i + 1].float()
-            if weights is not None:
-                e, r = e * weights[i : i + 1], r * weights[i : i + 1]
-            values.append(self.compute(e, r).double().cpu())
-        values = torch.cat(values)
-        values[empty_region(weights, len(values))] = float("nan")
-        return {self.name: values}
+        for i in range(len(reference)):
+            w = None if weights is None else weights[i : i + 1]
+            source = self.prepare(in_region(reference[i : i + 1], w))
+            for column, edited in zip(values, editeds):
+                column.append(self.compare(in_region(edited[i : i + 1], w), source).double().cpu())
+        empty = empty_region(weights, len(reference))
+        out = []
+        for column in values:
+            column = torch.cat(column)
+            column[empty] = float("nan")
+            out.append({self.name: column})
+        return out
+
+    def prepare(self, reference: Tensor) -> Any:
+        """The reference-only part of the metric, computed once per source image for all methods."""
+        return reference
 
     @abc.abstractmethod
-    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
-        """Per-image values of [n, C, H, W] images already multiplied by the region."""
+    def compare(self, edited: Tensor, prepared: Any) -> Tensor:
+        """Per-image values of [n, C, H, W] images already multiplied by the region,
+        against what :meth:`prepare` made of the reference."""
+
+
+def in_region(images: Tensor, weights: Tensor | None) -> Tensor:
+    """Float images times the region's weights (the official script's ``image * mask``)."""
+    images = images.float()
+    return images if weights is None else images * weights
 
 
 def mean_squared_error(edited: Tensor, reference: Tensor) -> Tensor:
-    """Per-image MSE over all channels and pixels (float32 squares, float64 sum)."""
+    """Per-image MSE over all channels and pixels, in float32 as torchmetrics computes it
+    (torch's cascade summation: ~1e-7 relative at 512x512x3, far inside the 1e-5 budget)."""
     diff = (edited - reference).flatten(1)
-    return torch.sum(diff.square_(), dim=1, dtype=torch.float64) / diff.shape[1]
+    return diff.square_().sum(dim=1).double() / diff.shape[1]
 
 
 class PIEBenchMSE(RegionMetric):
     base, higher_is_better = "mse", False
 
-    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
+    def compare(self, edited: Tensor, reference: Tensor) -> Tensor:
         return mean_squared_error(edited, reference)
 
 
 class PIEBenchPSNR(RegionMetric):
     base, higher_is_better = "psnr", True
 
-    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
+    def compare(self, edited: Tensor, reference: Tensor) -> Tensor:
         # data_range 1; identical images give inf, as torchmetrics does.
         return 10 * torch.log10(1.0 / mean_squared_error(edited, reference))
 
@@ -143,8 +164,11 @@ class PIEBenchPSNR(RegionMetric):
 class PIEBenchSSIM(RegionMetric):
     base, higher_is_better = "ssim", True
 
-    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
-        return ssim(edited, reference, data_range=1.0)
+    def prepare(self, reference: Tensor):
+        return ssim_reference(reference, data_range=1.0)
+
+    def compare(self, edited: Tensor, prepared) -> Tensor:
+        return ssim_against(edited, prepared)
 
 
 # LPIPS squeeze, fast path: NHWC maps, 1x1 convolutions as GEMMs, no concatenation.
@@ -197,12 +221,13 @@ def squeeze_features(net, x: Tensor) -> list[list[Tensor]]:
 class PIEBenchLPIPS(RegionMetric):
     """LPIPS (torchmetrics' network, squeeze by default) on [-1, 1] inputs, one value per image.
 
-    Same network and formula as torchmetrics' forward, evaluated faster: the pair runs as
-    one batch through channels-last weights (oneDNN's convolutions and pooling run several
-    times faster than on NCHW maps on CPU), squeeze's 1x1 convolutions run as GEMMs on its
-    fire outputs kept as unconcatenated parts (:func:`squeeze_features`), and each layer's
-    1x1 "lin" head followed by the spatial mean is taken as a per-pixel dot product with
-    the head's weights.
+    Same network and formula as torchmetrics' forward, evaluated faster: channels-last
+    weights (oneDNN's convolutions and pooling run several times faster than on NCHW maps
+    on CPU), squeeze's 1x1 convolutions as GEMMs on its fire outputs kept as
+    unconcatenated parts (:func:`squeeze_features`), each layer's 1x1 "lin" head followed
+    by the spatial mean as a per-pixel dot product with the head's weights. The source
+    image's unit-normalized features are computed once (:meth:`prepare`) and compared
+    with every method's edited image.
     """
 
     base, higher_is_better = "lpips", False
@@ -216,31 +241,38 @@ class PIEBenchLPIPS(RegionMetric):
         self.weights = weights_label(weights, seed)
 
     @torch.inference_mode()
-    def compute(self, edited: Tensor, reference: Tensor) -> Tensor:
-        model = self.model.to(edited.device)
-        heads = [lin.model[-1].weight.flatten() for lin in model.lins]  # Conv2d(C, 1, 1, bias=False)
-        values = []
-        for i in range(len(edited)):  # RegionMetric passes one image; a batch works too
-            pair = model.scaling_layer(torch.cat((edited[i : i + 1], reference[i : i + 1])) * 2 - 1)
-            if self.net_type == "squeeze":
-                layers = squeeze_features(model.net, pair)
-            else:  # NCHW input into channels-last weights: oneDNN's fastest first layer, channels-last after it.
-                layers = [[feature.permute(0, 2, 3, 1)] for feature in model.net(pair)]
-            total = torch.zeros((), dtype=torch.float64, device=edited.device)
-            for parts, head in zip(layers, heads):
-                # Unit-normalize over channels (torchmetrics' eps 1e-8), subtract, square, weight, average;
-                # a layer's channels may come in parts (squeeze's fire outputs), summed part by part.
-                squares = sum(torch.linalg.vector_norm(p, dim=-1, keepdim=True).square_() for p in parts)
-                scale = torch.rsqrt(squares.add_(1e-8))
-                start, score = 0, 0
-                for p in parts:
-                    c = p.shape[-1]
-                    diff = torch.addcmul(p[0] * scale[0], p[1], scale[1], value=-1)
-                    score = score + diff.square_() @ head[start : start + c]
-                    start += c
-                total += score.mean()
-            values.append(total)
-        return torch.stack(values)
+    def unit_features(self, images: Tensor) -> list[list[Tensor]]:
+        """Per layer, the network's NHWC features of [-1, 1]-mapped images divided by their
+        channel norm (torchmetrics' eps 1e-8), as the channel parts the layer comes in."""
+        model = self.model.to(images.device)
+        x = model.scaling_layer(images * 2 - 1)
+        if self.net_type == "squeeze":
+            layers = squeeze_features(model.net, x)
+        else:  # NCHW input into channels-last weights: oneDNN's fastest first layer, channels-last after it.
+            layers = [[feature.permute(0, 2, 3, 1)] for feature in model.net(x)]
+        unit = []
+        for parts in layers:
+            squares = sum(torch.linalg.vector_norm(p, dim=-1, keepdim=True).square_() for p in parts)
+            scale = torch.rsqrt(squares.add_(1e-8))
+            unit.append([p.mul_(scale) for p in parts])
+        return unit
+
+    def prepare(self, reference: Tensor) -> list[list[Tensor]]:
+        return self.unit_features(reference)
+
+    @torch.inference_mode()
+    def compare(self, edited: Tensor, prepared: list[list[Tensor]]) -> Tensor:
+        heads = [lin.model[-1].weight.flatten() for lin in self.model.lins]  # Conv2d(C, 1, 1, bias=False)
+        total = torch.zeros(len(edited), dtype=torch.float64, device=edited.device)
+        for parts, source_parts, head in zip(self.unit_features(edited), prepared, heads):
+            # Subtract, square, weight by the 1x1 head, average over space; part by part.
+            start, score = 0, 0
+            for p, q in zip(parts, source_parts):
+                c = p.shape[-1]
+                score = score + p.sub_(q).square_() @ head[start : start + c]
+                start += c
+            total += score.mean((1, 2))
+        return total
 
 
 CLIP_KINDS = {
@@ -291,6 +323,12 @@ class PIEBenchCLIPScore(PIEBenchMetric):
         values = self.clip_score(images, texts).double()
         values[empty] = float("nan")
         return {self.name: values}
+
+    def score_each(self, editeds, reference: Tensor, **context) -> list[dict[str, Tensor]]:
+        if self.kind == "source_image":  # does not depend on the edited images: once for all methods
+            values = self.score(editeds[0], reference, **context)
+            return [dict(values) for _ in editeds]
+        return super().score_each(editeds, reference, **context)
 
     def clip_score(self, images: Tensor, texts: list[str]) -> Tensor:
         device = images.device
@@ -366,10 +404,15 @@ class StructureDistance(PIEBenchMetric):
         return (keys @ keys.transpose(1, 2)) / torch.clamp(norms @ norms.transpose(1, 2), min=1e-8)
 
     def score(self, edited: Tensor, reference: Tensor) -> dict[str, Tensor]:
-        sim_edited = self.key_self_similarity(to_uint8(edited).float())
-        sim_source = self.key_self_similarity(to_uint8(reference).float())
-        values = (sim_edited - sim_source).pow(2).flatten(1).mean(1)
-        return {self.name: values.double().cpu()}
+        return self.score_each([edited], reference)[0]
+
+    def score_each(self, editeds, reference: Tensor) -> list[dict[str, Tensor]]:
+        sim_source = self.key_self_similarity(to_uint8(reference).float())  # once for all methods
+        out = []
+        for edited in editeds:
+            sim_edited = self.key_self_similarity(to_uint8(edited).float())
+            out.append({self.name: (sim_edited - sim_source).pow(2).flatten(1).mean(1).double().cpu()})
+        return out
 
 
 def _register() -> None:
