@@ -257,7 +257,8 @@ def load_edited(sample, methods: dict[str, Path], cfg: Any) -> list[torch.Tensor
         if path is None:
             where = folder / sample.fields["image_path"]
             if cfg.missing == "skip":
-                warnings.warn(f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}; skipped.", stacklevel=3)
+                message = f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}; skipped."
+                warnings.warn(message, stacklevel=3)
                 return None
             raise DataError(
                 f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}; "

@@ -23,6 +23,9 @@ antialias=True, align_corners=False)``, clamped to [0, 1]); the official script 
 asserts equal sizes. Every metric takes a whole batch per call and returns one value
 per image; inside, the pixel metrics and LPIPS go image by image, which keeps a
 512x512 image's intermediate maps in CPU cache (a batch's do not fit).
+``score_each`` scores several methods' edited batches against one source batch, the
+source-only work (region product, SSIM padding, LPIPS features, DINO and CLIP source
+passes) done once per source image.
 """
 
 from __future__ import annotations
