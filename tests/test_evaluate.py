@@ -195,6 +195,9 @@ def test_several_methods_errors(bench, tmp_path):
         main(several_args(root, {"a": edited_dir, "b": tmp_path / "nowhere"}, tmp_path / "b.csv"))
     with pytest.raises(ConfigError, match="method name 'a|b' must not contain"):
         main(several_args(root, {"'a|b'": edited_dir}, tmp_path / "c.csv"))
+    no_space = [a for a in several_args(root, {}, tmp_path / "e.csv") if not a.startswith("edited=")]
+    with pytest.raises(ConfigError, match="method 'a:/x' no folder; .*space after each colon"):
+        main([*no_space, "edited={a:/x,b:/y}"])  # YAML reads "a:/x" as a key without a value
     partial = tmp_path / "partial"
     write_edited(root, partial)["211000000000"].unlink()
     with pytest.warns(UserWarning, match="211000000000: method 'partial' has no edited image"):

@@ -103,6 +103,13 @@ def parse_args(argv: list[str]) -> Any:
         raise ConfigError(f"attnedit-evaluate: metrics={list(cfg.metrics)} must be a non-empty list, no repeats.")
     if several and not cfg.edited:
         raise ConfigError("attnedit-evaluate: edited={} names no method.")
+    if several:
+        for name, folder in cfg.edited.items():
+            if not isinstance(folder, str) or not folder:
+                raise ConfigError(
+                    f"attnedit-evaluate: edited= gives method {name!r} no folder; write "
+                    "'edited={name: folder, other: folder}' with a space after each colon (YAML), quoted for the shell."
+                )
     for name in method_folders(cfg):
         if "|" in name or "," in name:
             raise ConfigError(f"attnedit-evaluate: method name {name!r} must not contain '|' or ','.")
