@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OmegaConf.register_new_resolver("repo", lambda: str(REPO_ROOT), replace=True)
 # ${asset:<name>}: a folder shipped inside the package (the trained shapes DDPM, its regressor).
 OmegaConf.register_new_resolver("asset", lambda name: str(ASSETS_DIR / name), replace=True)
+# ${when:<a>,<b>,<value>}: value if a == b, else null (published numbers only beside the model they are for).
+OmegaConf.register_new_resolver("when", lambda a, b, value: value if str(a) == str(b) else None, replace=True)
 
 
 def conf_dir() -> str:

@@ -1,16 +1,20 @@
-"""Bias-delta attention guidance (GRAG, DCAG) for Qwen-Image-Edit's MM-DiT.
+"""Bias-delta attention guidance (GRAG, DCAG) for the MM-DiTs of Qwen-Image-Edit and
+FLUX.1 Kontext.
 
-In every double-stream block the image stream is the noisy-latent tokens followed by
-the L condition-image tokens. For those L tokens, per sample, head and channel::
+In every guided block the attention sequence ends with the L condition-image tokens
+(Qwen: the image stream of a double-stream block is the noisy latent, then the
+condition image; Kontext: text, noisy latent, then condition image, in double- and
+single-stream blocks alike). For those L tokens, per sample, head and channel::
 
     K' = bk * mean_K + dk * (K - mean_K)     K after QK RMSNorm and RoPE
     V' = bv * mean_V + dv * (V - mean_V)     V the raw projection
     Q' = bq * mean_Q + dq * (Q - mean_Q)     optional (the DCAG paper's future work)
 
 Text tokens and noisy-latent tokens are untouched. GRAG is dv = bv = 1; (1, 1)
-reproduces the stock processor bit for bit. L is read from the transformer call's
-``img_shapes`` (never a constant), so non-square and multi-sample batches work, and
-each batch element may carry its own scales.
+reproduces the stock processor bit for bit. L is read from each transformer call (never
+a constant): Qwen's ``img_shapes``, Kontext's ``img_ids`` (condition tokens carry
+first coordinate 1), so non-square and multi-sample batches work, and each batch
+element may carry its own scales.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import inspect
 import itertools
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
+from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 from diffusers.models.transformers.transformer_qwenimage import (
     QwenDoubleStreamAttnProcessor2_0,
     apply_rotary_emb_qwen,
@@ -60,15 +67,17 @@ def bias_delta(x: Tensor, start: int, delta: Tensor, bias: Tensor) -> Tensor:
 class _Call:
     """What the processors need to know about the transformer call in progress."""
 
-    start: int  # index of the first condition token in the image stream
+    length: int  # L: the condition tokens are the last L of every guided sequence
     scales: dict[str, Tensor]  # PARAMS -> [B] or [1], on the call's device
     channels: tuple[str, ...]  # channels whose scales are not all identity
 
     def guide(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Q, K, V of [B, S, heads, head_dim] sequences whose last L tokens are the condition image."""
         out = {"query": query, "key": key, "value": value}
         for channel in self.channels:
             d, b = CHANNELS[channel]
-            out[channel] = bias_delta(out[channel], self.start, self.scales[d], self.scales[b])
+            x = out[channel]
+            out[channel] = bias_delta(x, x.shape[1] - self.length, self.scales[d], self.scales[b])
         return out["query"], out["key"], out["value"]
 
 
@@ -160,6 +169,78 @@ class BiasDeltaAttnProcessor(QwenDoubleStreamAttnProcessor2_0):
         return img_attn_output, txt_attn_output
 
 
+class FluxBiasDeltaAttnProcessor(FluxAttnProcessor):
+    """The stock Flux processor (double- and single-stream blocks) with one insertion:
+    after QK-norm, the text/image concatenation and RoPE, before the attention, the
+    condition tokens (the sequence's last L) get the bias-delta. State as in
+    :class:`BiasDeltaAttnProcessor`."""
+
+    def __init__(self, controller: "BiasDeltaGuidance", stock: FluxAttnProcessor | None = None):
+        super().__init__()
+        self.controller = controller
+        if stock is not None:
+            self._attention_backend = stock._attention_backend
+            self._parallel_config = stock._parallel_config
+
+    # The body follows FluxAttnProcessor.__call__ (diffusers 0.42) line for line, so that
+    # guidance off is bitwise stock; the test suite checks that it is.
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
+            attn, hidden_states, encoder_hidden_states
+        )
+        query = query.unflatten(-1, (-1, attn.head_dim))
+        key = key.unflatten(-1, (-1, attn.head_dim))
+        value = value.unflatten(-1, (-1, attn.head_dim))
+        query = attn.norm_q(query)
+        key = attn.norm_k(key)
+
+        if attn.added_kv_proj_dim is not None:
+            encoder_query = encoder_query.unflatten(-1, (-1, attn.head_dim))
+            encoder_key = encoder_key.unflatten(-1, (-1, attn.head_dim))
+            encoder_value = encoder_value.unflatten(-1, (-1, attn.head_dim))
+            encoder_query = attn.norm_added_q(encoder_query)
+            encoder_key = attn.norm_added_k(encoder_key)
+            query = torch.cat([encoder_query, query], dim=1)
+            key = torch.cat([encoder_key, key], dim=1)
+            value = torch.cat([encoder_value, value], dim=1)
+
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+
+        call = self.controller.call
+        if call is not None:  # the one change to the stock computation
+            query, key, value = call.guide(query, key, value)
+
+        hidden_states = dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        hidden_states = hidden_states.flatten(2, 3)
+        hidden_states = hidden_states.to(query.dtype)
+
+        if encoder_hidden_states is not None:
+            encoder_hidden_states, hidden_states = hidden_states.split_with_sizes(
+                [encoder_hidden_states.shape[1], hidden_states.shape[1] - encoder_hidden_states.shape[1]], dim=1
+            )
+            hidden_states = attn.to_out[0](hidden_states.contiguous())
+            hidden_states = attn.to_out[1](hidden_states)
+            encoder_hidden_states = attn.to_add_out(encoder_hidden_states.contiguous())
+            return hidden_states, encoder_hidden_states
+        return hidden_states
+
+
 def condition_span(img_shapes: Any, seq_len: int) -> tuple[int, int]:
     """(first condition token, number L of condition tokens) of an image stream of
     ``seq_len`` tokens, from the transformer's ``img_shapes``: per sample a list of
@@ -181,6 +262,62 @@ def condition_span(img_shapes: Any, seq_len: int) -> tuple[int, int]:
         raise ConfigError(f"bias-delta guidance: img_shapes {img_shapes} give {noisy} + {cond} image tokens "
                           f"but the image stream has {seq_len}")
     return noisy, cond
+
+
+def kontext_condition_tokens(img_ids: Tensor | None, seq_len: int) -> int:
+    """L of a FluxTransformer2DModel call from its ``img_ids`` ([S, 3]; [B, S, 3] in old
+    callers): FluxKontextPipeline appends the condition image's tokens after the noisy
+    latent and marks them with first coordinate 1 (the latent's is 0)."""
+    if img_ids is None:
+        raise ConfigError("bias-delta guidance: the Flux transformer was called without img_ids; "
+                          "the condition tokens cannot be located")
+    ids = img_ids[0] if img_ids.ndim == 3 else img_ids
+    if ids.shape[0] != seq_len:
+        raise ConfigError(f"bias-delta guidance: img_ids hold {ids.shape[0]} positions but the image stream has "
+                          f"{seq_len} tokens")
+    is_condition = ids[:, 0] != 0
+    length = int(is_condition.sum())
+    if not bool(is_condition[seq_len - length:].all()):
+        raise ConfigError("bias-delta guidance: the condition-image tokens (img_ids[:, 0] != 0) are not the last "
+                          "tokens of the image stream, as FluxKontextPipeline lays them out")
+    return length
+
+
+@dataclass(frozen=True)
+class _Architecture:
+    """Where a transformer class keeps its attention modules and its condition tokens."""
+
+    stock: type  # the processor class that is wrapped
+    guided: type  # its guided subclass
+    block_lists: tuple[str, ...]  # transformer attributes holding the blocks, in index order
+    locate: Callable[[dict[str, Any], int], int]  # (forward arguments, image tokens) -> L
+
+    def attentions(self, transformer) -> list[Any]:
+        return [block.attn for name in self.block_lists for block in getattr(transformer, name)]
+
+    def condition_tokens(self, bound: dict[str, Any]) -> int:
+        return self.locate(bound, bound["hidden_states"].shape[1])
+
+
+ARCHITECTURES = {
+    QwenImageTransformer2DModel: _Architecture(
+        QwenDoubleStreamAttnProcessor2_0, BiasDeltaAttnProcessor, ("transformer_blocks",),
+        lambda bound, seq_len: condition_span(bound.get("img_shapes"), seq_len)[1],
+    ),
+    # Block indices count the double-stream blocks first, then the single-stream ones.
+    FluxTransformer2DModel: _Architecture(
+        FluxAttnProcessor, FluxBiasDeltaAttnProcessor, ("transformer_blocks", "single_transformer_blocks"),
+        lambda bound, seq_len: kontext_condition_tokens(bound.get("img_ids"), seq_len),
+    ),
+}
+
+
+def _architecture(transformer) -> _Architecture:
+    for cls, architecture in ARCHITECTURES.items():
+        if isinstance(transformer, cls):
+            return architecture
+    names = ", ".join(cls.__name__ for cls in ARCHITECTURES)
+    raise ConfigError(f"bias-delta guidance supports {names}, not {type(transformer).__name__}")
 
 
 def _is_shape(value: Any) -> bool:
@@ -217,6 +354,7 @@ class BiasDeltaGuidance:
     _undo: list[Any] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
+        self._architecture = _architecture(self.transformer)
         # Channels whose scales are identity for every sample are skipped outright.
         self._channels = tuple(c for c, (d, b) in CHANNELS.items()
                                if not (bool((self.scales[d] == 1).all()) and bool((self.scales[b] == 1).all())))
@@ -226,7 +364,7 @@ class BiasDeltaGuidance:
     def _pre_forward(self, module, args, kwargs) -> None:
         bound = self._signature.bind_partial(module, *args, **kwargs).arguments
         hidden = bound["hidden_states"]
-        start, length = condition_span(bound.get("img_shapes"), hidden.shape[1])
+        length = self._architecture.condition_tokens(bound)
         if self.steps is not None:
             self._advance_step(bound["timestep"])
         guided = length > 0 and self._branch_selected() and self._step_selected()
@@ -239,7 +377,7 @@ class BiasDeltaGuidance:
                 raise ConfigError(f"bias-delta guidance: scales for {sorted(sizes)} samples but the transformer "
                                   f"batch holds {hidden.shape[0]}")
             scales = {k: v.to(hidden.device) for k, v in self.scales.items()}
-            self.call = _Call(start, scales, self._channels)
+            self.call = _Call(length, scales, self._channels)
 
     def _post_forward(self, module, args, output) -> None:
         self.call = None
@@ -249,7 +387,8 @@ class BiasDeltaGuidance:
             return True
         if self.branch is None:
             raise ConfigError(f"bias-delta guidance: branches={self.branches!r} needs the transformer to be called "
-                              "inside transformer.cache_context('cond'/'uncond'), as QwenImageEditPipeline does")
+                              "inside transformer.cache_context('cond'/'uncond'), as QwenImageEditPipeline does "
+                              "(FluxKontextPipeline does not: use branches=both there)")
         return self.branch == self.branches
 
     def _advance_step(self, timestep: Tensor) -> None:
@@ -278,16 +417,17 @@ class BiasDeltaGuidance:
             raise
 
     def _install(self) -> None:
-        transformer = self.transformer
+        transformer, architecture = self.transformer, self._architecture
+        attentions = architecture.attentions(transformer)
         for i in self.blocks:
-            attn = transformer.transformer_blocks[i].attn
+            attn = attentions[i]
             stock = attn.processor
-            if isinstance(stock, BiasDeltaAttnProcessor):
+            if isinstance(stock, architecture.guided):
                 raise ConfigError(f"bias-delta guidance is already installed on block {i}; nesting is not supported")
-            if type(stock) is not QwenDoubleStreamAttnProcessor2_0:
+            if type(stock) is not architecture.stock:
                 raise ConfigError(f"block {i} uses {type(stock).__name__}; bias-delta guidance wraps only the stock "
-                                  "QwenDoubleStreamAttnProcessor2_0")
-            attn.set_processor(BiasDeltaAttnProcessor(self, stock))
+                                  f"{architecture.stock.__name__}")
+            attn.set_processor(architecture.guided(self, stock))
             self._undo.append(lambda attn=attn, stock=stock: attn.set_processor(stock))
         self._undo.append(transformer.register_forward_pre_hook(self._pre_forward, with_kwargs=True).remove)
         self._undo.append(transformer.register_forward_hook(self._post_forward).remove)
@@ -369,10 +509,12 @@ def bias_delta_guidance(
     branches: str = "both",
     num_steps: int | None = None,
 ) -> Iterator[BiasDeltaGuidance]:
-    """Guide every call of a QwenImageTransformer2DModel made inside the block.
+    """Guide every call of a QwenImageTransformer2DModel or FluxTransformer2DModel (FLUX.1
+    Kontext) made inside the block.
 
     Each scale is a float or one value per batch element. ``blocks``: block indices
-    (negative counts from the end) or None for all. ``steps``: step indices, a window
+    (negative counts from the end; Flux: double-stream blocks first, then single-stream)
+    or None for all. ``steps``: step indices, a window
     ``{"start": f0, "end": f1}`` of the fraction step/num_steps (needs ``num_steps``),
     or None for all; steps are counted from the timesteps the transformer sees.
     ``branches``: "both", "cond" or "uncond" CFG passes. On exit, also after an
@@ -388,7 +530,7 @@ def bias_delta_guidance(
     guidance = BiasDeltaGuidance(
         transformer=transformer,
         scales=scales,
-        blocks=_blocks(blocks, len(transformer.transformer_blocks)),
+        blocks=_blocks(blocks, len(_architecture(transformer).attentions(transformer))),
         steps=_steps(steps, num_steps),
         branches=branches,
         num_steps=num_steps,
