@@ -13,6 +13,8 @@
    The tiny model's measured seconds times the FLOP ratio give what this machine would
    need; the GPU time divides the real FLOPs by an assumed sustained throughput.
 
+4. The same count for FLUX.1 Kontext [dev] (model=flux_kontext): 28 steps, one call each.
+
     python experiments/piebench_dcag/estimate_cost.py [--gpu-tflops 400] [--text-tokens 1400]
 """
 
@@ -108,6 +110,50 @@ def text_encoder_flops(text_tokens: int, side: int = 1024) -> tuple[float, int]:
     return 2 * per_prompt, params  # the prompt and the negative prompt
 
 
+def kontext_flops(text_tokens: int = 512, side: int = 1024) -> dict[str, float]:
+    """FLUX.1 Kontext [dev], counted on the meta device: one transformer call at side x side
+    (noisy and condition latents, 2x2 patches of the 8x VAE: 2 x (side/16)^2 tokens, plus the
+    T5 tokens), the VAE's encode + decode, and the text encoders analytically (T5-XXL's
+    encoder: 2 FLOPs per parameter and token; CLIP-L: 77 tokens)."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+
+    grid = side // 16
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(guidance_embeds=True).to(torch.bfloat16).eval()  # the defaults are FLUX.1's
+        hidden = torch.empty(1, 2 * grid * grid, model.config.in_channels, dtype=torch.bfloat16)
+        text = torch.empty(1, text_tokens, model.config.joint_attention_dim, dtype=torch.bfloat16)
+        pooled = torch.empty(1, model.config.pooled_projection_dim, dtype=torch.bfloat16)
+        ones = torch.ones(1, dtype=torch.bfloat16)
+        img_ids, txt_ids = torch.zeros(2 * grid * grid, 3), torch.zeros(text_tokens, 3)
+        vae = AutoencoderKL(latent_channels=16, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            use_quant_conv=False, use_post_quant_conv=False).to(torch.bfloat16).eval()
+        image = torch.empty(1, 3, side, side, dtype=torch.bfloat16)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(hidden_states=hidden, encoder_hidden_states=text, pooled_projections=pooled, timestep=ones,
+              guidance=ones, img_ids=img_ids, txt_ids=txt_ids, return_dict=False)
+    call = counter.get_total_flops()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        vae.decode(vae.encode(image).latent_dist.mode())
+    t5_params, clip_params = 4.76e9, 123e6  # T5-XXL encoder (t5-v1_1-xxl), CLIP ViT-L/14 text model
+    return {"call": call, "params": sum(p.numel() for p in model.parameters()), "vae": counter.get_total_flops(),
+            "text": 2 * t5_params * text_tokens + 2 * clip_params * 77, "text_params": t5_params + clip_params}
+
+
+def print_kontext(args) -> None:
+    k = kontext_flops()
+    calls = args.kontext_steps  # distilled guidance: one transformer call per step
+    edit = calls * k["call"] + k["vae"] + k["text"]
+    gpu_s = edit / (args.gpu_tflops * 1e12)
+    print(f"FLUX.1 Kontext transformer: {k['params'] / 1e9:.2f} B parameters ({k['params'] * 2 / 1e9:.1f} GB bf16); "
+          f"one call at 1024x1024 (8192 image + 512 text tokens): {k['call'] / 1e12:.1f} TFLOP; "
+          f"VAE encode + decode {k['vae'] / 1e12:.1f} TFLOP; text encoders {k['text'] / 1e12:.1f} TFLOP")
+    print(f"one Kontext edit: {calls} calls = {calls * k['call'] / 1e15:.2f} PFLOP, {edit / 1e15:.2f} PFLOP in all; "
+          f"at {args.gpu_tflops:g} TFLOP/s {gpu_s:.1f} s per edit; piebench_dcag {args.images * 5 * gpu_s / 3600:.1f} "
+          f"GPU-h, piebench_dcag_grid {args.images * 25 * gpu_s / 3600:.1f} GPU-h")
+    print(f"Kontext weights: {(k['params'] + k['text_params']) * 2 / 1e9:.1f} GB bf16 (transformer + T5-XXL + CLIP)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu-tflops", type=float, default=400.0,
@@ -116,6 +162,7 @@ def main() -> None:
                         help="text-stream tokens: ~1369 of the 1024x1024 image in Qwen2.5-VL + the instruction")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--images", type=int, default=700)
+    parser.add_argument("--kontext-steps", type=int, default=28, help="FLUX.1 Kontext steps (model card: 28)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -146,6 +193,7 @@ def main() -> None:
           f"piebench_dcag_grid ({args.images} x 25): {args.images * 25 * gpu_s / 3600:.1f} GPU-h")
     print(f"weights in GPU memory: {(params + vae_params + text_params) * 2 / 1e9:.1f} GB bf16 without offload, "
           f"{max(params, text_params) * 2 / 1e9:.1f} GB largest component with model.cpu_offload=true")
+    print_kontext(args)
 
 
 if __name__ == "__main__":
