@@ -17,7 +17,7 @@ from diffusers.models.transformers import transformer_qwenimage
 from diffusers.models.transformers.transformer_qwenimage import QwenDoubleStreamAttnProcessor2_0
 
 from attnedit.errors import ConfigError
-from attnedit.methods import bias_delta as bd
+from attention_recorder import record_attention
 from attnedit.methods.bias_delta import BiasDelta, BiasDeltaAttnProcessor, bias_delta_guidance
 
 TEXT_DIM = 24
@@ -174,15 +174,7 @@ def test_batch_equals_single_runs(transformer):
 
 
 def test_only_condition_tokens_change(transformer, monkeypatch):
-    calls = []
-    real = bd.dispatch_attention_fn
-
-    def recorder(q, k, v, **kw):
-        calls.append((q.clone(), k.clone(), v.clone()))
-        return real(q, k, v, **kw)
-
-    monkeypatch.setattr(bd, "dispatch_attention_fn", recorder)
-    monkeypatch.setattr(transformer_qwenimage, "dispatch_attention_fn", recorder)
+    calls = record_attention(monkeypatch, transformer_qwenimage)
     noisy, cond, text = (1, 4, 4), (1, 3, 5), 7
     inputs = make_inputs(1, noisy, cond, text)
     run(transformer, inputs)

@@ -17,7 +17,7 @@ from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 from attnedit.backends.flux_kontext import FluxKontextBackend
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, WeightsNotFoundError
-from attnedit.methods import bias_delta as bd
+from attention_recorder import record_attention
 from attnedit.methods.bias_delta import BiasDelta, FluxBiasDeltaAttnProcessor, bias_delta_guidance
 from flux_tiny import POOLED_DIM, TEXT_DIM, save_tiny_pipeline, tiny_transformer
 
@@ -177,15 +177,7 @@ def test_batch_equals_single_runs(transformer):
 
 
 def test_only_condition_tokens_change_and_blocks_count_single_stream_last(transformer, monkeypatch):
-    calls = []
-    real = bd.dispatch_attention_fn
-
-    def recorder(q, k, v, **kw):
-        calls.append((q.clone(), k.clone(), v.clone()))
-        return real(q, k, v, **kw)
-
-    monkeypatch.setattr(bd, "dispatch_attention_fn", recorder)
-    monkeypatch.setattr(transformer_flux, "dispatch_attention_fn", recorder)
+    calls = record_attention(monkeypatch, transformer_flux)
     noisy, cond, text = (4, 4), (3, 5), 6
     inputs = make_inputs(1, noisy, cond, text)
     run(transformer, inputs)

@@ -81,7 +81,19 @@ class _Call:
         return out["query"], out["key"], out["value"]
 
 
-class BiasDeltaAttnProcessor(QwenDoubleStreamAttnProcessor2_0):
+class _Guided:
+    """What a guided processor adds to the stock one it replaces: the controller whose
+    per-call state it reads, and the stock one's attention backend / parallel config."""
+
+    def __init__(self, controller: "BiasDeltaGuidance", stock: Any = None):
+        super().__init__()
+        self.controller = controller
+        if stock is not None:
+            self._attention_backend = stock._attention_backend
+            self._parallel_config = stock._parallel_config
+
+
+class BiasDeltaAttnProcessor(_Guided, QwenDoubleStreamAttnProcessor2_0):
     """The stock Qwen double-stream processor with one insertion: after QK-norm and
     RoPE, before the joint attention, the condition tokens' Q/K/V get the bias-delta.
 
@@ -89,13 +101,6 @@ class BiasDeltaAttnProcessor(QwenDoubleStreamAttnProcessor2_0):
     is guided at all) comes from ``controller.call``, set by a forward pre-hook on the
     transformer; with no state the processor computes exactly the stock result.
     """
-
-    def __init__(self, controller: "BiasDeltaGuidance", stock: QwenDoubleStreamAttnProcessor2_0 | None = None):
-        super().__init__()
-        self.controller = controller
-        if stock is not None:  # keep an attention backend / parallel config chosen on the stock one
-            self._attention_backend = stock._attention_backend
-            self._parallel_config = stock._parallel_config
 
     # The body follows QwenDoubleStreamAttnProcessor2_0.__call__ (diffusers 0.42) line for
     # line, so that guidance off is bitwise stock; the test suite checks that it is.
@@ -169,18 +174,11 @@ class BiasDeltaAttnProcessor(QwenDoubleStreamAttnProcessor2_0):
         return img_attn_output, txt_attn_output
 
 
-class FluxBiasDeltaAttnProcessor(FluxAttnProcessor):
+class FluxBiasDeltaAttnProcessor(_Guided, FluxAttnProcessor):
     """The stock Flux processor (double- and single-stream blocks) with one insertion:
     after QK-norm, the text/image concatenation and RoPE, before the attention, the
     condition tokens (the sequence's last L) get the bias-delta. State as in
     :class:`BiasDeltaAttnProcessor`."""
-
-    def __init__(self, controller: "BiasDeltaGuidance", stock: FluxAttnProcessor | None = None):
-        super().__init__()
-        self.controller = controller
-        if stock is not None:
-            self._attention_backend = stock._attention_backend
-            self._parallel_config = stock._parallel_config
 
     # The body follows FluxAttnProcessor.__call__ (diffusers 0.42) line for line, so that
     # guidance off is bitwise stock; the test suite checks that it is.
