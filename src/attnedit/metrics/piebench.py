@@ -33,7 +33,6 @@ from __future__ import annotations
 import abc
 import functools
 import warnings
-
 from typing import Any
 
 import torch
