@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from attnedit.backends.ddpm import DDPMBackend
 from attnedit.backends.tiny import TINY_UNET, build_tiny_ddpm
 from attnedit.cli import compose, tables
-from attnedit.comparison import comparison_table
+from attnedit.comparison import build_comparison, comparison_table
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError
 from attnedit.methods.auto_labels import auto_label
@@ -28,6 +28,7 @@ from attnedit.methods.local_basis import h_space, plain_attention, subspace_iter
 from attnedit.methods.pullback import Pullback
 from attnedit.methods.random_directions import RandomDirections
 from attnedit.runner import Runner
+from attnedit.store import RunStore
 from attnedit.timing import MIXED_MACHINES_MARK, timing_table
 from conftest import REPO, run_overrides
 
@@ -343,3 +344,24 @@ def test_timing_table_marks_runs_from_different_machines(four_runs, tmp_path):
 
     table = timing_table([four_runs["sad"], moved])
     assert MIXED_MACHINES_MARK in timing_title(table) and set(table.host) == {table.host[0], "another-host"}
+
+
+def test_comparison_means_leave_out_alpha_zero(four_runs, tmp_path):
+    """alpha = 0 rows (the unedited sample) stay out of the means over alphas, not out of the per-alpha table."""
+    import shutil
+
+    moved = tmp_path / "with_zero"
+    shutil.copytree(four_runs["sad"], moved)
+    store = RunStore(moved)
+    frame = store.read()
+    frame.loc[frame.index[:2], "alpha"] = 0.0
+    for part in store.part_files():
+        part.unlink()
+    frame.to_parquet(store.cases_dir / "part-00000.parquet", index=False)
+    table = comparison_table([moved])
+    edits = frame[frame.alpha != 0]
+    assert table.n.tolist() == [len(edits)] == [2]
+    assert table.psnr[0] == f"{edits.psnr.mean():.4f} ± {edits.psnr.std(ddof=0):.4f}"
+    title, tables, _ = build_comparison([moved])
+    assert sorted(tables["comparison_by_alpha"].alpha) == [0.0, 0.4]
+    assert "alpha = 0 rows (no edit) left out" in title

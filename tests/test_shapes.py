@@ -264,6 +264,14 @@ def test_quickstart_on_the_shipped_model_reports_the_factor_benchmark(tmp_path):
     want = direct_scores(frame[frame.direction == 0])
     assert scores.share[0] == pytest.approx(want["share"], rel=1e-3)  # the CSV rounds to 4 digits
     assert (run_dir / "figures" / "factor_benchmark.png").stat().st_size > 0
+    # Means over alphas leave the alpha-0 rows (no edit, PSNR ~130 dB) out; per-alpha tables keep them.
+    summary = pd.read_csv(run_dir / "tables" / "summary.csv")
+    edits = frame[frame.alpha != 0]
+    assert summary.n[0] == len(edits) == 8
+    assert summary.psnr[0] == f"{edits.psnr.mean():.4f} ± {edits.psnr.std(ddof=0):.4f}"
+    by_direction = pd.read_csv(run_dir / "tables" / "by_direction.csv")
+    assert sorted(by_direction.alpha.unique()) == [-0.6, 0.0, 0.6]
+    assert "alpha = 0 rows (no edit) left out" in (run_dir / "tables" / "summary.md").read_text()
 
 
 def test_real_shapes_images_are_edited_through_inversion(tmp_path):

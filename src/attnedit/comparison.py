@@ -18,7 +18,7 @@ from attnedit.errors import AttneditError
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 from attnedit.factors.benchmark import factor_figure
-from attnedit.tables import _latex_escape, factor_tables, mean_std, render_markdown, title_marks
+from attnedit.tables import _latex_escape, edits_only, factor_tables, mean_std, render_markdown, title_marks
 from attnedit.timing import timing_table, timing_title
 
 
@@ -62,11 +62,13 @@ def _metrics(runs: list[Run]) -> list[str]:
 
 
 def _aggregate(runs: list[Run], by: list[str]) -> pd.DataFrame:
+    """Rows per run (and per ``by`` keys); without "alpha" among the keys, alpha = 0 rows are left out."""
     metrics = _metrics(runs)
     rows = []
     for label, run in zip(_labels(runs), runs):
         keys = [c for c in by if c in run.frame]
-        groups = run.frame.groupby(keys, sort=True, dropna=False) if keys else [((), run.frame)]
+        frame = run.frame if "alpha" in keys else edits_only(run.frame)
+        groups = frame.groupby(keys, sort=True, dropna=False) if keys else [((), frame)]
         for key, group in groups:
             key = key if isinstance(key, tuple) else (key,)
             row = {"method": label, **dict(zip(keys, key)), "n": len(group)}

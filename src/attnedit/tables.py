@@ -3,6 +3,8 @@
 Metric columns are the ones the run's manifest lists. Cells are "mean ± std" over
 cases (non-finite values skipped, their count reported), with n. Every title says when
 the numbers come from random weights: test-only metric backbones or an untrained model.
+Tables that average over alphas leave out alpha = 0 rows (the unedited sample: PSNR near
+the float32 limit would swamp the means); the per-alpha tables keep them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from attnedit.timing import timing_table
 RANDOM_BACKBONE_MARK = "[RANDOM-BACKBONE METRICS: test-only, not comparable to published numbers]"
 RANDOM_MODEL_MARK = "[RANDOM MODEL WEIGHTS: demonstrates the machinery, not the method]"
 EDIT_KEYS = ("layers", "position", "alpha_scale", "window_lo", "window_hi")
+NO_EDIT_MARK = "[alpha = 0 rows (no edit) left out of the means over alphas]"
 
 
 def metric_columns(run_dir: Path, frame: pd.DataFrame) -> list[str]:
@@ -35,7 +38,16 @@ def title_marks(frame: pd.DataFrame) -> str:
         marks.append(RANDOM_BACKBONE_MARK)
     if "model_random_weights" in frame and frame.model_random_weights.astype(bool).any():
         marks.append(RANDOM_MODEL_MARK)
+    if "alpha" in frame and (frame.alpha == 0).any() and (frame.alpha != 0).any():
+        marks.append(NO_EDIT_MARK)
     return " ".join(marks)
+
+
+def edits_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that edit: without alpha = 0 (unless every row is alpha = 0)."""
+    if "alpha" not in frame or not (frame.alpha != 0).any():
+        return frame
+    return frame[frame.alpha != 0]
 
 
 def mean_std(values: pd.Series, digits: int = 4) -> str:
@@ -63,14 +75,15 @@ def aggregate(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Data
 
 def build_tables(run_dir: Path, frame: pd.DataFrame, reference: str | None = None) -> dict[str, pd.DataFrame]:
     metrics = metric_columns(run_dir, frame)
-    tables = {"summary": aggregate(frame, ["method", *EDIT_KEYS], metrics)}
+    edits = edits_only(frame)
+    tables = {"summary": aggregate(edits, ["method", *EDIT_KEYS], metrics)}
     if reference:
-        measured = aggregate(frame, ["method"], metrics)
+        measured = aggregate(edits, ["method"], metrics)
         tables["table2"] = with_reference(measured, read_reference(reference), metrics)
     if "direction" in frame:
         tables["by_direction"] = aggregate(frame, ["method", "direction", "label", "alpha"], metrics)
     if "category" in frame and frame.category.notna().any():
-        tables["by_category"] = aggregate(frame, ["method", "category"], metrics)
+        tables["by_category"] = aggregate(edits, ["method", "category"], metrics)
     tables["editing_time"] = timing_table([run_dir])  # discovery / per-edit / projected study time
     tables.update(factor_tables(frame))
     return tables
