@@ -6,6 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from attnedit.backends.base import DESCRIBE_KEYS, Backend, check_description
 from attnedit.backends.ddpm import DDPMBackend
 from attnedit.backends.tiny import SCHEDULER, TINY_UNET
 from attnedit.data.base import Sample
@@ -25,7 +26,17 @@ def test_save_pretrained_round_trip_through_model_path(tmp_path):
             assert torch.equal(loaded[key], value), key
         assert backend.scheduler.config.beta_end == SCHEDULER["beta_end"]
         assert backend.scheduler.config.clip_sample is True
-        assert len(backend.describe()["weight_sha256_16"]) == 16
+        assert len(backend.describe()["weights_sha256_16"]) == 16
+        assert isinstance(backend, Backend) and tuple(check_description(backend.describe())) == DESCRIBE_KEYS
+
+
+def test_describe_schema_rejects_a_second_name_for_a_fact():
+    good = {key: None for key in DESCRIBE_KEYS} | {"settings": {}}
+    assert check_description(good) is good
+    with pytest.raises(TypeError, match="weight_sha256_16"):  # the old, second spelling of the weight hash
+        check_description(good | {"weight_sha256_16": "abc"})
+    with pytest.raises(TypeError, match="settings"):
+        check_description({k: v for k, v in good.items() if k != "settings"})
 
 
 def test_missing_hub_weights_offline_is_a_clear_error(monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ import torch
 from diffusers.models.transformers import transformer_flux
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
+from attnedit.backends.base import check_description
 from attnedit.backends.flux_kontext import FluxKontextBackend
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, WeightsNotFoundError
@@ -235,8 +236,9 @@ def test_backend_edits_through_the_pipeline(backend):
     torch.testing.assert_close(backend.generate(batch[:1])[0], edited[0], rtol=0, atol=1e-5)
     assert not torch.allclose(edited[0], edited[1])  # different instructions
     info = backend.describe()
-    assert info["pipeline"] == "FluxKontextPipeline" and info["guidance_scale"] == 2.5
+    assert info["settings"]["pipeline"] == "FluxKontextPipeline" and info["settings"]["guidance_scale"] == 2.5
     assert info["weights_hash_kind"] == "full" and len(info["weights_sha256_16"]) == 16
+    check_description(info)
 
 
 def test_backend_with_grag_and_dcag(backend):

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from attnedit.backends.base import check_description
 from attnedit.backends.qwen_edit import QwenImageEditBackend
 from attnedit.data.base import Sample
 from attnedit.errors import DataError, WeightsNotFoundError
@@ -78,8 +79,10 @@ def test_guidance_reaches_both_cfg_passes(backend):
 def test_describe_records_settings_and_weights(backend, model_dir):
     info = backend.describe()
     assert info["name"] == "qwen_image_edit" and info["path"] == str(model_dir)
-    assert info["num_inference_steps"] == 1 and info["true_cfg_scale"] == 4.0 and info["seed"] == 42
+    settings = info["settings"]
+    assert settings["num_inference_steps"] == 1 and settings["true_cfg_scale"] == 4.0 and settings["seed"] == 42
     assert info["dtype"] == "float32" and info["weights_hash_kind"] == "full" and len(info["weights_sha256_16"]) == 16
+    check_description(info)
 
 
 def test_missing_prompt_field(backend):

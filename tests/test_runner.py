@@ -66,7 +66,7 @@ def test_rows_images_figures_tables_and_manifest(finished_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["signature"] == run_dir.name
     assert manifest["versions"]["torch"] == torch.__version__.split("+")[0] or manifest["versions"]["torch"]
-    assert manifest["model"]["weight_sha256_16"] and manifest["model"]["path"] == str(cfg.model.path)
+    assert manifest["model"]["weights_sha256_16"] and manifest["model"]["path"] == str(cfg.model.path)
     assert "revision" in manifest["git"] and manifest["config"]["method"]["alphas"] == [-0.4, 0.4]
 
 

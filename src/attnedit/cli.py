@@ -106,7 +106,7 @@ def directions(argv: list[str] | None = None) -> None:
         path = write_directions(cfg.out, found, labels=labels, weight_hashes=hashes)
     except (AttneditError, MissingMandatoryValue) as err:
         _fail(err)
-    print(f"model: {backend.name} ({backend.path}), weights {backend.describe()['weight_sha256_16']}")
+    print(f"model: {backend.name} ({backend.path}), weights {backend.describe()['weights_sha256_16']}")
     for name, d in found.items():
         share = d.share_of_trace(cfg.top)
         tops = ", ".join(f"{v:.4g} ({s:.1%})" for v, s in zip(d.eigenvalues[: cfg.top], share))

@@ -91,7 +91,7 @@ def comparison_notes(runs: list[Run]) -> str:
     checks = {
         "samples": lambda r: frozenset(r.frame.sample_id) if "sample_id" in r.frame else None,
         "alphas": lambda r: frozenset(r.frame.alpha) if "alpha" in r.frame else None,
-        "model weights": lambda r: (r.manifest.get("model") or {}).get("weight_sha256_16"),
+        "model weights": lambda r: (r.manifest.get("model") or {}).get("weights_sha256_16"),
     }
     differ = [what for what, key in checks.items() if len({key(r) for r in runs}) > 1]
     if differ:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from attnedit.backends.base import check_description
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.manifest import build_manifest
@@ -112,7 +113,7 @@ class Runner:
         manifest = build_manifest(
             self.config,
             self.signature,
-            model=self.backend.describe(),
+            model=check_description(self.backend.describe(), type(self.backend).__name__),
             method=self.method.describe(),
             dataset=self.dataset.describe(),
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},

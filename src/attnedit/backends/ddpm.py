@@ -6,7 +6,6 @@ the backend only needs to run the denoising loop and expose its attention layers
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +14,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 from diffusers.models.attention_processor import Attention
 from torch import Tensor
 
+from attnedit.backends.base import device_name
 from attnedit.backends.loading import hash_files, pick_device, pick_dtype, resolve_model_dir, weight_files
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
@@ -148,10 +148,11 @@ class DDPMBackend:
             "name": self.name,
             "path": self.path,
             "resolved_dir": str(self.model_dir),
-            "weight_sha256_16": self._weight_hash,
+            "weights_sha256_16": self._weight_hash,
+            "weights_hash_kind": "full",
             "random_weights": self.random_weights,
-            "sampler": f"DDIM eta={self.eta} steps={self.num_inference_steps}",
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or "cpu",
+            "device_name": device_name(self.device),
+            "settings": {"sampler": f"DDIM eta={self.eta} steps={self.num_inference_steps}"},
         }

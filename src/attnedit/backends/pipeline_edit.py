@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from attnedit.backends.base import device_name
 from attnedit.backends.loading import WEIGHT_SUFFIXES, hash_files, pick_device, pick_dtype
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, DataError, NonFiniteOutputError, WeightsNotFoundError
@@ -138,22 +139,28 @@ class PipelineEditBackend:
         return str(sample.fields[self.prompt_field])
 
     def describe(self) -> dict[str, Any]:
+        fingerprint = self._fingerprint or {}
         return {
             "name": self.name,
             "path": self.path,
             "resolved_dir": str(self.model_dir) if self.model_dir else None,
-            "revision": _hub_revision(self.model_dir),
-            "pipeline": type(self.pipe).__name__,
+            "weights_sha256_16": fingerprint.get("weights_sha256_16"),
+            "weights_hash_kind": fingerprint.get("weights_hash_kind"),
+            "random_weights": False,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
-            "cpu_offload": self.cpu_offload,
-            "num_inference_steps": self.num_inference_steps,
-            **self.settings(),
-            "seed": self.seed,
-            "prompt_field": self.prompt_field,
-            "resize": self.resize,
-            "transformer_config_sha256_16": _config_hash(self.transformer.config),
-            **(self._fingerprint or {}),
+            "device_name": device_name(self.device),
+            "settings": {
+                "revision": _hub_revision(self.model_dir),
+                "pipeline": type(self.pipe).__name__,
+                "cpu_offload": self.cpu_offload,
+                "num_inference_steps": self.num_inference_steps,
+                **self.settings(),
+                "seed": self.seed,
+                "prompt_field": self.prompt_field,
+                "resize": self.resize,
+                "transformer_config_sha256_16": _config_hash(self.transformer.config),
+            },
         }
 
     # -- loading ------------------------------------------------------------------------

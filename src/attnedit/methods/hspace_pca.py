@@ -120,8 +120,8 @@ class HSpacePCA(AutoLabeledDirections):
         if not cache_dir:
             return None
         key = {
-            "weights": backend.describe().get("weight_sha256_16"),
-            "sampler": backend.describe().get("sampler"),
+            "weights": backend.describe()["weights_sha256_16"],
+            "sampler": backend.describe()["settings"].get("sampler"),
             "layers": sorted(self.layers),
             "position": self.position,
             "window": list(self.window),
