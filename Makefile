@@ -2,18 +2,34 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+UV_VERSION := 0.13.9
 # Re-install whenever the lock or the project metadata changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test bench lock clean
+.PHONY: install install-pip demo test bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# --no-deps: the lock is the full closure; it also keeps facenet-pytorch's stale
-	# upper pins (torch<2.3, numpy<2) from pulling an old torch (see models.md).
+	# uv installs the lock in seconds (benchmarks/README.md: set-up time); pip is the fallback
+	# when uv cannot be installed. Both use --no-deps: the lock is the full closure, and it keeps
+	# facenet-pytorch's stale upper pins (torch<2.3, numpy<2) from pulling an old torch.
+	# --no-config: pyproject's [tool.uv] overrides (torch>=2.4, for `make lock`) would otherwise
+	# replace the lock's exact pins and install the newest torch.
+	if $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)" && \
+	   $(BIN)/uv pip install --quiet --no-config --python $(BIN)/python --no-deps -r requirements.lock && \
+	   $(BIN)/uv pip install --quiet --no-config --python $(BIN)/python --no-deps -e . ; then :; \
+	else \
+	  echo "uv failed or is unavailable: installing with pip (2-4 minutes)"; \
+	  $(BIN)/python -m pip install --quiet --no-deps -r requirements.lock && \
+	  $(BIN)/python -m pip install --quiet --no-deps -e . ; \
+	fi
+	rm -f $(VENV)/.installed-* && touch $@
+
+install-pip:  ## the same install without uv (the fallback path, measured in benchmarks/README.md)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	rm -f $(VENV)/.installed-* && touch $@
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
 
