@@ -21,6 +21,7 @@ sample-major) and dropped when the image changes; the numbers do not change.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -81,7 +82,7 @@ class ReusedConditionLatents:
         return torch.cat(latents)
 
 
-class PipelineEditBackend:
+class PipelineEditBackend(abc.ABC):
     """Load an editing pipeline (hub id or local diffusers directory) and edit images.
 
     Subclasses name the pipeline class, the model's display name and hub id, the
@@ -145,15 +146,15 @@ class PipelineEditBackend:
         """Those arguments as recorded in the run's provenance."""
         return {}
 
+    @abc.abstractmethod
     def encode_text(self, image: Image.Image, prompt: str) -> dict[str, Any]:
         """What the pipeline's text encoder(s) give for one official call on ``image``
         and ``prompt`` (both CFG branches where there are two)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def text_kwargs(self, conditions: list[dict[str, Any]]) -> dict[str, Any]:
         """Per-sample :meth:`encode_text` outputs as the pipeline's precomputed-embedding
         arguments for one batch."""
-        raise NotImplementedError
 
     # -- editing -------------------------------------------------------------------------
     @torch.no_grad()
