@@ -18,7 +18,7 @@ from diffusers.models.transformers.transformer_qwenimage import QwenDoubleStream
 
 from attnedit.errors import ConfigError
 from attention_recorder import record_attention
-from attnedit.methods.bias_delta import BiasDelta, BiasDeltaAttnProcessor, bias_delta_guidance
+from attnedit.methods.bias_delta import BiasDelta, BiasDeltaAttnProcessor, bias_delta_, bias_delta_guidance
 
 TEXT_DIM = 24
 HEADS, HEAD_DIM = 2, 16
@@ -292,3 +292,94 @@ def test_method_grid_and_control(transformer):
     with pytest.raises(ConfigError, match="unknown grid keys"):
         BiasDelta(grid={"dx": [1.0]})
     assert [e["dk"] for e in BiasDelta(name="grag", grid={"dk": [1.1, 1.15]}).edits()] == [1.1, 1.15]
+
+
+# -- the fused in-place rescale against the implementation it replaced ----------------------
+def legacy_bias_delta(x, start, delta, bias):
+    """attnedit's bias-delta before the fused rescale (commit 150ab91), kept verbatim as the
+    reference: a float32 copy of the condition tokens, four element-wise passes, a cat."""
+    cond = x[:, start:].float()
+    mean = cond.mean(dim=1, keepdim=True)
+    delta = delta.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
+    bias = bias.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
+    guided = cond + (delta - 1) * (cond - mean) + (bias - 1) * mean
+    return torch.cat([x[:, :start], guided.to(x.dtype)], dim=1)
+
+
+class LegacyCall:
+    """The per-call state of that implementation: scales moved to the device on every call,
+    each guided tensor replaced by a new one."""
+
+    def __init__(self, length, scales, device):
+        self.length = length
+        self.scales = {k: v.to(device) for k, v in scales.items()}
+
+    def guide(self, query, key, value):
+        out = {"query": query, "key": key, "value": value}
+        for channel, (d, b) in {"key": ("dk", "bk"), "value": ("dv", "bv"), "query": ("dq", "bq")}.items():
+            if not (bool((self.scales[d] == 1).all()) and bool((self.scales[b] == 1).all())):
+                x = out[channel]
+                out[channel] = legacy_bias_delta(x, x.shape[1] - self.length, self.scales[d], self.scales[b])
+        return out["query"], out["key"], out["value"]
+
+
+def run_legacy(model, inputs, guidance):
+    """One transformer call under ``guidance`` with the legacy arithmetic in its processors:
+    a pre-hook registered after the guidance's own swaps in a LegacyCall."""
+    def swap(module, args, kwargs):
+        if guidance.call is not None:
+            guidance.call = LegacyCall(guidance.call.length, guidance.scales, kwargs["hidden_states"].device)
+
+    handle = model.register_forward_pre_hook(swap, with_kwargs=True)
+    try:
+        return run(model, inputs)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rescale_matches_the_legacy_implementation(dtype):
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.randn(3, 40, 4, 16, generator=gen) * 3 + 1).to(dtype)  # mean != 0: the bias term matters
+    delta, bias = torch.tensor([1.0, 1.2, 0.85]), torch.tensor([1.0, 1.1, 0.9])
+    want = legacy_bias_delta(x, 15, delta, bias)
+    got = x.clone()
+    out = bias_delta_(got, 25, delta.view(-1, 1, 1, 1), (bias - delta).view(-1, 1, 1, 1))
+    assert out is got  # in place: no clone, no cat
+    assert torch.equal(got[:, :15], x[:, :15]) and torch.equal(got[0], x[0])  # (1, 1) leaves sample 0 bitwise
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    else:  # both round a float32 result once; they differ by at most one bfloat16 step
+        torch.testing.assert_close(got.float(), want.float(), rtol=2 ** -7, atol=0)
+    assert (got[1:].float() - x[1:].float()).abs().max() > 0.1
+
+
+def test_guided_transformer_matches_the_legacy_implementation(transformer):
+    inputs = make_inputs(2)
+    with bias_delta_guidance(transformer, **SCALES) as guidance:
+        fused = run(transformer, inputs)
+        legacy = run_legacy(transformer, inputs, guidance)
+    # float32 rounding of two equal formulas, carried through two blocks: within 1e-6 of the output's scale
+    # (measured 3.8e-6 to 7.6e-6 on outputs up to 28); the guidance itself moves the output by > 1e-2
+    assert (fused - legacy).abs().max() <= 1e-6 * fused.abs().max()
+    assert (fused - run(transformer, inputs)).abs().max() > 1e-2
+
+
+def test_per_call_state_is_built_once_and_rescales_in_place(transformer, monkeypatch):
+    calls = record_attention(monkeypatch, transformer_qwenimage)
+    seen = []
+    with bias_delta_guidance(transformer, dk=[1.2, 1.0], dv=1.15) as guidance:
+        def spy(module, args, output):
+            seen.append(guidance.call)
+
+        handle = transformer.register_forward_hook(spy, prepend=True)  # runs before the guidance clears it
+        try:
+            run(transformer, make_inputs(2))
+            run(transformer, make_inputs(2, seed=3))
+        finally:
+            handle.remove()
+    assert len(seen) == 2
+    # the device copies of the scales are made once, not per call or per block
+    assert all(a is b for (_, a, _), (_, b, _) in zip(seen[0].factors, seen[1].factors))
+    assert [i for i, _, _ in seen[0].factors] == [1, 2]  # key, value; the identity query is skipped
+    assert len(calls) == 4  # two blocks per call reached the attention

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from diffusers import FluxKontextPipeline
 from diffusers.models.transformers import transformer_flux
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
+from PIL import Image
 
 from attnedit.backends.base import check_description
 from attnedit.backends.flux_kontext import FluxKontextBackend
@@ -21,6 +25,7 @@ from attnedit.errors import ConfigError, WeightsNotFoundError
 from attention_recorder import record_attention
 from attnedit.methods.bias_delta import BiasDelta, FluxBiasDeltaAttnProcessor, bias_delta_guidance
 from flux_tiny import POOLED_DIM, TEXT_DIM, save_tiny_pipeline, tiny_transformer
+from pipeline_recorder import Stop, assert_same_calls, recording
 
 HEADS, HEAD_DIM = 2, 8
 SCALES = {"dk": [1.2, 0.8], "dv": [1.15, 1.3], "bk": [1.0, 1.1], "bv": [0.9, 1.0], "dq": [1.1, 1.0], "bq": [1.0, 1.05]}
@@ -215,10 +220,18 @@ def test_condition_tokens_come_from_img_ids(transformer):
 
 # -- the backend on a tiny pipeline loaded from disk ----------------------------------------
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    path = save_tiny_pipeline(tmp_path_factory.mktemp("flux_kontext") / "pipe")
-    return FluxKontextBackend(str(path), device="cpu", num_inference_steps=2, max_area=32 * 32,
-                              auto_resize=False, max_sequence_length=16)
+def model_dir(tmp_path_factory):
+    return save_tiny_pipeline(tmp_path_factory.mktemp("flux_kontext") / "pipe")
+
+
+# The tiny VAE has no downsampling to spare: the pipeline's 1 MP default working size would put
+# a 512 x 512 attention in its mid block. Backend and documented call both work at 32 x 32.
+SMALL = dict(max_area=32 * 32, auto_resize=False, max_sequence_length=16)
+
+
+@pytest.fixture(scope="module")
+def backend(model_dir):
+    return FluxKontextBackend(str(model_dir), device="cpu", num_inference_steps=2, **SMALL)
 
 
 def samples(n=2):
@@ -237,6 +250,7 @@ def test_backend_edits_through_the_pipeline(backend):
     assert not torch.allclose(edited[0], edited[1])  # different instructions
     info = backend.describe()
     assert info["settings"]["pipeline"] == "FluxKontextPipeline" and info["settings"]["guidance_scale"] == 2.5
+    assert info["settings"]["cache_conditions"] is True and info["settings"]["output_aspect"] == "source"
     assert info["weights_hash_kind"] == "full" and len(info["weights_sha256_16"]) == 16
     check_description(info)
 
@@ -264,6 +278,8 @@ def test_backend_errors(tmp_path):
         FluxKontextBackend(str(tmp_path / "empty"), device="cpu")
     with pytest.raises(ConfigError, match="true_cfg_scale > 1 needs model.negative_prompt"):
         FluxKontextBackend(str(tmp_path / "empty"), device="cpu", true_cfg_scale=2.0)
+    with pytest.raises(ConfigError, match="output_aspect='wide' is not one of"):
+        FluxKontextBackend(str(tmp_path / "empty"), device="cpu", output_aspect="wide")
 
 
 def test_piebench_dcag_recipe_runs_on_kontext(tmp_path):
@@ -293,3 +309,92 @@ def test_piebench_dcag_recipe_runs_on_kontext(tmp_path):
     assert len(frame) == 2 and set(frame.sample_id) == {"111000000000"}
     assert sorted(zip(frame.dk, frame.dv)) == [(1.10, 1.15), (1.15, 1.15)]
     assert frame.psnr.map(math.isfinite).all() and frame.psnr.nunique() == 2  # each grid point its own edit
+
+
+
+# -- the documented call, and the work shared by the cases of one image ----------------------
+def source(seed: int, size=(32, 32), instruction="make it red") -> Sample:
+    pixels = torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(seed)) / 255.0
+    return Sample(id=f"k{seed}", image=pixels, fields={"editing_instruction": instruction})
+
+
+def pil(s: Sample) -> Image.Image:
+    return Image.fromarray((s.image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy().astype(np.uint8))
+
+
+def parts(pipe) -> dict:
+    return {"clip": pipe.text_encoder, "t5": pipe.text_encoder_2, "vae": pipe.vae.encoder, "transformer": pipe.transformer}
+
+
+TRANSFORMER_INPUTS = ("hidden_states", "encoder_hidden_states", "pooled_projections", "img_ids", "txt_ids",
+                      "guidance", "timestep")
+
+
+def documented_call(pipe, s: Sample) -> dict:
+    """The model card's call (diffusers pipeline_flux_kontext.py L56-79) at the tests' working
+    size, up to the first transformer call."""
+    with recording(parts(pipe), stop_at="transformer") as seen, pytest.raises(Stop):
+        pipe(image=pil(s), prompt=s.fields["editing_instruction"], guidance_scale=2.5,
+             generator=torch.Generator().manual_seed(42), max_area=SMALL["max_area"],
+             _auto_resize=SMALL["auto_resize"], max_sequence_length=SMALL["max_sequence_length"])
+    return seen
+
+
+def backend_call(backend, samples) -> dict:
+    with recording(parts(backend.pipe), stop_at="transformer") as seen, pytest.raises(Stop):
+        backend.generate(samples)
+    return seen
+
+
+def test_backend_makes_the_documented_call(backend, model_dir, monkeypatch):
+    stock = FluxKontextPipeline.from_pretrained(model_dir, dtype=torch.float32)
+    monkeypatch.setattr(backend, "cache_conditions", False)
+    square, wide = source(1), source(2, size=(24, 40))
+    want = documented_call(stock, square)
+    got = backend_call(backend, [square, square])  # two grid points of one image
+    for encoder in ("clip", "t5", "vae"):
+        assert_same_calls(got[encoder], want[encoder], ("args",))
+    first, ref = got["transformer"][0], want["transformer"][0]
+    for key in TRANSFORMER_INPUTS:
+        value, expected = first[key], ref[key]
+        assert torch.equal(value, expected if value.shape == expected.shape else torch.cat([expected] * 2)), key
+
+    # non-square: the same conditioning; the output keeps the source's aspect ratio unless
+    # output_aspect="square", which is the model card's call exactly
+    want = documented_call(stock, wide)
+    got = backend_call(backend, [wide])
+    for encoder in ("clip", "t5", "vae"):
+        assert_same_calls(got[encoder], want[encoder], ("args",))
+    length = int((want["transformer"][0]["img_ids"][:, 0] == 1).sum())
+    assert torch.equal(got["transformer"][0]["hidden_states"][:, -length:], want["transformer"][0]["hidden_states"][:, -length:])
+    assert got["transformer"][0]["hidden_states"].shape[1] - length == 6 * 10  # 24 x 40 at ~32 x 32: 12 x 20 latents
+    assert want["transformer"][0]["hidden_states"].shape[1] - length == 8 * 8  # the pipeline's square default
+    monkeypatch.setattr(backend, "output_aspect", "square")
+    assert_same_calls(backend_call(backend, [wide])["transformer"][:1], want["transformer"], TRANSFORMER_INPUTS)
+
+
+def test_grid_of_one_image_encodes_it_once(backend, monkeypatch):
+    """A 5-point (dk, dv) grid over one image in the runner's batches of 2: CLIP, T5 and the
+    VAE encoder run once for the image with cache_conditions, in every pipeline call without;
+    the edited images are the same."""
+    monkeypatch.setattr(backend, "num_inference_steps", 1)
+    image = source(3, size=(24, 40), instruction="paint the sky green")
+    points = [(1.0, 1.0), (1.1, 1.0), (1.1, 1.15), (1.15, 1.15), (1.2, 1.05)]
+    batches = [points[0:2], points[2:4], points[4:]]
+
+    def run_grid():
+        watched = {k: v for k, v in parts(backend.pipe).items() if k != "transformer"}
+        with recording(watched) as seen:
+            edited = []
+            for batch in batches:
+                with bias_delta_guidance(backend.transformer, dk=[p[0] for p in batch], dv=[p[1] for p in batch]):
+                    edited.append(backend.generate([image] * len(batch)))
+        return seen, torch.cat(edited)
+
+    cached, cached_images = run_grid()
+    assert [len(cached[k]) for k in ("clip", "t5", "vae")] == [1, 1, 1]
+    monkeypatch.setattr(backend, "cache_conditions", False)
+    uncached, uncached_images = run_grid()
+    assert [len(uncached[k]) for k in ("clip", "t5", "vae")] == [len(batches)] * 3
+    torch.testing.assert_close(cached_images, uncached_images, rtol=0, atol=1e-6)
+    assert (cached_images[0] - cached_images[4]).abs().max() > 1e-4  # the grid points differ (tiny random model)

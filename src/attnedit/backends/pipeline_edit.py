@@ -7,10 +7,21 @@ Attention edits (GRAG / DCAG) are installed on :attr:`transformer` by the method
 context manager around :meth:`generate`; the backend only runs the pipeline.
 The pipelines work at about one megapixel whatever the source size; outputs are
 resized back to the source size (bicubic with antialiasing, then clamped to [0, 1]).
+
+Each (image, prompt) is conditioned as the pipeline's documented single-image call
+conditions it (``pipe(image=<one PIL image>, prompt=<str>, ...)``): the text encoders run
+once per (image, prompt) and their outputs go to the pipeline as its precomputed prompt
+embeddings, padded across a batch as the pipeline pads a list of prompts. A batch of
+grid points of one image passes that one PIL image; a batch of several images passes
+the per-sample list, which both pipelines resize exactly as a single image. With
+``cache_conditions`` (default) the text-encoder outputs and the condition image's VAE
+latents are kept while the cases of one image follow each other (the runner orders them
+sample-major) and dropped when the image changes; the numbers do not change.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -33,13 +44,53 @@ FULL_HASH_LIMIT = 2 << 30  # bytes; larger transformers get a header fingerprint
 RESIZE_MODES = ("bicubic", "bilinear", "area")
 
 
-class PipelineEditBackend:
+class ReusedConditionLatents:
+    """Mixin for a diffusers editing pipeline (QwenImageEditPipeline, FluxKontextPipeline)
+    that reuses the condition image's VAE latents while ``reuse_condition_latents`` is on.
+
+    Why a subclass: both pipelines encode the condition image inside ``__call__`` through
+    ``_encode_vae_image(image, generator)`` (diffusers 0.42.1 pipeline_qwenimage_edit.py
+    L406-427, pipeline_flux_kontext.py L599-611), and QwenImageEditPipeline cannot be handed
+    latents instead of an image (its size logic reads a PIL image's ``.size``, L623, and it
+    sets the text encoder's image only for image inputs, L661-663). Overriding that one
+    method keeps every other step of the official call; no live object is patched.
+
+    The memo is keyed by the preprocessed image tensor itself (the pipeline's own resize and
+    normalisation, compared with torch.equal): a hit is the same input by construction. It
+    holds the images of the latest call only, so it is freed when the image changes. Rows
+    are encoded one at a time, as the pipelines do for a list of generators (the backend
+    always passes one), in ``argmax`` mode where the generator is unused.
+    """
+
+    reuse_condition_latents = False
+
+    def _encode_vae_image(self, image: Tensor, generator) -> Tensor:
+        if not self.reuse_condition_latents:
+            self._condition_memo = []
+            return super()._encode_vae_image(image, generator)
+        generators = generator if isinstance(generator, list) else [generator] * image.shape[0]
+        previous, kept, latents = getattr(self, "_condition_memo", []), [], []
+        for row, gen in zip(image.split(1), generators):
+            hit = next((lat for seen, lat in kept + previous if seen.shape == row.shape and torch.equal(seen, row)),
+                       None)
+            if hit is None:
+                hit = super()._encode_vae_image(row, [gen] if isinstance(generator, list) else gen)
+            if not any(lat is hit for _, lat in kept):
+                kept.append((row, hit))
+            latents.append(hit)
+        self._condition_memo = kept
+        return torch.cat(latents)
+
+
+class PipelineEditBackend(abc.ABC):
     """Load an editing pipeline (hub id or local diffusers directory) and edit images.
 
-    Subclasses name the pipeline class, the model's display name and hub id, and the
-    pipeline's own arguments (:meth:`pipeline_kwargs`, :meth:`settings`)."""
+    Subclasses name the pipeline class, the model's display name and hub id, the
+    pipeline's own arguments (:meth:`pipeline_kwargs`, :meth:`settings`) and how one
+    (image, prompt) is text-encoded and batched (:meth:`encode_text`, :meth:`text_kwargs`)."""
 
-    pipeline_class = ""  # a diffusers pipeline class name
+    pipeline_class = ""  # the diffusers pipeline class name (recorded in describe())
+    pipeline_type: type = object  # that class with ReusedConditionLatents mixed in
     display_name = ""
     hub_id = ""
 
@@ -55,6 +106,7 @@ class PipelineEditBackend:
         name: str = "",
         local_files_only: bool | None = None,
         resize: str = "bicubic",
+        cache_conditions: bool = True,
     ) -> None:
         if num_inference_steps < 1:
             raise ConfigError(f"model.num_inference_steps must be >= 1, got {num_inference_steps}")
@@ -66,6 +118,8 @@ class PipelineEditBackend:
         self.prompt_field = prompt_field
         self.resize = resize
         self.cpu_offload = bool(cpu_offload)
+        self.cache_conditions = bool(cache_conditions)
+        self._conditions: dict[tuple, dict[str, Any]] = {}  # text-encoder outputs of the current image(s)
         self.device = pick_device(device)
         if self.cpu_offload and self.device.type != "cuda":
             raise ConfigError(f"model.cpu_offload=true offloads to the CPU between GPU uses; device is {self.device}")
@@ -92,6 +146,16 @@ class PipelineEditBackend:
         """Those arguments as recorded in the run's provenance."""
         return {}
 
+    @abc.abstractmethod
+    def encode_text(self, image: Image.Image, prompt: str) -> dict[str, Any]:
+        """What the pipeline's text encoder(s) give for one official call on ``image``
+        and ``prompt`` (both CFG branches where there are two)."""
+
+    @abc.abstractmethod
+    def text_kwargs(self, conditions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per-sample :meth:`encode_text` outputs as the pipeline's precomputed-embedding
+        arguments for one batch."""
+
     # -- editing -------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
@@ -102,14 +166,17 @@ class PipelineEditBackend:
         its own CPU generator seeded with ``seed``, so a batch equals single runs.
         """
         sources = self.reference(samples)
+        images = [_to_pil(img) for img in sources]
         prompts = [self._prompt(s) for s in samples]
+        digests = [hashlib.sha256(image.tobytes()).hexdigest() for image in images]
+        self.pipe.reuse_condition_latents = self.cache_conditions
         output = self.pipe(
-            image=[_to_pil(img) for img in sources],
-            prompt=prompts,
+            image=images[0] if len(set(digests)) == 1 else images,
             num_inference_steps=self.num_inference_steps,
             generator=[torch.Generator("cpu").manual_seed(self.seed) for _ in samples],
             output_type="pt",
             **self.pipeline_kwargs(sources),
+            **self.text_kwargs(self._text_conditions(images, prompts, digests)),
         ).images
         edited = output.float().cpu()
         if edited.shape[-2:] != sources.shape[-2:]:
@@ -132,6 +199,19 @@ class PipelineEditBackend:
                               "(the pipeline resizes a batch to its first image's aspect ratio); use batch_size=1")
         return torch.stack([s.image.float().cpu() for s in samples])
 
+    def _text_conditions(self, images: list[Image.Image], prompts: list[str], digests: list[str]) -> list[dict]:
+        """:meth:`encode_text` once per distinct (image, prompt) of the batch; with
+        ``cache_conditions`` also once across the consecutive calls of one image."""
+        settings = repr(sorted(self.settings().items()))
+        keys = [(digest, image.size, prompt, settings) for digest, image, prompt in zip(digests, images, prompts)]
+        cached = self._conditions if self.cache_conditions else {}
+        current: dict[tuple, dict[str, Any]] = {}
+        for key, image, prompt in zip(keys, images, prompts):
+            if key not in current:
+                current[key] = cached[key] if key in cached else self.encode_text(image, prompt)
+        self._conditions = current if self.cache_conditions else {}  # this call's images only
+        return [current[key] for key in keys]
+
     def _prompt(self, sample: Sample) -> str:
         if self.prompt_field not in sample.fields:
             raise DataError(f"sample '{sample.id}' has no field '{self.prompt_field}' "
@@ -152,8 +232,9 @@ class PipelineEditBackend:
             "device_name": device_name(self.device),
             "settings": {
                 "revision": _hub_revision(self.model_dir),
-                "pipeline": type(self.pipe).__name__,
+                "pipeline": self.pipeline_class,
                 "cpu_offload": self.cpu_offload,
+                "cache_conditions": self.cache_conditions,  # reuse text-encoder / VAE outputs; same numbers
                 "num_inference_steps": self.num_inference_steps,
                 **self.settings(),
                 "seed": self.seed,
@@ -177,9 +258,7 @@ class PipelineEditBackend:
         )
 
     def _load_pipeline(self, local_files_only: bool | None):
-        import diffusers
-
-        pipeline = getattr(diffusers, self.pipeline_class)
+        pipeline = self.pipeline_type
         path, local = self.path, Path(self.path).expanduser()
         if local.is_dir():
             if not (local / "model_index.json").is_file():

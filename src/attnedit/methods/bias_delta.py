@@ -40,27 +40,32 @@ from diffusers.models.transformers.transformer_qwenimage import (
 from torch import Tensor
 
 from attnedit.errors import ConfigError
+from attnedit.methods.bias_delta_kernel import rescale_
 from attnedit.methods.base import EditMethod
 
 PARAMS = ("dk", "dv", "bk", "bv", "dq", "bq")
 CHANNELS = {"key": ("dk", "bk"), "value": ("dv", "bv"), "query": ("dq", "bq")}
+QKV = ("query", "key", "value")  # the order the processors hand them over
 BRANCHES = ("both", "cond", "uncond")
 
 
-def bias_delta(x: Tensor, start: int, delta: Tensor, bias: Tensor) -> Tensor:
-    """Apply ``bias * mean + delta * (x - mean)`` to tokens ``x[:, start:]``.
+def bias_delta_(x: Tensor, length: int, delta: Tensor, offset: Tensor) -> Tensor:
+    """In place: the last ``length`` tokens of ``x`` ([B, S, heads, head_dim]) become
+    ``bias * mean + delta * (x - mean)``; returns ``x``.
 
-    ``x`` is [B, S, heads, head_dim]; ``delta``/``bias`` hold one value per sample ([B]
-    or [1]). The mean is per sample, head and channel, over the condition tokens, in
-    float32. Written as ``x + (delta-1)(x-mean) + (bias-1)mean``: the same value, but
-    exactly ``x`` when delta = bias = 1, whatever the dtype.
+    ``delta`` and ``offset = bias - delta`` are float32 [B, 1, 1, 1] (or [1, 1, 1, 1])
+    on ``x``'s device. The mean is per sample, head and channel over those tokens,
+    accumulated in float32 without a float32 copy of them. The rescale is one fused pass,
+    ``delta * x + offset * mean`` (computed in float32, rounded once to ``x``'s dtype),
+    written over the tokens without a clone or a concatenation: the guided processor
+    costs two reads and one write of the condition tokens per channel and block. At
+    delta = bias = 1 it is exactly ``x`` (``1 * x + 0``), whatever the dtype.
     """
-    cond = x[:, start:].float()
-    mean = cond.mean(dim=1, keepdim=True)
-    delta = delta.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
-    bias = bias.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
-    guided = cond + (delta - 1) * (cond - mean) + (bias - 1) * mean
-    return torch.cat([x[:, :start], guided.to(x.dtype)], dim=1)
+    cond = x[:, x.shape[1] - length:]
+    shift = cond.mean(dim=1, keepdim=True, dtype=torch.float32) * offset
+    if not rescale_(cond, delta, shift):  # the Triton kernel on CUDA; elsewhere the same pass in PyTorch
+        torch.addcmul(shift, cond, delta, out=cond)
+    return x
 
 
 @dataclass
@@ -68,17 +73,16 @@ class _Call:
     """What the processors need to know about the transformer call in progress."""
 
     length: int  # L: the condition tokens are the last L of every guided sequence
-    scales: dict[str, Tensor]  # PARAMS -> [B] or [1], on the call's device
-    channels: tuple[str, ...]  # channels whose scales are not all identity
+    # (index into (query, key, value), delta, bias - delta) per channel that is not identity
+    factors: tuple[tuple[int, Tensor, Tensor], ...]
 
     def guide(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Q, K, V of [B, S, heads, head_dim] sequences whose last L tokens are the condition image."""
-        out = {"query": query, "key": key, "value": value}
-        for channel in self.channels:
-            d, b = CHANNELS[channel]
-            x = out[channel]
-            out[channel] = bias_delta(x, x.shape[1] - self.length, self.scales[d], self.scales[b])
-        return out["query"], out["key"], out["value"]
+        """Q, K, V of [B, S, heads, head_dim] sequences whose last L tokens are the condition
+        image; the guided channels are rescaled in place."""
+        qkv = (query, key, value)
+        for index, delta, offset in self.factors:
+            bias_delta_(qkv[index], self.length, delta, offset)
+        return qkv
 
 
 class _Guided:
@@ -353,9 +357,17 @@ class BiasDeltaGuidance:
 
     def __post_init__(self) -> None:
         self._architecture = _architecture(self.transformer)
-        # Channels whose scales are identity for every sample are skipped outright.
-        self._channels = tuple(c for c, (d, b) in CHANNELS.items()
-                               if not (bool((self.scales[d] == 1).all()) and bool((self.scales[b] == 1).all())))
+        # Channels whose scales are identity for every sample are skipped outright; the
+        # others' factors are built once here and moved once per device, so a transformer
+        # call costs the same Python work however many blocks it guides.
+        factors = []
+        for channel, (d, b) in CHANNELS.items():
+            delta, bias = self.scales[d], self.scales[b]
+            if not (bool((delta == 1).all()) and bool((bias == 1).all())):
+                factors.append((QKV.index(channel), delta.view(-1, 1, 1, 1), (bias - delta).view(-1, 1, 1, 1)))
+        self._factors = tuple(factors)
+        self._factors_on: dict[torch.device, tuple] = {}
+        self._per_sample = {v.numel() for v in self.scales.values()} - {1}
         self._signature = inspect.signature(type(self.transformer).forward)
 
     # -- per call -------------------------------------------------------------------
@@ -369,13 +381,14 @@ class BiasDeltaGuidance:
         self.log.append({"branch": self.branch, "step": self.step if self.steps is not None else None,
                          "guided": guided, "condition_tokens": length})
         self.call = None
-        if guided and self._channels:
-            sizes = {v.numel() for v in self.scales.values()} - {1}
-            if sizes and sizes != {hidden.shape[0]}:
-                raise ConfigError(f"bias-delta guidance: scales for {sorted(sizes)} samples but the transformer "
-                                  f"batch holds {hidden.shape[0]}")
-            scales = {k: v.to(hidden.device) for k, v in self.scales.items()}
-            self.call = _Call(length, scales, self._channels)
+        if guided and self._factors:
+            if self._per_sample and self._per_sample != {hidden.shape[0]}:
+                raise ConfigError(f"bias-delta guidance: scales for {sorted(self._per_sample)} samples but the "
+                                  f"transformer batch holds {hidden.shape[0]}")
+            device = hidden.device
+            if device not in self._factors_on:
+                self._factors_on[device] = tuple((i, d.to(device), o.to(device)) for i, d, o in self._factors)
+            self.call = _Call(length, self._factors_on[device])
 
     def _post_forward(self, module, args, output) -> None:
         self.call = None
