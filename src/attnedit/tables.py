@@ -4,9 +4,10 @@ Metric columns are the ones the run's manifest lists. Cells are "mean ± std" ov
 cases (non-finite values skipped, their count reported), with n. Every title says when
 the numbers come from random weights (test-only metric backbones or an untrained model)
 and how alpha is scaled (``alpha_scale``), and each table's title says which cases it
-holds. No table pools edit strengths: alpha = 0 rows (the unedited sample: PSNR near
-the float32 limit would swamp the means) are left out of the means over alphas, and
-weaker edits would inflate fidelity.
+holds. Means over alphas leave out alpha = 0 rows (the unedited sample: PSNR near the
+float32 limit would swamp them), and the summary is per |alpha|: weaker edits would
+inflate fidelity (only by_category, and Table 2 without table2_alpha, pool strengths;
+their titles say so).
 
 Table 2 follows the SAD paper's protocol when the config sets ``tables.table2_alpha``:
 one case per (sample, direction), 15 x 100 = 1500 in the study, at alpha = the sign of
