@@ -222,20 +222,22 @@ def test_baselines_label_their_own_directions(short_backend):
     method.setup(backend)
     assert method.labels[1]["label"] == "kept", "labels given in config win"
     entry = method.labels[0]
-    assert entry["label"].lstrip("-") in ("redder", "bluer") and entry["labeled_by"].endswith("weights=fake")
-    # recompute the winning score independently: colour change between +alpha and -alpha
+    assert entry["label"] in ("redder", "bluer") and entry["labeled_by"].endswith("weights=fake")
+    # recompute the winning (attribute, sign) independently: each sign's colour change from the unedited probe
     probe = [Sample(id="p", seed=7)]
-    colours = []
-    for alpha in (0.4, -0.4):
-        with method.control(backend, [{**method.edits()[0], "alpha": alpha}]) as control:
-            colours.append(backend.generate(probe, control).mean(dim=(2, 3))[0].double())
-    change = torch.nn.functional.normalize(colours[0] - colours[1], dim=0)
-    scores = {"redder": float(change[0]), "bluer": float(change[2])}
-    best = max(scores, key=lambda k: abs(scores[k]))
-    assert entry["label"] == (best if scores[best] > 0 else f"-{best}")
-    assert entry["score"] == pytest.approx(abs(scores[best]), abs=1e-5)
-    edit = method.edits()[0]
-    assert (edit["source_text"], edit["target_text"]) == (entry["source"], entry["target"])
+    unedited = backend.generate(probe).mean(dim=(2, 3))[0].double()
+    scores = {}
+    for sign in (1, -1):
+        with method.control(backend, [{**method.edits()[0], "alpha": 0.4 * sign}]) as control:
+            colour = backend.generate(probe, control).mean(dim=(2, 3))[0].double()
+        change = torch.nn.functional.normalize(colour - unedited, dim=0)
+        scores.update({("redder", sign): float(change[0]), ("bluer", sign): float(change[2])})
+    best, sign = max(scores, key=scores.get)
+    assert (entry["label"], entry["sign"]) == (best, sign)
+    assert entry["score"] == pytest.approx(scores[best, sign], abs=1e-5)
+    edit = method.edits()[0]  # alpha +0.4: the label's texts if its sign is +, else reversed
+    texts = (entry["source"], entry["target"])
+    assert (edit["source_text"], edit["target_text"]) == (texts if sign > 0 else texts[::-1])
     with pytest.raises(ConfigError, match="lacks"):
         auto_label(method, backend, {"alpha": 0.4})
 

@@ -1,8 +1,9 @@
-"""Automatic direction labels: the planted attribute wins, signs are handled, and the
-labels travel through the directions file into a run."""
+"""Direction labels: the planted (attribute, sign) wins, a mirrored edit at -alpha scores
+what the +alpha edit scores, and the labels travel through the directions file into a run."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,9 +11,10 @@ from safetensors.numpy import load_file
 
 from attnedit.errors import ConfigError
 from attnedit.methods.directions import read_metadata
-from attnedit.methods.labeling import FACE_ATTRIBUTES, label_directions
+from attnedit.methods.labeling import FACE_ATTRIBUTES, case_texts, label_directions
 
 D = 24
+BY_LABEL = {label: (src, tgt) for label, src, tgt in FACE_ATTRIBUTES}
 
 
 def text_embedder():
@@ -28,33 +30,85 @@ def text_embedder():
     return embed
 
 
-def planted_renderer(plants: dict[int, tuple[str, float]], embed_texts):
-    """Images whose (fake) embedding moves along T(target) - T(source) of the planted
-    attribute by sign * alpha, plus per-probe noise that does not depend on alpha."""
-    by_label = {label: (src, tgt) for label, src, tgt in FACE_ATTRIBUTES}
-    base = torch.randn(3, D, generator=torch.Generator().manual_seed(0))
+def text_change(embed_texts, label: str) -> torch.Tensor:
+    src, tgt = BY_LABEL[label]
+    return embed_texts([tgt])[0] - embed_texts([src])[0]
 
-    def render(k, alpha):
-        label, sign = plants[k]
-        src, tgt = by_label[label]
-        change = embed_texts([tgt])[0] - embed_texts([src])[0]
-        return base + sign * alpha * change  # "images" that the fake image embedder passes through
 
-    return render
+def noise(seed: int) -> torch.Tensor:
+    return torch.randn(D, generator=torch.Generator().manual_seed(seed))
 
 
 def test_planted_labels_are_found_with_signs():
+    """Each sign is scored on its own against the unedited probes: the (attribute, sign)
+    whose edit matches best wins, even when the other sign does something else."""
     embed_texts = text_embedder()
-    plants = {0: ("smiling", 1.0), 1: ("eyeglasses", -1.0), 2: ("old", 1.0)}
-    labels = label_directions(planted_renderer(plants, embed_texts), [0, 1, 2], 0.4,
+    base = torch.randn(3, D, generator=torch.Generator().manual_seed(0))  # 3 probes ("images" = embeddings)
+    changes = {
+        0: lambda a: a * text_change(embed_texts, "smiling"),  # linear, +n is smiling
+        1: lambda a: -a * text_change(embed_texts, "eyeglasses"),  # linear, -n is eyeglasses
+        # -alpha makes the face old; +alpha moves half toward "young" and half elsewhere
+        2: lambda a: -a * text_change(embed_texts, "old") if a < 0 else a * (text_change(embed_texts, "young") + noise(1)),
+    }
+    labels = label_directions(lambda k, a: base + changes[k](a), [0, 1, 2], 0.4,
                               embed_images=lambda x: x, embed_texts=embed_texts)
-    assert labels[0]["label"] == "smiling" and labels[0]["target"] == "a smiling face"
-    assert labels[2]["label"] == "old"
-    # -n is eyeglasses: +alpha goes from "with eyeglasses" to plain
-    assert labels[1]["label"] == "-eyeglasses"
-    assert (labels[1]["source"], labels[1]["target"]) == ("a face with eyeglasses", "a face")
-    assert labels[0]["score"] == pytest.approx(1.0, abs=1e-5)  # the change is exactly the text direction
-    assert len(labels[0]["scores"]) == len(FACE_ATTRIBUTES) >= 15
+    assert (labels[0]["label"], labels[0]["sign"]) == ("smiling", 1)
+    assert (labels[0]["source"], labels[0]["target"]) == ("face", "smiling face")
+    # -n is eyeglasses: labeled with that sign, texts as the attribute reads
+    assert (labels[1]["label"], labels[1]["sign"]) == ("eyeglasses", -1)
+    assert (labels[1]["source"], labels[1]["target"]) == ("face", "face with eyeglasses")
+    assert (labels[2]["label"], labels[2]["sign"]) == ("old", -1)
+    for k in (0, 1, 2):  # the winning edit's change is exactly the text direction
+        assert labels[k]["score"] == pytest.approx(1.0, abs=1e-5)
+    # the +alpha edit of direction 2 scored independently: cos(young + noise, young)
+    young = text_change(embed_texts, "young").double().numpy()
+    moved = young + noise(1).double().numpy()
+    expected = moved @ young / np.linalg.norm(moved) / np.linalg.norm(young)
+    assert labels[2]["scores"]["+young"] == pytest.approx(expected, abs=1e-5) and expected < 0.9
+    assert len(labels[0]["scores"]) == 2 * len(FACE_ATTRIBUTES) and len(FACE_ATTRIBUTES) >= 15
+
+
+def test_mirrored_edit_at_negative_alpha_scores_the_same():
+    """A linear edit: x(-alpha) - x0 = -(x(+alpha) - x0). Each case is scored with the texts
+    its method hands over, so both signs score cos(move, T(target) - T(source)); one text
+    pair for both signs would give -alpha minus that and a mean over signs of 0."""
+    from attnedit.methods.sad import SAD
+    from attnedit.metrics.clip import directional_cosine
+
+    labels = {0: {"label": "smiling", "source": "face", "target": "smiling face"},
+              1: {"label": "old", "source": "face", "target": "old face", "sign": -1}}
+    edits = SAD(directions=[0, 1], alphas=[-0.4, 0.4], labels=labels).edits()
+    assert [(e["direction"], e["alpha"]) for e in edits] == [(0, -0.4), (0, 0.4), (1, -0.4), (1, 0.4)]
+
+    embed_texts = text_embedder()
+    base = noise(7)
+    moves = {0: text_change(embed_texts, "smiling") + 0.1 * noise(8), 1: text_change(embed_texts, "old") + 0.1 * noise(9)}
+    sign = {0: 1, 1: -1}
+    edited = torch.stack([base + e["alpha"] * sign[e["direction"]] * moves[e["direction"]] for e in edits])
+
+    # the metric's cosine of (image change, T(row target) - T(row source)); "images" are embeddings
+    text_changes = embed_texts([e["target_text"] for e in edits]) - embed_texts([e["source_text"] for e in edits])
+    scores = directional_cosine(edited - base, text_changes).numpy()
+
+    for k, label in ((0, "smiling"), (1, "old")):
+        move, text = moves[k].double().numpy(), text_change(embed_texts, label).double().numpy()
+        expected = move @ text / np.linalg.norm(move) / np.linalg.norm(text)
+        np.testing.assert_allclose(scores[2 * k: 2 * k + 2], [expected, expected], atol=1e-6)
+        assert 0.5 < expected < 0.999
+    # the row texts: direction 1's label holds at -alpha, so +alpha is scored old -> young
+    assert (edits[2]["source_text"], edits[2]["target_text"]) == ("face", "old face")
+    assert (edits[3]["source_text"], edits[3]["target_text"]) == ("old face", "face")
+    assert [e["label_sign"] for e in edits] == [1, 1, -1, -1]
+
+
+def test_case_texts_order_and_bad_signs():
+    entry = {"label": "bald", "source": "person", "target": "bald person"}
+    assert case_texts(entry, 0.2) == {"label_sign": 1, "source_text": "person", "target_text": "bald person"}
+    assert case_texts(entry, -0.2)["source_text"] == "bald person"
+    assert case_texts({**entry, "sign": -1}, -0.2)["target_text"] == "bald person"
+    assert case_texts(None, 0.4) == {"label_sign": 1, "source_text": None, "target_text": None}
+    with pytest.raises(ConfigError, match="sign must be 1 or -1"):
+        case_texts({**entry, "sign": 2}, 0.4)
 
 
 def test_labeling_rejects_bad_settings():
@@ -72,12 +126,14 @@ def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, c
     out = tmp_path / "labeled.safetensors"
     directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}", "label=auto",
                 "metric_weights=random", "labeling.directions=2", "labeling.num_probes=1",
-                "model.num_inference_steps=3", "+labeling.clip.model=ViT-S-32-alt"])
+                "model.num_inference_steps=3", "+labeling.clip.model=ViT-S-32-alt",
+                "+labeling.clip.templates=['a photo of a {}.']"])  # 1 template, not 79: a fast CPU test
     labels = read_metadata(out, "labels")
     assert set(labels) == {"0", "1"}
     vocabulary = {label for label, _, _ in FACE_ATTRIBUTES}
     for entry in labels.values():
-        assert entry["label"].lstrip("-") in vocabulary and "weights=random(seed=0)" in entry["labeled_by"]
+        assert entry["label"] in vocabulary and entry["sign"] in (1, -1)
+        assert "weights=random(seed=0)" in entry["labeled_by"]
     assert set(read_metadata(out, "weight_hashes")) == {"mid_block.attentions.0"}
     assert "direction 0:" in capsys.readouterr().out
     assert set(load_file(str(out))) == {"mid_block.attentions.0.eigenvalues", "mid_block.attentions.0.eigenvectors"}
@@ -89,7 +145,9 @@ def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, c
     runner.method.setup(runner.backend)
     edits = runner.method.edits()
     assert [e["label"] for e in edits] == [labels["0"]["label"], labels["1"]["label"]]
-    assert edits[0]["target_text"] == labels["0"]["target"]
+    assert [e["label_sign"] for e in edits] == [labels["0"]["sign"], labels["1"]["sign"]]
+    order = ("source", "target") if labels["0"]["sign"] > 0 else ("target", "source")  # alpha is +0.4
+    assert (edits[0]["source_text"], edits[0]["target_text"]) == tuple(labels["0"][k] for k in order)
 
 
 def test_directions_file_from_other_weights_is_refused(tiny_ddpm_dir, tmp_path):

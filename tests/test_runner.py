@@ -138,16 +138,50 @@ def test_two_job_multirun(tiny_ddpm_dir, tmp_path):
     assert alphas == [0.2, 0.4]
 
 
+def _grid_of(fig) -> list[list]:
+    """The figure's axes as rows of columns, ordered by their position on the canvas."""
+    axes = sorted(fig.axes, key=lambda ax: (-round(ax.get_position().y0, 4), round(ax.get_position().x0, 4)))
+    rows = sorted({round(ax.get_position().y0, 4) for ax in axes}, reverse=True)
+    return [[ax for ax in axes if round(ax.get_position().y0, 4) == y] for y in rows]
+
+
 def test_alpha_sweep_and_cross_dataset_figures_have_the_grid_layout(finished_run, tmp_path):
+    """Rows = directions, columns = negative alphas, the unedited sample, positive alphas;
+    each cell shows the PNG of its case; cells are square; the saved PNG is the declared size."""
+    import matplotlib.pyplot as plt
+    import numpy as np
     from PIL import Image
 
-    from attnedit.plots import cross_dataset_figure
+    from attnedit.plots import alpha_sweep_grid, cross_dataset_grid
 
     _, _, run_dir = finished_run
-    # alpha sweep: 2 directions x (2 alphas + unedited), 1.4 in cells at 100 dpi, +0.4 in title
-    assert Image.open(run_dir / "figures" / "alpha_sweep_seed000000.png").size == (420, 320)
-    path = cross_dataset_figure([run_dir, run_dir], tmp_path / "cross.png", directions=2)
-    assert Image.open(path).size == (360, 520)  # 4 rows (2 runs x 2 directions) x 3 columns of 1.2 in
+    frame = pd.read_parquet(run_dir / "cases")
+    sample = frame[frame.sample_id == "seed000000"]
+    fig = alpha_sweep_grid(sample, run_dir)
+    grid = _grid_of(fig)
+    # expected from the rows alone: directions 0, 1 by rows; alphas -0.4, (unedited), +0.4
+    assert [len(row) for row in grid] == [3, 3]
+    for r, direction in enumerate([0, 1]):
+        for c, alpha in enumerate([-0.4, None, 0.4]):
+            path = sample.reference_path.iloc[0] if alpha is None else \
+                sample[(sample.direction == direction) & (sample.alpha == alpha)].image_path.iloc[0]
+            shown = np.asarray(grid[r][c].images[0].get_array())
+            assert np.array_equal(shown, np.asarray(Image.open(run_dir / path))), (r, c)
+    assert [ax.get_title() for ax in grid[0]] == ["α=-0.4", "unedited", "α=+0.4"]
+    fig.canvas.draw()  # imshow keeps the aspect at draw time
+    for ax in fig.axes:  # square cells: the images are square
+        box = ax.get_window_extent()
+        assert box.width == pytest.approx(box.height, rel=0.02)
+    saved = Image.open(run_dir / "figures" / "alpha_sweep_seed000000.png").size
+    assert saved == tuple(round(v * 100) for v in fig.get_size_inches())  # dpi 100, nothing cropped
+    plt.close(fig)
+
+    fig = cross_dataset_grid([run_dir, run_dir], directions=2)
+    grid = _grid_of(fig)
+    assert [len(row) for row in grid] == [3] * 4  # 2 runs x 2 directions, 2 alphas + unedited
+    assert [ax.get_ylabel().split("dir ")[-1] for ax in (row[0] for row in grid)] == ["0", "1", "0", "1"]
+    assert grid[0][1].get_title() == "unedited"
+    plt.close(fig)
 
 
 def test_unset_required_key_is_one_clear_error(tiny_ddpm_dir, tmp_path, capsys):

@@ -3,6 +3,7 @@ alpha 0 is the unedited sample bit for bit, and small edits are linear in alpha.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,15 +115,36 @@ def test_batch_elements_get_their_own_edits(tiny_backend):
         torch.testing.assert_close(batch[i : i + 1], single, atol=2e-3, rtol=0)  # batch-size rounding, amplified by 10 steps
 
 
-def test_token_norm_scale_uses_feature_size(tiny_backend):
-    from attnedit.methods.injection import _delta
-
-    z = torch.randn(2, 8, 16)
-    n = torch.nn.functional.normalize(torch.randn(2, 8), dim=1)
-    alphas = torch.tensor([0.5, -1.0])
-    expected = alphas[:, None] * z.norm(dim=1).mean(dim=1)[:, None] * n
-    torch.testing.assert_close(_delta(z, n, alphas, "token_norm"), expected)
-    torch.testing.assert_close(_delta(z, n, alphas, "unit"), alphas[:, None] * n)
+def test_edit_of_captured_features_is_alpha_times_scale_along_n(tiny_backend):
+    """From features captured before and after the injection hook in one UNet call, in
+    float64 numpy: every token moves by the same vector, alpha * s * n, where s = 1 (unit)
+    or the mean over tokens of ||Z_l|| of that sample (token_norm)."""
+    layer = "mid_block.attentions.0"
+    group_norm = tiny_backend.self_attention_layers()[layer].group_norm
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for scale in ("unit", "token_norm"):
+        method = sad(tiny_backend, directions=[0, 1], alphas=[0.5, -1.5], alpha_scale=scale)
+        edits = [method.edits()[0], method.edits()[3]]  # (direction 0, +0.5), (direction 1, -1.5)
+        seen = []
+        capture = lambda _, __, out: seen.append(out.detach().double().numpy().copy())
+        before = group_norm.register_forward_hook(capture)  # runs before the injection hook
+        try:
+            with method.control(tiny_backend, edits), torch.no_grad():
+                after = group_norm.register_forward_hook(capture)  # runs after it
+                tiny_backend.unet(x, 700)  # 500 < 700 < 800: inside the window
+                after.remove()
+        finally:
+            before.remove()
+        z, z_edited = seen
+        tokens = z.reshape(2, z.shape[1], -1)  # (B, C, L)
+        delta = (z_edited - z).reshape(2, z.shape[1], -1)
+        np.testing.assert_allclose(delta, delta[:, :, :1].repeat(delta.shape[2], axis=2), atol=1e-5)
+        n = method.directions[layer].eigenvectors[[0, 1]]
+        s = np.linalg.norm(tokens, axis=1).mean(axis=1) if scale == "token_norm" else np.ones(2)
+        np.testing.assert_allclose(delta[:, :, 0], np.array([0.5, -1.5])[:, None] * s[:, None] * n,
+                                   rtol=1e-5, atol=1e-5)
+        if scale == "token_norm":
+            assert (s > 2).all(), "a token-norm edit is larger than a unit one here"
 
 
 @pytest.mark.parametrize("bad", [{"position": "middle"}, {"alpha_scale": "huge"}, {"window": [0.8, 0.5]}])

@@ -4,7 +4,9 @@ Counts the FLOPs of one forward of the real google/ddpm-ema-celebahq-256 archite
 (built from its config; weights do not change the count) with torch's FlopCounterMode,
 times a forward on this machine, measures the peak memory of a batched forward, and
 projects the study (100 samples x 15 directions x 4 alphas, 50 DDIM steps, plus one
-unedited sample each) at a stated sustained GPU throughput.
+unedited sample each) at a stated sustained GPU throughput. Table 2 holds one edit per
+(sample, direction), 1500 of those edits; the others fill the per-|alpha| tables, so
+the script also prints the cost of a run of only the two |alpha| = 0.4 edits.
 
     python experiments/celebahq_sad/estimate_cost.py [--gpu-tflops 60] [--batch 4]
 """
@@ -60,6 +62,10 @@ def main() -> None:
     print(f"study: {forwards:,} UNet forwards = {total_flops / 1e15:.1f} PFLOP")
     print(f"projected GPU time at {args.gpu_tflops:g} sustained TFLOP/s: {gpu_seconds / 60:.1f} min "
           f"({gpu_seconds / (args.samples * args.directions * args.alphas):.2f} s per edit)")
+    table2 = args.samples * args.directions
+    two_signs = (2 * table2 + args.samples) * args.steps * flops / (args.gpu_tflops * 1e12)
+    print(f"Table 2: {table2} of the {args.samples * args.directions * args.alphas} edits (one per sample and "
+          f"direction); a run of only alphas [-0.4, 0.4] ({2 * table2} edits): {two_signs / 60:.1f} min")
     print(f"peak extra memory of a batch-{args.batch} forward (CPU RSS): {peak_kib / 2**20:.2f} GiB "
           f"-> about {activation_gib_per_image:.2f} GiB per image in the batch, plus {weights_gib:.2f} GiB weights")
 

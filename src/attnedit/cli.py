@@ -113,8 +113,8 @@ def directions(argv: list[str] | None = None) -> None:
         print(f"{name}: dim {len(d.eigenvalues)}, top eigenvalues (share of trace): {tops}; "
               f"top {cfg.top} hold {share.sum():.1%}")
     for k, entry in (labels or {}).items():
-        print(f"direction {k}: {entry['label']} (Directional CLIP {entry['score']:.3f}: "
-              f"'{entry['source']}' -> '{entry['target']}')")
+        print(f"direction {k}: {entry['label']} at {'+' if entry.get('sign', 1) > 0 else '-'}alpha "
+              f"(Directional CLIP {entry['score']:.3f}: '{entry['source']}' -> '{entry['target']}')")
     print(f"directions: {Path(path).resolve()}")
 
 

@@ -1,9 +1,16 @@
 """Several runs in one table, the SAD paper's Table 2 layout: a row per method, a column
-per metric ("mean ± std" over cases), n; plus the same split by alpha, the editing-time
+per metric ("mean ± std" over cases), n; plus the same per edit strength, the editing-time
 table, and the published rows when the runs' config names ``tables.reference``.
 
-The title says when the runs do not share their samples, alphas or model weights (then
-the rows are not a like-for-like comparison), and carries the random-weights marks.
+The comparison follows the Table 2 protocol of tables.py when the first run's config
+sets ``tables.table2_alpha``: per method one case per (sample, direction), at alpha =
+the sign of that method's own label of the direction x table2_alpha; its title says so
+(and says "pooled" otherwise). ``comparison_by_abs_alpha`` shows every strength with the
+label's sign and the opposite one; ``comparison_by_alpha`` every signed alpha.
+
+Every title names each method's ``alpha_scale``, and says when the runs do not share
+their samples, alphas or model weights (then the rows are not a like-for-like
+comparison), and carries the random-weights marks.
 """
 
 from __future__ import annotations
@@ -18,7 +25,19 @@ from attnedit.errors import AttneditError
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 from attnedit.factors.benchmark import factor_figure
-from attnedit.tables import _latex_escape, edits_only, factor_tables, mean_std, render_markdown, title_marks
+from attnedit.tables import (
+    _latex_escape,
+    edits_only,
+    factor_tables,
+    mean_std,
+    render_markdown,
+    scale_note,
+    study_settings,
+    table2_cases,
+    table2_note,
+    title_marks,
+    with_strength,
+)
 from attnedit.timing import timing_table, timing_title
 
 
@@ -61,13 +80,25 @@ def _metrics(runs: list[Run]) -> list[str]:
     return list(dict.fromkeys(m for r in runs for m in r.metrics))
 
 
-def _aggregate(runs: list[Run], by: list[str]) -> pd.DataFrame:
-    """Rows per run (and per ``by`` keys); without "alpha" among the keys, alpha = 0 rows are left out."""
+def _cases(run: Run, table2_alpha: float | None) -> pd.DataFrame:
+    """A run's rows in the comparison table: Table 2's cases, or every edit (alpha = 0 left out)."""
+    if table2_alpha is None:
+        return edits_only(run.frame)
+    return table2_cases(run.frame, table2_alpha, what=f"run {run.run_dir}")
+
+
+def _aggregate(runs: list[Run], by: list[str], table2_alpha: float | None = None) -> pd.DataFrame:
+    """Rows per run (and per ``by`` keys); without keys, the Table 2 cases of each run
+    (``table2_alpha``, else every edit); with keys, every row but alpha = 0 unless "alpha" is a key."""
     metrics = _metrics(runs)
     rows = []
     for label, run in zip(_labels(runs), runs):
-        keys = [c for c in by if c in run.frame]
-        frame = run.frame if "alpha" in keys else edits_only(run.frame)
+        if not by:
+            frame, keys = _cases(run, table2_alpha), []
+        else:
+            frame = with_strength(run.frame)
+            keys = [c for c in by if c in frame]
+            frame = frame if "alpha" in keys else edits_only(frame)
         groups = frame.groupby(keys, sort=True, dropna=False) if keys else [((), frame)]
         for key, group in groups:
             key = key if isinstance(key, tuple) else (key,)
@@ -80,14 +111,20 @@ def _aggregate(runs: list[Run], by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _table2_alpha(runs: list[Run]) -> float | None:
+    return study_settings(runs[0].manifest["config"])[1] if runs else None
+
+
 def comparison_table(run_dirs) -> pd.DataFrame:
     """Rows = methods (one per run), columns = method, n, samples, metrics."""
-    return _aggregate(load_runs(run_dirs), [])
+    runs = load_runs(run_dirs)
+    return _aggregate(runs, [], _table2_alpha(runs))
 
 
 def comparison_notes(runs: list[Run]) -> str:
     """Marks for the title: random weights, and what the runs do not share."""
-    notes = [title_marks(pd.concat([r.frame for r in runs], ignore_index=True))]
+    frame = pd.concat([r.frame.assign(method=label) for label, r in zip(_labels(runs), runs)], ignore_index=True)
+    notes = [title_marks(frame), scale_note(frame)]
     checks = {
         "samples": lambda r: frozenset(r.frame.sample_id) if "sample_id" in r.frame else None,
         "alphas": lambda r: frozenset(r.frame.alpha) if "alpha" in r.frame else None,
@@ -99,18 +136,34 @@ def comparison_notes(runs: list[Run]) -> str:
     return " ".join(n for n in notes if n)
 
 
+def comparison_table_notes(runs: list[Run], table2_alpha: float | None) -> dict[str, str]:
+    """Per table, the title part that says which cases it holds."""
+    cases = pd.concat([_cases(r, table2_alpha) for r in runs], ignore_index=True)
+    return {
+        "comparison": table2_note(cases, table2_alpha),
+        "comparison_by_abs_alpha": "[edit_sign 'label': alpha has the sign of the method's label of the direction "
+                                   "(Table 2's cases); 'opposite': the reverse edit, scored target -> source]",
+        "comparison_by_alpha": "[per signed alpha]",
+    }
+
+
 def build_comparison(run_dirs) -> tuple[str, dict[str, pd.DataFrame], str]:
     """(title, tables, editing-time title) for several runs."""
-    runs = load_runs(run_dirs)
+    title, tables, time_title, _ = _build(load_runs(run_dirs))
+    return title, tables, time_title
+
+
+def _build(runs: list[Run]) -> tuple[str, dict[str, pd.DataFrame], str, dict[str, str]]:
     if not runs:
         raise AttneditError("give at least one run directory")
     metrics = _metrics(runs)
-    table = _aggregate(runs, [])
-    reference = (runs[0].manifest["config"].get("tables") or {}).get("reference")
+    reference, table2_alpha = study_settings(runs[0].manifest["config"])
+    table = _aggregate(runs, [], table2_alpha)
     if reference:
         table = with_reference(table, read_reference(reference), metrics)
     tables = {
         "comparison": table,
+        "comparison_by_abs_alpha": _aggregate(runs, ["alpha_scale", "abs_alpha", "edit_sign"]),
         "comparison_by_alpha": _aggregate(runs, ["alpha_scale", "alpha"]),
         "comparison_editing_time": timing_table([r.run_dir for r in runs]),
     }
@@ -118,19 +171,20 @@ def build_comparison(run_dirs) -> tuple[str, dict[str, pd.DataFrame], str]:
     tables.update({f"comparison_{k}": v for k, v in factor_tables(pd.concat(labelled, ignore_index=True)).items()})
     names = sorted({str(r.manifest["config"].get("name", r.run_dir.parent.name)) for r in runs})
     title = " ".join(filter(None, [" + ".join(names), comparison_notes(runs)]))
-    return title, tables, timing_title(tables["comparison_editing_time"])
+    return title, tables, timing_title(tables["comparison_editing_time"]), comparison_table_notes(runs, table2_alpha)
 
 
 def write_comparison(run_dirs, out_dir: str | Path | None = None) -> tuple[Path, str]:
-    """Write comparison{,_by_alpha,_editing_time}.{md,csv,tex} into ``out_dir`` (default:
+    """Write comparison{,_by_abs_alpha,_by_alpha,_editing_time}.{md,csv,tex} into ``out_dir`` (default:
     the first run's tables/, beside its own tables); returns (the folder, the Markdown)."""
     run_dirs = [Path(d) for d in run_dirs]
-    title, tables, time_title = build_comparison(run_dirs)
+    title, tables, time_title, notes = _build(load_runs(run_dirs))
     out = Path(out_dir) if out_dir is not None else run_dirs[0] / "tables"
     out.mkdir(parents=True, exist_ok=True)
     markdown = []
     for name, table in tables.items():
         caption = f"{title} — {time_title}" if name == "comparison_editing_time" else title
+        caption = " ".join(filter(None, [caption, notes.get(name)]))
         table.to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.tex").write_text(
             table.to_latex(index=False, escape=True, caption=_latex_escape(f"{caption} — {name}")).replace("±", r"$\pm$")

@@ -13,6 +13,18 @@ import pandas as pd
 from PIL import Image
 
 
+def sweep_columns(alphas) -> list[float | None]:
+    """Column order of a sweep: negative alphas ascending, the unedited sample (None), positive ascending."""
+    alphas = sorted(float(a) for a in set(alphas) if a != 0)
+    return [*[a for a in alphas if a < 0], None, *[a for a in alphas if a > 0]]
+
+
+def _row_label(direction, label, sign) -> str:
+    """"3: smiling (at -α)" when the label's change is the edit at negative alpha."""
+    text = f"{direction}: {label}"
+    return text + " (at -α)" if sign is not None and not pd.isna(sign) and float(sign) < 0 else text
+
+
 def _draw_row(axes, columns, run_dir: Path, rows: pd.DataFrame, reference: Path, first_row: bool, ylabel: str):
     """One direction's images across alpha columns (None = the unedited reference)."""
     for ax, alpha in zip(axes, columns):
@@ -30,37 +42,42 @@ def _draw_row(axes, columns, run_dir: Path, rows: pd.DataFrame, reference: Path,
     axes[0].set_ylabel(ylabel, fontsize=8)
 
 
+def _grid(rows: int, columns: int, cell: float):
+    """Square cells of ``cell`` inches, plus 0.4 in for the title."""
+    return plt.subplots(rows, columns, figsize=(cell * columns, cell * rows + 0.4), squeeze=False)
+
+
+def alpha_sweep_grid(frame: pd.DataFrame, run_dir: Path, cell: float = 1.4):
+    """The figure of one sample's rows (not saved): rows = directions, columns = sweep_columns."""
+    sample_id = str(frame.sample_id.iloc[0])
+    reference = run_dir / str(frame.reference_path.iloc[0])
+    columns = sweep_columns(frame.alpha.unique())
+    keys = [c for c in ("direction", "label", "label_sign") if c in frame]
+    directions = list(frame[keys].drop_duplicates("direction").sort_values("direction").itertuples(index=False))
+    fig, axes = _grid(len(directions), len(columns), cell)
+    for r, (direction, label, *sign) in enumerate(directions):
+        _draw_row(axes[r], columns, run_dir, frame[frame.direction == direction], reference,
+                  first_row=r == 0, ylabel=_row_label(direction, label, sign[0] if sign else None))
+    fig.suptitle(f"{sample_id}: alpha sweep", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def alpha_sweep_figure(frame: pd.DataFrame, run_dir: Path, out_dir: Path, cell: float = 1.4) -> Path | None:
     """One PNG per sample from its rows; returns its path (None if the rows hold no images)."""
     if frame.empty or "image_path" not in frame:
         return None
-    sample_id = str(frame.sample_id.iloc[0])
-    reference = run_dir / str(frame.reference_path.iloc[0])
-    alphas = sorted(a for a in frame.alpha.unique() if a != 0)
-    negatives = [a for a in alphas if a < 0]
-    columns: list[float | None] = [*negatives, None, *[a for a in alphas if a > 0]]  # None = unedited
-    directions = (
-        frame[["direction", "label"]].drop_duplicates("direction").sort_values("direction").itertuples(index=False)
-    )
-    directions = list(directions)
-    fig, axes = plt.subplots(
-        len(directions), len(columns), figsize=(cell * len(columns), cell * len(directions) + 0.4), squeeze=False
-    )
-    for r, (direction, label) in enumerate(directions):
-        _draw_row(axes[r], columns, run_dir, frame[frame.direction == direction], reference,
-                  first_row=r == 0, ylabel=f"{direction}: {label}")
-    fig.suptitle(f"{sample_id}: alpha sweep", fontsize=9)
-    fig.tight_layout()
+    fig = alpha_sweep_grid(frame, run_dir, cell)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"alpha_sweep_{sample_id.replace('/', '_')}.png"
+    path = out_dir / f"alpha_sweep_{str(frame.sample_id.iloc[0]).replace('/', '_')}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def cross_dataset_figure(run_dirs: list[Path], out_path: Path, directions: int = 3, cell: float = 1.2) -> Path:
-    """Rows = (model, direction) for the top ``directions`` of each run, columns = alpha
-    with the unedited sample in the middle; the first sample of each run."""
+def cross_dataset_grid(run_dirs: list[Path], directions: int = 3, cell: float = 1.2):
+    """The figure (not saved): rows = (model, direction) for the top ``directions`` of
+    each run, columns = sweep_columns; the first sample of each run."""
     from attnedit.store import RunStore
 
     rows = []
@@ -74,15 +91,19 @@ def cross_dataset_figure(run_dirs: list[Path], out_path: Path, directions: int =
             rows.append((run_dir, model, direction, first[first.direction == direction]))
     if not rows:
         raise ValueError(f"none of {list(map(str, run_dirs))} holds direction edits")
-    alphas = sorted({a for *_, f in rows for a in f.alpha.unique() if a != 0})
-    columns: list[float | None] = [*[a for a in alphas if a < 0], None, *[a for a in alphas if a > 0]]
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(cell * len(columns), cell * len(rows) + 0.4),
-                             squeeze=False)
+    columns = sweep_columns({a for *_, f in rows for a in f.alpha.unique()})
+    fig, axes = _grid(len(rows), len(columns), cell)
     for r, (run_dir, model, direction, frame) in enumerate(rows):
         _draw_row(axes[r], columns, run_dir, frame, run_dir / str(frame.reference_path.iloc[0]),
                   first_row=r == 0, ylabel=f"{model}\ndir {direction}")
     fig.suptitle("SAD directions across models", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def cross_dataset_figure(run_dirs: list[Path], out_path: Path, directions: int = 3, cell: float = 1.2) -> Path:
+    """cross_dataset_grid saved as a PNG."""
+    fig = cross_dataset_grid(run_dirs, directions, cell)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)
     plt.close(fig)

@@ -3,8 +3,9 @@
 Directional CLIP needs a (source, target) text per direction. A baseline's direction k
 means nothing like SAD's direction k, so it gets its own labels, by the procedure
 `attnedit-directions label=auto` applies to SAD's (methods/labeling.py): each
-direction, applied at +alpha and -alpha with the method's own edit to the same probe
-samples, is named after the vocabulary attribute it moves the CLIP embedding toward.
+direction, applied at +alpha and at -alpha with the method's own edit to the same probe
+samples, is scored per sign against the unedited probes and named after the
+(attribute, sign) it moves the CLIP embedding toward most; the sign is part of the label.
 For pullback, direction k is the k-th singular vector of each probe.
 
 ``spec`` keys (as conf/directions.yaml's ``labeling``): num_probes, first_seed, alpha,

@@ -28,6 +28,9 @@ from attnedit.errors import ConfigError
 
 POSITIONS = ("after_norm", "before_norm")
 ALPHA_SCALES = ("unit", "token_norm")
+# The paper's "0.5T < t < 0.8T" read with strict bounds; recorded in every row, since an
+# inclusive reading edits more steps where a bound is on the schedule (50 DDIM steps: 2 more).
+WINDOW_BOUNDS = "strict"
 
 
 def check_injection_options(position: str, alpha_scale: str, window) -> None:

@@ -37,6 +37,7 @@ from torch import Tensor
 from attnedit.errors import ConfigError
 from attnedit.methods.auto_labels import auto_label
 from attnedit.methods.base import EditMethod
+from attnedit.methods.labeling import case_texts
 from attnedit.methods.local_basis import LocalBasis, h_space, plain_attention, subspace_iteration
 
 ALPHA_SCALES = ("unit", "x_norm", "h_norm")
@@ -134,8 +135,7 @@ class Pullback(EditMethod):
             "tol": self.tol,
         }
         return [
-            {"direction": k, "label": self.label(k), "alpha": a, **shared,
-             "source_text": self.texts(k)[0], "target_text": self.texts(k)[1]}
+            {"direction": k, "label": self.label(k), "alpha": a, **shared, **case_texts(self.labels.get(k), a)}
             for k in self.direction_ids
             for a in self.alphas
         ]

@@ -21,7 +21,8 @@ from attnedit.methods.directions import (
     read_metadata,
     select_layers,
 )
-from attnedit.methods.injection import check_injection_options, inject_directions
+from attnedit.methods.injection import WINDOW_BOUNDS, check_injection_options, inject_directions
+from attnedit.methods.labeling import case_texts
 
 
 def _as_index_list(directions) -> list[int]:
@@ -85,15 +86,17 @@ class DirectionMethod(EditMethod):
             "alpha_scale": self.alpha_scale,
             "window_lo": self.window[0],
             "window_hi": self.window[1],
+            "window_bounds": WINDOW_BOUNDS,
         }
+        # Texts ordered by each edit's sign (labeling.case_texts): -alpha scores target -> source.
         return [
-            {"direction": k, "label": self.label(k), "alpha": a, **shared,
-             "source_text": self.texts(k)[0], "target_text": self.texts(k)[1]}
+            {"direction": k, "label": self.label(k), "alpha": a, **shared, **case_texts(self.labels.get(k), a)}
             for k in self.direction_ids
             for a in self.alphas
         ]
 
     def texts(self, k: int) -> tuple[str | None, str | None]:
+        """Direction k's label texts as stored (the change at the label's sign)."""
         entry = self.labels.get(k, {})
         return entry.get("source"), entry.get("target")
 
@@ -127,6 +130,9 @@ class DirectionMethod(EditMethod):
         }
 
 
+SAD_MATRIX = "sum_qkv W^T W"  # C over the layer's input channels (W: nn.Linear, out x in)
+
+
 class SAD(DirectionMethod):
     """Directions = eigenvectors of Wq^T Wq + Wk^T Wk + Wv^T Wv of each selected layer.
 
@@ -137,6 +143,11 @@ class SAD(DirectionMethod):
     def __init__(self, name: str = "sad", directions_file: str | None = None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         self.directions_file = directions_file
+
+    def edits(self) -> list[dict[str, Any]]:
+        # The matrix whose eigenvectors are the directions, recorded per row: for a square
+        # layer W W^T would be another reading (experiments/celebahq_sad/README.md).
+        return [{**edit, "sad_matrix": SAD_MATRIX} for edit in super().edits()]
 
     def discover(self, backend, cache_dir):
         if self.directions_file:

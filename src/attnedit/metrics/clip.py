@@ -1,22 +1,34 @@
-"""Directional CLIP similarity (StyleGAN-NADA convention), with open_clip.
+"""Directional CLIP similarity (StyleGAN-NADA, Gal et al. 2022), with open_clip.
 
-    score = cos( E_img(edited) - E_img(reference),  E_txt(target) - E_txt(source) )
+    score = cos( E_img(edited) - E_img(reference),  T(target) - T(source) )
 
-Image embeddings are L2-normalized before the difference. A text embedding is the
-template-averaged one: each template filled with the text is encoded and L2-normalized,
-the results are averaged and the mean is L2-normalized again (CLIP's zero-shot
-classifier recipe). Texts are inserted into the templates as they are, so write them as
-noun phrases: ("a person", "a smiling person") -> "a photo of a smiling person.".
+The reference implementation is StyleGAN-NADA's CLIPLoss (rinongal/StyleGAN-nada at
+dc8406ae, ZSSGAN/criteria/clip_loss.py): image embeddings are L2-normalized before the
+difference (get_image_features, lines 107-113; clip_directional_loss, lines 176-190);
+the text direction is the mean over prompt templates of the differences of the
+L2-normalized template embeddings, normalized (get_text_features, lines 95-105;
+compute_text_direction, lines 115-121). So T(text) here is the mean of the normalized
+template embeddings, not normalized again: T(target) - T(source) is that mean difference.
+Templates default to the reference's ``imagenet_templates`` (ZSSGAN/utils/text_templates.py,
+lines 1-81): CLIP's 80 ImageNet templates, which open_clip ships as
+OPENAI_IMAGENET_TEMPLATES, without "a photo of many {}.". They read "a bad photo of a {}.",
+so texts are class names without an article: ("face", "smiling face"). Other templates
+are a named deviation (``templates``), recorded per row in ``<name>_templates``.
+
+Texts come per image, in the order of that image's edit: for an edit at the other sign
+of its direction's label the method hands over (target, source), see methods/labeling.py.
 When either difference is zero (norm below 1e-6, the float32 noise of unit vectors:
-identical images or texts) the cosine is undefined and the score is NaN; aggregates skip NaN.
+identical images or texts) the cosine is undefined and the score is NaN; aggregates skip
+NaN (the reference instead re-encodes the edited image + 1e-6, a training-loss device).
 
 Images are preprocessed in torch on the [0, 1] tensors with the model's own settings
 (``model.visual.preprocess_cfg``: resolution, resize mode, interpolation, mean, std),
-the same operations open_clip's eval transform applies to a tensor.
+the same operations as the reference's tensor preprocessing (CLIP's Resize, CenterCrop
+and Normalize, lines 41-43), with an antialiased resize as CLIP's PIL pipeline does.
 
-Default model: ViT-B-32-quickgelu with the "openai" weights (the OpenAI checkpoints were
-trained with QuickGELU; the plain ViT-B-32 config would run them with GELU, and open_clip
-only warns).
+Default model: ViT-B-32-quickgelu with the "openai" weights, the reference's ViT-B/32
+(the OpenAI checkpoints were trained with QuickGELU; the plain ViT-B-32 config would
+run them with GELU, and open_clip only warns).
 """
 
 from __future__ import annotations
@@ -36,19 +48,32 @@ from attnedit.metrics.weights import check_weights_mode, hf_hub_cache, missing_w
 
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
 DEFAULT_PRETRAINED = "openai"
-DEFAULT_TEMPLATES = (
-    "a photo of {}.",
-    "a close-up photo of {}.",
-    "a cropped photo of {}.",
-    "a good photo of {}.",
-    "a bright photo of {}.",
-    "a dark photo of {}.",
-    "a portrait of {}.",
-    "a picture of {}.",
-)
+REFERENCE_TEMPLATES = "stylegan_nada"  # the reference's imagenet_templates (79)
 # open_clip's messages when a tag's or a hub model's weights cannot be fetched.
 _DOWNLOAD_FAILURES = ("Failed to download", "Failed initial config/weights load from HF Hub")
 _ZERO = 1e-6
+
+
+def stylegan_nada_templates() -> tuple[str, ...]:
+    """StyleGAN-NADA's imagenet_templates: open_clip's OPENAI_IMAGENET_TEMPLATES (CLIP's
+    80) less "a photo of many {}.", which the reference's list omits; order kept."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t for t in (f("{}") for f in OPENAI_IMAGENET_TEMPLATES) if t != "a photo of many {}.")
+
+
+def resolve_templates(templates, metric: str) -> tuple[tuple[str, ...], str]:
+    """(templates, the label rows record): the reference set by name, or a custom list."""
+    if isinstance(templates, str):
+        if templates != REFERENCE_TEMPLATES:
+            raise ConfigError(f"metric '{metric}': templates={templates!r}; give {REFERENCE_TEMPLATES!r} "
+                              "(the reference's) or a list of strings with one '{{}}' each.")
+        found = stylegan_nada_templates()
+        return found, f"{REFERENCE_TEMPLATES}({len(found)})"
+    found = tuple(templates)
+    if not found or any(not isinstance(t, str) or t.count("{}") != 1 for t in found):
+        raise ConfigError(f"metric '{metric}': every template needs exactly one '{{}}', got {found}.")
+    return found, f"custom({len(found)})"
 
 
 def directional_cosine(image_delta: Tensor, text_delta: Tensor) -> Tensor:
@@ -162,7 +187,8 @@ class DirectionalCLIP(PairMetric):
 
     ``model`` / ``pretrained``: an open_clip model name and tag (or checkpoint path);
     ``weights="random"`` builds the same architecture with open_clip's own init under
-    ``torch.manual_seed(seed)`` (tests); ``templates`` each hold one ``{}``;
+    ``torch.manual_seed(seed)`` (tests); ``templates``: "stylegan_nada" (the reference's)
+    or a list, each with one ``{}`` (a deviation: rows record ``<name>_templates``);
     ``cache_dir`` overrides open_clip's download cache (default: the HF hub cache).
     ``embed_images`` / ``embed_texts`` are public for direction labeling.
     """
@@ -177,15 +203,13 @@ class DirectionalCLIP(PairMetric):
         pretrained: str = DEFAULT_PRETRAINED,
         weights: str = "pretrained",
         seed: int = 0,
-        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        templates: str | Sequence[str] = REFERENCE_TEMPLATES,
         cache_dir: str | None = None,
         name: str = "directional_clip",
     ) -> None:
         super().__init__()
         self.name = name
-        self.templates = tuple(templates)
-        if not self.templates or any(t.count("{}") != 1 for t in self.templates):
-            raise ConfigError(f"metric '{name}': every template needs exactly one '{{}}', got {self.templates}.")
+        self.templates, self.templates_label = resolve_templates(templates, name)
         self.model_name, self.pretrained = model, pretrained
         self.weights = weights_label(check_weights_mode(weights, name), seed)
         self.model, self.tokenizer = load_clip(model, pretrained, weights, seed, cache_dir)
@@ -206,7 +230,8 @@ class DirectionalCLIP(PairMetric):
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
-        """Texts -> template-averaged, L2-normalized embeddings [N, D] (float32, model device)."""
+        """Texts -> the mean over templates of L2-normalized embeddings [N, D] (float32, model
+        device); not normalized again, so T(target) - T(source) is the reference's direction."""
         if isinstance(texts, str) or len(texts) == 0:
             raise DataError(f"metric '{self.name}': embed_texts takes a non-empty list of strings, got {texts!r}.")
         new = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
@@ -214,7 +239,7 @@ class DirectionalCLIP(PairMetric):
             prompts = [template.format(text) for text in new for template in self.templates]
             tokens = self.tokenizer(prompts).to(self.device)
             emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-            emb = F.normalize(emb.view(len(new), len(self.templates), -1).mean(dim=1), dim=-1)
+            emb = emb.view(len(new), len(self.templates), -1).mean(dim=1)
             self._text_cache.update(zip(new, emb.cpu()))
         return torch.stack([self._text_cache[t] for t in texts]).to(self.device)
 
@@ -225,4 +250,5 @@ class DirectionalCLIP(PairMetric):
                 raise DataError(f"metric '{self.name}': {key} must be a list of {n} strings (one per image).")
         images = self.embed_images(torch.cat([edited, reference]))
         texts = self.embed_texts(list(target_text) + list(source_text))
-        return {self.name: directional_cosine(images[:n] - images[n:], texts[:n] - texts[n:])}
+        return {self.name: directional_cosine(images[:n] - images[n:], texts[:n] - texts[n:]),
+                f"{self.name}_templates": [self.templates_label] * n}

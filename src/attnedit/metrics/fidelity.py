@@ -2,6 +2,15 @@
 
 torchmetrics pools PSNR over the whole batch when ``dim=None`` and infers SSIM's data
 range per batch when ``data_range=None``; both are avoided here (see models.md).
+
+SSIM follows Wang et al. 2004 (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03): the
+mean of the SSIM map over the positions where the window lies inside the image, as the
+authors' MATLAB ssim_index ('valid' filtering), skimage's structural_similarity
+(gaussian_weights=True, use_sample_covariance=False) and torchmetrics before 1.5 compute
+it. torchmetrics 1.5+ (Lightning-AI/torchmetrics PR 2721) averages the whole map of the
+reflection-padded image instead, which counts a 5-pixel border of mirrored windows:
+``border="pad"`` keeps that reading, a named deviation recorded per row in
+``<name>_border`` and in table titles.
 """
 
 from __future__ import annotations
@@ -12,24 +21,41 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import register_metric
 
 
+SSIM_BORDERS = ("crop", "pad")
+SSIM_SIGMA = 1.5
+
+
 @register_metric("ssim")
 class SSIM(PairMetric):
+    """Per-image SSIM; ``border``: "crop" (Wang et al., the reference) or "pad" (torchmetrics 1.5+)."""
+
     name = "ssim"
     higher_is_better = True
 
-    def __init__(self, name: str = "ssim") -> None:
+    def __init__(self, name: str = "ssim", border: str = "crop") -> None:
         super().__init__()
-        self.name = name
+        if border not in SSIM_BORDERS:
+            raise ConfigError(f"metric '{name}': border={border!r} is not one of {SSIM_BORDERS} "
+                              "(crop: Wang et al. / skimage, the reference; pad: torchmetrics 1.5+).")
+        self.name, self.border = name, border
 
     def score(self, edited: Tensor, reference: Tensor) -> dict[str, Tensor]:
-        values = structural_similarity_index_measure(
-            edited.float(), reference.float(), data_range=1.0, reduction="none"
+        pad = int(3.5 * SSIM_SIGMA + 0.5)  # half the 11-tap window torchmetrics builds for sigma 1.5
+        if min(edited.shape[-2:]) <= 2 * pad:
+            raise DataError(f"metric '{self.name}': images of {tuple(edited.shape[-2:])} px are too small for an "
+                            f"11x11 SSIM window; give images of at least {2 * pad + 1} px per side.")
+        values, full = structural_similarity_index_measure(
+            edited.float(), reference.float(), sigma=SSIM_SIGMA, data_range=1.0, reduction="none",
+            return_full_image=True,
         )
-        return {self.name: values}
+        if self.border == "crop":  # the windows that lie inside the image
+            values = full[..., pad:-pad, pad:-pad].flatten(1).mean(dim=1)
+        return {self.name: values, f"{self.name}_border": [self.border] * len(values)}
 
 
 @register_metric("psnr")

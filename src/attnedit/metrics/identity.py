@@ -3,7 +3,8 @@
 Each image is quantized to uint8 exactly as the runner saves it (round(x * 255)), so a
 score computed in memory equals one computed from the saved PNGs. Faces are found and
 cropped to 160x160 by facenet-pytorch's MTCNN (its weights ship in the package; the
-largest face is kept, ``margin`` pixels added as in facenet-pytorch). An image without
+largest face is kept, ``margin`` pixels added as in facenet-pytorch), the crop taken from
+a PIL image as facenet-pytorch's README pipeline does (``mtcnn(Image.open(path))``). An image without
 a detected face falls back to its largest centred square resized to 160x160 (bilinear,
 antialiased): for face-centred data such as CelebA-HQ that is the whole aligned face.
 The per-row column ``id_face_fallback`` is True when either image of the pair used the
@@ -20,6 +21,7 @@ from urllib.error import URLError
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from attnedit.errors import ConfigError, DataError
@@ -29,7 +31,6 @@ from attnedit.metrics.weights import (
     check_weights_mode,
     missing_weights,
     offline,
-    randomize_,
     weights_label,
 )
 
@@ -51,13 +52,15 @@ def facenet_checkpoint_dir() -> Path:
 
 
 def load_facenet(weights: str = "pretrained", seed: int = 0) -> nn.Module:
-    """InceptionResnetV1 in eval mode, VGGFace2 weights or seeded random weights."""
+    """InceptionResnetV1 in eval mode, VGGFace2 weights or seeded random weights
+    (``torch.manual_seed(seed); InceptionResnetV1()``, reproducible outside attnedit)."""
     from facenet_pytorch import InceptionResnetV1
 
     # Construction draws from the global RNG before any weights are loaded; keep it untouched.
     with torch.random.fork_rng(devices=[]):
-        if weights == "random":
-            return randomize_(InceptionResnetV1(pretrained=None), seed).requires_grad_(False)
+        if weights == "random":  # the library's own init under the seed, as the LPIPS and CLIP metrics do
+            torch.manual_seed(seed)
+            return InceptionResnetV1(pretrained=None).eval().requires_grad_(False)
         folder = facenet_checkpoint_dir()
         missing = missing_weights(
             "metric 'id_sim' (facenet-pytorch InceptionResnetV1, vggface2)",
@@ -141,8 +144,10 @@ class IdentitySimilarity(PairMetric):
         for image, box in zip(pixels, boxes):
             if box is None:
                 crops.append(center_square(image))
-            else:  # extract_face goes through numpy, so it crops on the CPU
-                crops.append(extract_face(image.cpu(), box, FACE_SIZE, self.mtcnn.margin).to(images.device))
+            else:  # a PIL image, as facenet-pytorch's README feeds MTCNN: its crop resize is PIL's bilinear
+                # (a tensor takes another path: area resize, then truncation to uint8)
+                face = extract_face(Image.fromarray(image.cpu().numpy()), box, FACE_SIZE, self.mtcnn.margin)
+                crops.append(face.to(images.device))
             fallback.append(box is None)
         faces = (torch.stack(crops) - 127.5) / 128.0
         return faces, torch.tensor(fallback, dtype=torch.bool)

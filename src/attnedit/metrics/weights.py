@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from attnedit.errors import ConfigError, WeightsNotFoundError
 
@@ -30,20 +29,6 @@ def check_weights_mode(weights: str, metric: str) -> str:
 
 def weights_label(weights: str, seed: int) -> str:
     return "pretrained" if weights == "pretrained" else f"random(seed={seed})"
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    """Re-initialize every parameter and buffer-free layer of ``module`` from ``seed``.
-
-    Uses each layer's own ``reset_parameters`` where it has one, under a forked RNG so
-    the global torch RNG is untouched, then puts the module in eval mode.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for layer in module.modules():
-            if hasattr(layer, "reset_parameters") and callable(layer.reset_parameters):
-                layer.reset_parameters()
-    return module.eval()
 
 
 def torch_hub_checkpoints() -> Path:
