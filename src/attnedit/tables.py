@@ -17,6 +17,7 @@ import pandas as pd
 
 from attnedit.dcag_runs import is_study_run
 from attnedit.factors.benchmark import direction_scores, factor_figure, has_factor_columns, method_summary
+from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 from attnedit.timing import timing_table
@@ -40,7 +41,17 @@ def title_marks(frame: pd.DataFrame) -> str:
         marks.append(RANDOM_MODEL_MARK)
     if "alpha" in frame and (frame.alpha == 0).any() and (frame.alpha != 0).any():
         marks.append(NO_EDIT_MARK)
+    marks += ssim_marks(frame)
     return " ".join(marks)
+
+
+def ssim_marks(frame: pd.DataFrame) -> list[str]:
+    """How PIE-Bench SSIM columns averaged their map: rows record it in ``<metric>_convention``."""
+    conventions = {}
+    for column in (c for c in frame.columns if c.startswith("ssim") and c.endswith("_convention")):
+        for convention in frame[column].dropna().unique():
+            conventions.setdefault(str(convention), []).append(column.removesuffix("_convention"))
+    return [f"[{', '.join(names)}: {SSIM_CONVENTION_TEXT.get(c, c)}]" for c, names in sorted(conventions.items())]
 
 
 def edits_only(frame: pd.DataFrame) -> pd.DataFrame:
