@@ -167,17 +167,19 @@ class OfficialCalculator:
     """The official MetricsCalculator's pixel metrics: one image, one metric, one torchmetrics call.
 
     ``ssim_convention``: "torchmetrics_legacy_crop" (the torchmetrics of the published
-    numbers, :func:`legacy_ssim`) or "current" (the installed torchmetrics' module)."""
+    numbers, :func:`legacy_ssim`) or "current" (the installed torchmetrics' module).
+    ``device``: where the modules and each image's tensors go, as MetricsCalculator(device)."""
 
-    def __init__(self, lpips_seed: int = 0, ssim_convention: str = "torchmetrics_legacy_crop") -> None:
+    def __init__(self, lpips_seed: int = 0, ssim_convention: str = "torchmetrics_legacy_crop", device="cpu") -> None:
         from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
         from torchmetrics.regression import MeanSquaredError
 
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        current = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.device = device
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0).to(device)
+        current = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
         self.ssim = {"current": current, "torchmetrics_legacy_crop": legacy_ssim}[ssim_convention]
-        self.mse = MeanSquaredError()
-        self.lpips = random_lpips_metric(lpips_seed)
+        self.mse = MeanSquaredError().to(device)
+        self.lpips = random_lpips_metric(lpips_seed).to(device)
 
     @staticmethod
     def _prepare(img_pred, img_gt, mask_pred, mask_gt):
@@ -193,7 +195,7 @@ class OfficialCalculator:
         return torch.tensor(pred).permute(2, 0, 1), torch.tensor(gt).permute(2, 0, 1)
 
     def calculate(self, base: str, src, tgt, mask_src, mask_tgt) -> float:
-        pred, gt = self._prepare(src, tgt, mask_src, mask_tgt)
+        pred, gt = (t.to(self.device) for t in self._prepare(src, tgt, mask_src, mask_tgt))
         if base == "mse":
             return self.mse(pred.contiguous(), gt.contiguous()).item()
         pred, gt = pred[None], gt[None]
