@@ -206,8 +206,9 @@ def start(*argv: str) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
-    """(exit code, last line of stderr)."""
+    """(exit code, last line of stderr); all of stderr is kept as ``process.stderr_text``."""
     _, err = process.communicate(timeout=300)
+    process.stderr_text = err
     lines = err.strip().splitlines()
     return process.returncode, lines[-1] if lines else ""
 
@@ -265,6 +266,9 @@ def test_processes_nonfinite_images_and_output_paths(bench, tmp_path):
 
     code, line = done["failed"]
     assert code == 0, line
+    warned = runs["failed"].stderr_text
+    assert f"image {folders['nanmethod']} holds 3 NaN and 0 infinite pixel values" in warned
+    assert "its cells are left empty (failed); to score it once fixed, delete its row from the CSV" in warned
     rows = {r[0]: r[1:] for r in read_rows(new)}
     assert rows[key] == [""] * 4  # not scored, for both methods: no number, no "nan" (an empty region)
     assert all(np.isfinite(float(v)) for v in rows["111000000001"])

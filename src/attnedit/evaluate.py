@@ -44,7 +44,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -374,12 +374,13 @@ class Item:
     edited: list[torch.Tensor | None]
     paths: list[Path | None]
     skipped: str | None = None  # missing=skip: the warning to give (in the main thread, in order)
+    failed: list[str] = field(default_factory=list)  # nonfinite=nan: a warning per image not scored
 
 
 def read_item(dataset: PIEBench, sample_id: str, methods: dict[str, Path], cfg: Any) -> Item:
     """Decode one entry for every method (runs in a decoding thread: numpy and PIL only)."""
     sample = dataset.load_uint8(sample_id)
-    edited, paths = [], []
+    edited, paths, failed = [], [], []
     for name, folder in methods.items():
         path = find_edited(folder, sample.fields["image_path"])
         if path is None:
@@ -394,9 +395,11 @@ def read_item(dataset: PIEBench, sample_id: str, methods: dict[str, Path], cfg: 
             if cfg.nonfinite == "error":
                 fix = "re-save it from finite values, or pass nonfinite=nan to record its scores as NaN (failed)"
                 raise NonFinitePixelsError(err.path, err.entry_id, err.nan, err.inf, fix) from None
+            fix = "its cells are left empty (failed); to score it once fixed, delete its row from the CSV and rerun"
+            failed.append(str(NonFinitePixelsError(err.path, err.entry_id, err.nan, err.inf, fix)))
             edited.append(None)
         paths.append(path)
-    return Item(sample, edited, paths)
+    return Item(sample, edited, paths, failed=failed)
 
 
 def ahead(fn: Callable[[str], Item], keys: Iterable[str], workers: int, depth: int) -> Iterator[Item]:
@@ -491,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     with closing(decoded):
         batch: list[Item] = []
         for item in decoded:
+            for message in item.failed:
+                warnings.warn(message, stacklevel=2)
             if item.skipped:
                 warnings.warn(item.skipped, stacklevel=2)
                 bar.update(1)
