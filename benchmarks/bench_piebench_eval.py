@@ -1,23 +1,27 @@
 """Speed of attnedit-evaluate vs a faithful per-image loop of the official PIE-Bench
 evaluation, on a synthetic fixture of 512x512 images in the official format, for one
 method and for several methods scored in one call (``--methods 1 5``: 5 = the DCAG
-paper's rows none, GRAG x2, DCAG x2).
+paper's rows none, GRAG x2, DCAG x2), on CPU or CUDA (``--device``).
 
-The official loop (tests/piebench_fixture.py, the main loop of the official
-evaluate.py): per image, the Python-loop mask decoder and the source image; per method
-its edited image, then per metric one torchmetrics call on PIL-converted arrays; one CSV
-row per image. attnedit: ``attnedit.evaluate.main`` (vectorized decoding, batched
-metrics, the source side of LPIPS and SSIM prepared once per image for all methods,
-separable channels-last SSIM, CSV rows per batch). Metrics: psnr/ssim/mse/lpips_unedit_part,
+The official loop (tests/piebench_fixture.py, the main loop of PnPInversion's
+evaluation/evaluate.py): per image, the Python-loop mask decoder and the source image;
+per method its edited image, then per metric one torchmetrics call on PIL-converted
+arrays moved to the device; one CSV row per image. SSIM in the published numbers'
+convention on both sides (torchmetrics' map with its 5-pixel border cropped, as before
+torchmetrics 1.4.2). attnedit: ``attnedit.evaluate.main`` with ``workers`` decoding
+threads ahead of the scoring (``--workers``, several values: one measurement each;
+default: evaluate's own, min(8, cores)). Metrics: psnr/ssim/mse/lpips_unedit_part,
 LPIPS squeeze with a seeded random backbone (no download). Both sides build their
 networks before the clock starts and run once untimed on two images to warm up. Each
-side is timed ``--rounds`` times, alternating, and the fastest round is kept (the
-machine may be shared). The per-image numbers must agree to 1e-5.
+side is timed ``--rounds`` times, alternating, so both see the same moments of a shared
+machine; the fastest round of each is compared and every round is printed (the spread).
+The per-image numbers of both sides must agree to 1e-5.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_piebench_eval.py [--images 16] [--methods 1 5] [--rounds 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_piebench_eval.py [--device cpu|cuda] \\
+        [--workers 0 2] [--images 16] [--methods 1 5] [--rounds 3]
 
-On a CPU shared with other jobs, two OpenMP threads can be far slower than one (each
-parallel region waits for both threads to be scheduled): compare --threads 1 too.
+From a script (e.g. a GPU check): ``measure("cuda", workers=8, images=64)`` returns both
+times, the ratio and the largest difference as a dict.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from piebench_fixture import (  # noqa: E402
     write_piebench_fixture,
 )
 
-from attnedit.evaluate import main as evaluate  # noqa: E402
+from attnedit.evaluate import main as evaluate, resolve_workers  # noqa: E402
 
 METRICS = ["psnr_unedit_part", "ssim_unedit_part", "mse_unedit_part", "lpips_unedit_part"]
 SEED = 0
@@ -84,7 +88,10 @@ def official_loop(root: Path, editeds: dict[str, Path], out: Path, calc: Officia
             csv.writer(f).writerow(row)
 
 
-def ours(root: Path, editeds: dict[str, Path], out: Path, batch_size: int, first_n: int | None = None) -> None:
+def ours(
+    root: Path, editeds: dict[str, Path], out: Path, batch_size: int, device: str, workers: int | None,
+    first_n: int | None = None,
+) -> None:
     out.unlink(missing_ok=True)
     out.with_name(f"{out.stem}_meta.json").unlink(missing_ok=True)
     mapping = ", ".join(f"{name}: {folder}" for name, folder in editeds.items())
@@ -96,7 +103,8 @@ def ours(root: Path, editeds: dict[str, Path], out: Path, batch_size: int, first
         "weights=random",
         f"seed={SEED}",
         f"batch_size={batch_size}",
-        "device=cpu",
+        f"device={device}",
+        f"workers={'null' if workers is None else workers}",
         "progress=false",
     ]
     if first_n is not None:
@@ -110,12 +118,18 @@ def read(path: Path) -> dict[str, list[float]]:
     return {r[0]: [float("nan") if v in ("", "nan") else float(v) for v in r[1:]] for r in rows}
 
 
-def clock(fn) -> tuple[float, float]:
+def clock(fn, device: str = "cpu") -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process); CPU time is what a shared machine can't inflate much."""
     wall, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
         fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def breakdown(root: Path, edited: Path, calc: OfficialCalculator) -> dict[str, tuple[float, float]]:
@@ -161,61 +175,141 @@ def check_equal(expected: dict, got: dict) -> float:
     return worst
 
 
-def compare_sides(n: int, times: dict[str, list[tuple[float, float]]], worst: float) -> None:
-    best = {side: (min(t[0] for t in v), min(t[1] for t in v)) for side, v in times.items()}
-    for side in ("official", "attnedit"):
-        rounds = ", ".join(f"{w:.1f}/{c:.1f}" for w, c in times[side])
-        wall, cpu = best[side]
-        print(
-            f"    {side:9s}: wall {wall:6.2f} s ({1000 * wall / n:5.0f} ms/image), CPU {cpu:6.2f} s "
-            f"({1000 * cpu / n:5.0f} ms/image)  [rounds wall/CPU s: {rounds}]"
+class Fixture:
+    """A temporary PIE-Bench of ``images`` 512x512 entries and ``methods`` edited folders."""
+
+    def __init__(self, images: int, methods: int) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self._tmp.name)
+        self.root = self.dir / "PIE-Bench"
+        write_piebench_fixture(self.root, size=512, entries=fixture_entries(images))
+        self.folders = {f"method{k}": self.dir / f"edited{k}" for k in range(methods)}
+        for seed, folder in enumerate(self.folders.values(), start=1):
+            write_edited(self.root, folder, seed=seed)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def compare(fixture: Fixture, calc, methods: int, device: str, workers_list, rounds: int, batch_size: int) -> dict:
+    """Official loop vs attnedit for each workers value, alternating within each round."""
+    editeds = dict(list(fixture.folders.items())[:methods])
+    official_csv = fixture.dir / "official.csv"
+    sides = {"official": lambda: official_loop(fixture.root, editeds, official_csv, calc)}
+    for w in workers_list:
+        out = fixture.dir / f"ours_{w}.csv"
+        sides[f"workers={resolve_workers(w)}"] = (
+            lambda w=w, out=out: ours(fixture.root, editeds, out, batch_size, device, w)
         )
-    ratio_wall = best["official"][0] / best["attnedit"][0]
-    ratio_cpu = best["official"][1] / best["attnedit"][1]
-    print(f"    speed-up : {ratio_wall:.2f}x wall-clock, {ratio_cpu:.2f}x CPU time (largest difference {worst:.1e})")
+    times = {side: [] for side in sides}
+    for _ in range(rounds):
+        for side, fn in sides.items():
+            times[side].append(clock(fn, device))
+    expected = read(official_csv)
+    worst = max(check_equal(expected, read(fixture.dir / f"ours_{w}.csv")) for w in workers_list)
+    return {"times": times, "max_abs_diff": worst}
+
+
+def measure(
+    device: str = "cpu", workers: int | None = None, images: int = 64, methods: int = 1, rounds: int = 2,
+    batch_size: int | None = None,
+) -> dict:
+    """One side-by-side measurement: ms per image and method of the official loop and of
+    attnedit-evaluate (fastest round each; all rounds listed), the ratio, the largest
+    difference, and where it ran."""
+    batch_size = batch_size or (16 if device.startswith("cuda") else 8)
+    fixture = Fixture(images, methods)
+    try:
+        calc = OfficialCalculator(lpips_seed=SEED, device=device)
+        warm_up(fixture, calc, device, batch_size, workers)
+        result = compare(fixture, calc, methods, device, [workers], rounds, batch_size)
+    finally:
+        fixture.close()
+    (side,) = [s for s in result["times"] if s != "official"]
+    per = images * methods / 1000
+    official = [w / per for w, _ in result["times"]["official"]]
+    attnedit = [w / per for w, _ in result["times"][side]]
+    return {
+        "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(device),
+        "usable_cores": usable_cores(),
+        "workers": resolve_workers(workers),
+        "images": images,
+        "methods": methods,
+        "official_ms_per_image": min(official),
+        "attnedit_ms_per_image": min(attnedit),
+        "ratio": min(official) / min(attnedit),
+        "official_rounds_ms": official,
+        "attnedit_rounds_ms": attnedit,
+        "max_abs_diff": result["max_abs_diff"],
+    }
+
+
+def warm_up(fixture: Fixture, calc, device: str, batch_size: int, workers) -> None:
+    """First oneDNN / cuDNN calls, lazy imports, our LPIPS network built once (shared cache)."""
+    first_two = set(sorted(json.loads((fixture.root / "mapping_file.json").read_text()))[:2])
+    one = dict(list(fixture.folders.items())[:1])
+    clock(lambda: official_loop(fixture.root, one, fixture.dir / "official.csv", calc, ids=first_two), device)
+    clock(lambda: ours(fixture.root, one, fixture.dir / "warm.csv", batch_size, device, workers, first_n=2), device)
+
+
+def report(n: int, k: int, result: dict) -> None:
+    times = result["times"]
+    best = {side: (min(t[0] for t in v), min(t[1] for t in v)) for side, v in times.items()}
+    per = n * k
+    for side, rounds in times.items():
+        wall, cpu = best[side]
+        listed = ", ".join(f"{1000 * w / per:.0f}" for w, _ in rounds)
+        print(
+            f"    {side:11s}: {1000 * wall / per:6.1f} ms/image wall, {1000 * cpu / per:6.1f} ms/image CPU"
+            f"  [rounds, ms/image wall: {listed}]"
+        )
+    for side in times:
+        if side != "official":
+            ratios = [o[0] / a[0] for o, a in zip(times["official"], times[side])]
+            print(
+                f"    speed-up {side}: {best['official'][0] / best[side][0]:.2f}x wall-clock (fastest rounds), "
+                f"{best['official'][1] / best[side][1]:.2f}x CPU time; per round {', '.join(f'{r:.2f}' for r in ratios)}"
+            )
+    print(f"    largest difference to the official numbers: {result['max_abs_diff']:.1e}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (both sides)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[None], help="attnedit decoding threads, each one run")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--methods", type=int, nargs="+", default=[1, 5], help="methods per call, one run each")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads, both sides (default: 2 cores)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None, help="attnedit batch (default 8 on CPU, 16 on CUDA)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads, both sides (default: torch's)")
+    parser.add_argument("--breakdown", action="store_true", help="CPU only: per-metric CPU time of both sides")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    n = args.images
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        root = tmp / "PIE-Bench"
-        write_piebench_fixture(root, size=512, entries=fixture_entries(n))
-        folders = {f"method{k}": tmp / f"edited{k}" for k in range(max(args.methods))}
-        for seed, folder in enumerate(folders.values(), start=1):
-            write_edited(root, folder, seed=seed)
-        calc = OfficialCalculator(lpips_seed=SEED)
-        # Warm-up: first oneDNN calls, lazy imports, our LPIPS network built once (shared cache).
-        first_two = set(sorted(json.loads((root / "mapping_file.json").read_text()))[:2])
-        one = dict(list(folders.items())[:1])
-        clock(lambda: official_loop(root, one, tmp / "official.csv", calc, ids=first_two))
-        clock(lambda: ours(root, one, tmp / "ours.csv", args.batch_size, first_n=2))
-        for k in args.methods:
-            editeds = dict(list(folders.items())[:k])
-            times = {"official": [], "attnedit": []}
-            for _ in range(args.rounds):  # alternate, so both sides see the same moments of a shared machine
-                times["official"].append(clock(lambda: official_loop(root, editeds, tmp / "official.csv", calc)))
-                times["attnedit"].append(clock(lambda: ours(root, editeds, tmp / "ours.csv", args.batch_size)))
-            results[k] = times, check_equal(read(tmp / "official.csv"), read(tmp / "ours.csv"))
-        parts = breakdown(root, folders["method0"], calc)
+    batch_size = args.batch_size or (16 if args.device.startswith("cuda") else 8)
+    fixture = Fixture(args.images, max(args.methods))
+    try:
+        calc = OfficialCalculator(lpips_seed=SEED, device=args.device)
+        warm_up(fixture, calc, args.device, batch_size, args.workers[0])
+        results = {k: compare(fixture, calc, k, args.device, args.workers, args.rounds, batch_size) for k in args.methods}
+        parts = breakdown(fixture.root, fixture.folders["method0"], calc) if args.breakdown else {}
+    finally:
+        fixture.close()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"PIE-Bench evaluation, {n} images of 512x512, {', '.join(METRICS)} (LPIPS squeeze, random weights)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {load:.1f}")
-    for k, (times, worst) in results.items():
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    print(f"PIE-Bench evaluation, {args.images} images of 512x512, {', '.join(METRICS)} (LPIPS squeeze, random weights)")
+    print(
+        f"{where}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+        f"({usable_cores()} usable), load {load:.1f}; batch {batch_size}"
+    )
+    for k, result in results.items():
         print(f"  {k} method{'s' * (k > 1)} per call (ms/image = per image and method):")
-        compare_sides(n * k, times, worst)
-    print("  one method, CPU ms/image per part (official per-image torchmetrics -> attnedit batched):")
+        report(args.images, k, result)
+    if parts:
+        print("  one method, CPU ms/image per part (official per-image torchmetrics -> attnedit batched):")
     for name, (official, ours_cpu) in parts.items():
+        n = args.images
         print(f"    {name:18s} {1000 * official / n:7.1f} -> {1000 * ours_cpu / n:6.1f}  ({official / ours_cpu:5.1f}x)")
 
 

@@ -89,13 +89,19 @@ def write_piebench_fixture(root: Path, size: int = 64, seed: int = 0, entries: d
 
 
 def write_edited(
-    root: Path, edited: Path, seed: int = 1, png: tuple[str, ...] = (), double: tuple[str, ...] = ()
+    root: Path,
+    edited: Path,
+    seed: int = 1,
+    png: tuple[str, ...] = (),
+    double: tuple[str, ...] = (),
+    side_by_side: tuple[str, ...] = (),
 ) -> dict:
     """Edited images mirroring annotation_images/: the source plus changes and noise.
 
     Ids in ``png`` are saved as .png instead of .jpg (the evaluator accepts either);
-    ids in ``double`` are saved at twice the size (the evaluator resizes them).
-    Returns id -> edited file path.
+    ids in ``double`` are saved at twice the size (the evaluator resizes them); ids in
+    ``side_by_side`` as source | edit in one image, as PnPInversion saves its outputs
+    (the official script crops the bottom-right corner). Returns id -> edited file path.
     """
     rng = np.random.default_rng(seed)
     mapping = json.loads((root / "mapping_file.json").read_text())
@@ -108,6 +114,8 @@ def write_edited(
         img = Image.fromarray(out)
         if key in double:
             img = img.resize((src.shape[1] * 2, src.shape[0] * 2), Image.BICUBIC)
+        if key in side_by_side:
+            img = Image.fromarray(np.concatenate([src.astype(np.uint8), out], axis=1))
         path = edited / item["image_path"]
         if key in png:
             path = path.with_suffix(".png")
@@ -144,17 +152,34 @@ def random_lpips_metric(seed: int):
             return LearnedPerceptualImagePatchSimilarity(net_type="squeeze")
 
 
-class OfficialCalculator:
-    """The official MetricsCalculator's pixel metrics: one image, one metric, one torchmetrics call."""
+def legacy_ssim(pred, gt) -> "torch.Tensor":
+    """SSIM as torchmetrics computed it before 1.4.2 (the published PIE-Bench numbers):
+    the installed torchmetrics' own per-pixel SSIM map, its 5-pixel border cropped as the
+    old code did (Lightning-AI/torchmetrics src/torchmetrics/functional/image/ssim.py,
+    line 170 at efdb111d9^, removed by PR 2721), then the mean per image."""
+    from torchmetrics.functional.image.ssim import _ssim_update
 
-    def __init__(self, lpips_seed: int = 0) -> None:
+    _, full = _ssim_update(pred, gt, data_range=1.0, return_full_image=True)
+    return full[..., 5:-5, 5:-5].flatten(1).mean(-1).mean()
+
+
+class OfficialCalculator:
+    """The official MetricsCalculator's pixel metrics: one image, one metric, one torchmetrics call.
+
+    ``ssim_convention``: "torchmetrics_legacy_crop" (the torchmetrics of the published
+    numbers, :func:`legacy_ssim`) or "current" (the installed torchmetrics' module).
+    ``device``: where the modules and each image's tensors go, as MetricsCalculator(device)."""
+
+    def __init__(self, lpips_seed: int = 0, ssim_convention: str = "torchmetrics_legacy_crop", device="cpu") -> None:
         from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
         from torchmetrics.regression import MeanSquaredError
 
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.mse = MeanSquaredError()
-        self.lpips = random_lpips_metric(lpips_seed)
+        self.device = device
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0).to(device)
+        current = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+        self.ssim = {"current": current, "torchmetrics_legacy_crop": legacy_ssim}[ssim_convention]
+        self.mse = MeanSquaredError().to(device)
+        self.lpips = random_lpips_metric(lpips_seed).to(device)
 
     @staticmethod
     def _prepare(img_pred, img_gt, mask_pred, mask_gt):
@@ -170,7 +195,7 @@ class OfficialCalculator:
         return torch.tensor(pred).permute(2, 0, 1), torch.tensor(gt).permute(2, 0, 1)
 
     def calculate(self, base: str, src, tgt, mask_src, mask_tgt) -> float:
-        pred, gt = self._prepare(src, tgt, mask_src, mask_tgt)
+        pred, gt = (t.to(self.device) for t in self._prepare(src, tgt, mask_src, mask_tgt))
         if base == "mse":
             return self.mse(pred.contiguous(), gt.contiguous()).item()
         pred, gt = pred[None], gt[None]
@@ -192,14 +217,19 @@ class OfficialCalculator:
         return self.calculate(base, src, tgt, None, None)
 
 
-def official_scores(root: Path, edited: dict, metrics: list[str], lpips_seed: int = 0) -> dict:
+def official_scores(
+    root: Path, edited: dict, metrics: list[str], lpips_seed: int = 0, ssim_convention: str = "torchmetrics_legacy_crop"
+) -> dict:
     """id -> {metric: value or "nan"} with the official per-image loop (PIL images, loop decoder)."""
-    calc = OfficialCalculator(lpips_seed)
+    calc = OfficialCalculator(lpips_seed, ssim_convention)
     mapping = json.loads((root / "mapping_file.json").read_text())
     results = {}
     for key, item in mapping.items():
         src = Image.open(root / "annotation_images" / item["image_path"])
         tgt = Image.open(edited[key])
+        if tgt.size[0] != tgt.size[1]:  # evaluate.py lines 271-273: source | edit side by side (512 there)
+            w, h = src.size
+            tgt = tgt.crop((tgt.size[0] - w, tgt.size[1] - h, tgt.size[0], tgt.size[1]))
         mask = official_mask_decode(item["mask"], (src.size[1], src.size[0]))
         mask = mask[:, :, np.newaxis].repeat([3], axis=2)
         names = {m: m.replace("_whole", "") for m in metrics}  # the official whole-image names

@@ -17,7 +17,7 @@ from attnedit.errors import ConfigError, WeightsNotFoundError
 from attnedit.metrics.piebench import REGIONS
 from attnedit.metrics.piebench_backbones import openai_clip_tokenizer
 from attnedit.metrics.registry import build_metric
-from attnedit.metrics.ssim_fast import ssim
+from attnedit.metrics.ssim_fast import ssim, ssim_against, ssim_reference
 from piebench_fixture import (
     official_mask_decode,
     official_scores,
@@ -76,6 +76,26 @@ def test_fast_ssim_equals_torchmetrics():
     assert abs(float(ssim(same, same)) - 1) < 1e-6
 
 
+def test_fast_ssim_legacy_crop_equals_torchmetrics_map_cropped():
+    """crop=5 against the installed torchmetrics' own per-pixel SSIM map with the 5-pixel
+    border cut off as torchmetrics < 1.4.2 did; in strips whose edges fall inside the crop."""
+    from torchmetrics.functional.image.ssim import _ssim_update
+
+    gen = torch.Generator().manual_seed(5)
+    for shape, rows in [((2, 3, 64, 64), 256), ((2, 3, 37, 53), 4), ((1, 1, 16, 70), 3)]:
+        a = torch.rand(shape, generator=gen)
+        b = (a + 0.2 * torch.randn(shape, generator=gen)).clamp(0, 1)
+        a[..., : shape[2] // 2, :] *= 0  # zeroed areas, as masked images have
+        b[..., : shape[2] // 2, :] *= 0
+        _, full = _ssim_update(a, b, data_range=1.0, return_full_image=True)
+        expected = full[..., 5:-5, 5:-5].flatten(1).mean(-1)
+        got = ssim_against(a, ssim_reference(b), rows=rows, crop=5)
+        torch.testing.assert_close(got.float(), expected, atol=1e-5, rtol=0)
+        assert (got - ssim(a, b)).abs().max() > 1e-4  # the border matters: the conventions differ
+    with pytest.raises(ValueError, match="5-pixel border crop leaves nothing of a 10x40 image"):
+        ssim(torch.rand(1, 1, 10, 40), torch.rand(1, 1, 10, 40), crop=5)
+
+
 @pytest.mark.parametrize("net", ["squeeze", "alex"])
 def test_fast_lpips_equals_torchmetrics_network(net):
     """The GEMM / unconcatenated-parts forward (squeeze) and the channels-last one (alex)
@@ -120,6 +140,57 @@ def test_pixel_metrics_equal_official_per_image_formulas(fixture, official, regi
                 assert values[i] == pytest.approx(want, abs=1e-5, rel=1e-6), (name, key)
     if region == "unedit_part":  # the all-ones mask of entry ...001 leaves no background
         assert expected["000000000001"][names[0]] == "nan"
+
+
+def test_ssim_conventions_equal_their_torchmetrics(fixture):
+    """Each SSIM convention against the official per-image loop run with that torchmetrics:
+    "current" with the installed StructuralSimilarityIndexMeasure module, the default
+    "torchmetrics_legacy_crop" with the installed library's map cropped as before 1.4.2."""
+    root, edited, batch = fixture
+    names = [f"ssim_{region}" for region in REGIONS]
+    for convention in ("current", "torchmetrics_legacy_crop"):
+        expected = official_scores(root, edited, names, ssim_convention=convention)
+        for name in names:
+            metric = build_metric(name, convention=convention)
+            out = metric(batch["edited"], batch["reference"], mask=batch["mask"])
+            assert out[f"{name}_convention"] == [convention] * len(batch["ids"])  # every row records it
+            for i, key in enumerate(batch["ids"]):
+                want = expected[key][name]
+                if want == "nan":
+                    assert math.isnan(out[name][i]), (convention, name, key)
+                else:
+                    assert out[name][i] == pytest.approx(want, abs=1e-5), (convention, name, key)
+    assert build_metric("ssim_whole").convention == "torchmetrics_legacy_crop"  # the published numbers'
+    with pytest.raises(ConfigError, match="convention 'legacy' is not one of"):
+        build_metric("ssim_whole", convention="legacy")
+
+
+def test_table_titles_name_the_ssim_convention_of_the_rows(fixture):
+    """Runner rows take every column a metric returns: the SSIM convention reaches the rows
+    and, from them, every table title (attnedit.tables.title_marks, also the DCAG report's)."""
+    import pandas as pd
+
+    from attnedit.tables import title_marks
+
+    _, _, batch = fixture
+    rows = {}
+    for name, convention in (("ssim_whole", "current"), ("ssim_unedit_part", "torchmetrics_legacy_crop")):
+        rows.update(build_metric(name, convention=convention)(batch["edited"], batch["reference"], mask=batch["mask"]))
+    marks = title_marks(pd.DataFrame(rows))
+    assert "[ssim_whole: SSIM map averaged whole (torchmetrics >= 1.4.2" in marks
+    assert "[ssim_unedit_part: SSIM map without its 5-pixel border (torchmetrics < 1.4.2" in marks
+
+
+def test_whole_batch_per_call_equals_image_by_image(fixture):
+    """The GPU path (images_per_call = the batch) gives the CPU path's values."""
+    _, _, batch = fixture
+    for base in ("psnr", "ssim", "mse", "lpips"):
+        kwargs = {"weights": "random", "seed": 7} if base == "lpips" else {}
+        metric = build_metric(f"{base}_unedit_part", **kwargs)
+        one = metric(batch["edited"], batch["reference"], mask=batch["mask"])[metric.name]
+        metric.images_per_call = len(batch["ids"])
+        whole = metric(batch["edited"], batch["reference"], mask=batch["mask"])[metric.name]
+        torch.testing.assert_close(whole, one, atol=1e-6, rtol=0, equal_nan=True)
 
 
 def test_region_multiplies_both_images_and_keeps_the_full_frame():

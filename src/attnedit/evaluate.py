@@ -10,12 +10,25 @@ is read, decoded and, for LPIPS, SSIM, CLIP and structure distance, prepared onc
 all of them): ``edited={none: runs/none, grag: runs/grag}`` instead of ``name=``.
 
 The edited image of entry ``id`` is ``<edited>/<image_path>``; the same path with
-another image extension (.png, .jpg, .jpeg, .webp, .bmp) is accepted too. Output: the
-official per-image CSV (``file_id``, then ``<method>|<metric>`` per method, in the given
-order; empty cell for NaN), rows appended per batch so a crash loses nothing; a rerun
-with the same ``out`` skips the ids already there. Next to it: ``<stem>_summary.md`` /
-``.csv`` (per-category means, NaN skipped) and ``<stem>_meta.json`` (settings; a resume
-must match them).
+another image extension (.png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff) is accepted too.
+Output: the official per-image CSV (``file_id``, then ``<method>|<metric>`` per method,
+in the given order), rows appended per batch so a crash loses nothing; a rerun with the
+same ``out`` skips the ids already there. Cells as the official script writes them
+(cure-lab/PnPInversion evaluation/evaluate.py: ``calculate_metric`` returns the string
+"nan" for an empty region, lines 40-98, and ``csv.writer`` writes floats by ``repr``,
+lines 281-283): "nan" where the region is empty; an empty cell where the edited image
+could not be scored (NaN/inf pixels with ``nonfinite=nan``), which the official script
+has no token for. Next to it: ``<stem>_summary.md`` / ``.csv`` (per-category means, NaN
+skipped, failures counted) and ``<stem>_meta.json`` (settings; a resume must match them).
+
+Edited images of another size (``edited_size``): ``auto`` (default) crops a non-square
+image to its bottom-right corner at the source size, as the official script does
+(evaluate.py lines 271-273: PnPInversion saves source | edit side by side), and resizes
+any other size (bicubic, antialiased: instruction editors such as Qwen-Image-Edit return
+1024 x 1024 for PIE-Bench's 512 x 512, where the official script's shape assertion stops).
+
+Images and masks are decoded by ``workers`` threads (PIL and numpy release the GIL) ahead
+of the batch being scored; each batch goes to the device as uint8 and becomes float there.
 """
 
 from __future__ import annotations
@@ -25,7 +38,14 @@ import json
 import math
 import os
 import sys
+import tempfile
 import warnings
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +54,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from attnedit.data.piebench import PIEBench, read_rgb
+from attnedit.data.base import Sample
+from attnedit.data.piebench import NonFinitePixelsError, PIEBench, read_rgb_uint8
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric, check_image_range, check_image_shapes
-from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS, match_size
+from attnedit.metrics.piebench import (
+    OFFICIAL_DEFAULT_METRICS,
+    PIEBENCH_METRICS,
+    SSIM_CONVENTIONS,
+    SSIM_DEFAULT_CONVENTION,
+    PIEBenchSSIM,
+    match_size,
+)
 from attnedit.metrics.registry import build_metric
 from attnedit.piebench_summary import summarize, write_summary
 
@@ -52,7 +80,11 @@ DEFAULTS: dict[str, Any] = {
     "weights": "pretrained",  # pretrained | random (seeded random backbones, marked everywhere)
     "seed": 0,
     "missing": "error",  # error | skip: what a missing edited image does
-    "edited_size": "resize",  # resize (bicubic, antialiased) | crop (official: bottom-right crop) | error
+    # auto: non-square -> bottom-right crop (official), other sizes -> resize | resize | crop | error
+    "edited_size": "auto",
+    "ssim_convention": SSIM_DEFAULT_CONVENTION,  # torchmetrics_legacy_crop (published numbers) | current
+    "nonfinite": "error",  # error | nan: an edited image with NaN/inf pixels stops the run, or is a failure
+    "workers": None,  # decoding threads; null: min(8, usable cores); 0: decode in the main thread
     "lpips_net": "squeeze",
     "clip_model": "openai/clip-vit-large-patch14",
     "dino_model": "vit_base_patch8_224.dino",
@@ -61,10 +93,17 @@ DEFAULTS: dict[str, Any] = {
 }
 CHOICES = {
     "missing": ("error", "skip"),
-    "edited_size": ("resize", "crop", "error"),
+    "edited_size": ("auto", "resize", "crop", "error"),
     "weights": ("pretrained", "random"),
+    "ssim_convention": tuple(SSIM_CONVENTIONS),
+    "nonfinite": ("error", "nan"),
 }
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: What the CSV cells hold besides numbers (recorded in <stem>_meta.json).
+CELLS = {
+    "nan": "empty region: no pixel to score (the official script's token)",
+    "": "not scored: the edited image holds NaN/inf pixels (nonfinite=nan); counted as failed in the summary",
+}
 USAGE = __doc__.split("\n\n")[1]
 
 
@@ -99,6 +138,8 @@ def parse_args(argv: list[str]) -> Any:
             raise ConfigError(f"attnedit-evaluate: {key}={cfg[key]!r} must be one of {allowed}.")
     if int(cfg.batch_size) < 1:
         raise ConfigError("attnedit-evaluate: batch_size must be >= 1.")
+    if cfg.workers is not None and (not isinstance(cfg.workers, int) or cfg.workers < 0):
+        raise ConfigError(f"attnedit-evaluate: workers={cfg.workers!r} must be null (automatic), 0 or a positive integer.")
     if not cfg.metrics or len(set(cfg.metrics)) != len(cfg.metrics):
         raise ConfigError(f"attnedit-evaluate: metrics={list(cfg.metrics)} must be a non-empty list, no repeats.")
     if several and not cfg.edited:
@@ -131,9 +172,10 @@ def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
 
 
 def metric_options(cfg: Any) -> dict[str, dict[str, Any]]:
-    """Constructor arguments per metric family (pixel metrics take none)."""
+    """Constructor arguments per metric family (PSNR and MSE take none)."""
     learned = {"weights": cfg.weights, "seed": int(cfg.seed)}
     return {
+        "ssim_": {"convention": cfg.ssim_convention},  # the PIE-Bench SSIMs, not the plain "ssim"
         "lpips": {**learned, "net_type": cfg.lpips_net},
         "clip_similarity": {**learned, "model": cfg.clip_model},
         "structure_distance": {**learned, "model": cfg.dino_model, "antialias": bool(cfg.dino_antialias)},
@@ -145,7 +187,9 @@ def build_metrics(cfg: Any) -> list[PairMetric]:
     metrics = []
     for name in cfg.metrics:
         family = next((f for f in options if name.startswith(f)), None)
-        metrics.append(build_metric(name, **(options[family] if family else {})))
+        kwargs = options[family] if family else {}
+        # PIE-Bench names directly: the registry would first import every metric module.
+        metrics.append(PIEBENCH_METRICS[name](**kwargs) if name in PIEBENCH_METRICS else build_metric(name, **kwargs))
     return metrics
 
 
@@ -153,6 +197,14 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def resolve_workers(workers: int | None) -> int:
+    """Decoding threads: as given, or min(8, the cores this process may use)."""
+    if workers is not None:
+        return int(workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(8, cores)
 
 
 def find_edited(folder: Path, image_path: str) -> Path | None:
@@ -166,18 +218,31 @@ def find_edited(folder: Path, image_path: str) -> Path | None:
     return None
 
 
-def fit_edited(edited: torch.Tensor, size: tuple[int, int], mode: str, path: Path) -> torch.Tensor:
-    """Bring an edited 3xHxW image to the source size per ``edited_size``."""
+def fit_mode(edited: torch.Tensor, size: tuple[int, int], mode: str) -> str | None:
+    """What ``edited_size`` does to a 3xHxW edited image: None (already the source size),
+    "crop", "resize" or "error". ``auto`` follows the official script (evaluate.py lines
+    271-273): a non-square image is cropped; any other size, where it would stop, resized."""
     if tuple(edited.shape[-2:]) == tuple(size):
+        return None
+    if mode == "auto":
+        return "crop" if edited.shape[-1] != edited.shape[-2] else "resize"
+    return mode
+
+
+def fit_edited(edited: torch.Tensor, size: tuple[int, int], mode: str, path: Path) -> torch.Tensor:
+    """Bring an edited 3xHxW float image to the source size per ``edited_size``."""
+    action = fit_mode(edited, size, mode)
+    if action is None:
         return edited
     h, w = size
-    if mode == "resize":
+    if action == "resize":
         return match_size(edited[None], size)[0]
-    if mode == "crop" and edited.shape[1] >= h and edited.shape[2] >= w:
+    if action == "crop" and edited.shape[1] >= h and edited.shape[2] >= w:
         return edited[:, -h:, -w:]  # the official script's crop of side-by-side outputs
     raise DataError(
         f"edited image {path} is {edited.shape[2]}x{edited.shape[1]}, the source is {w}x{h}; "
-        "use edited_size=resize (bicubic) or crop (bottom-right, as the official script), or fix the image."
+        f"edited_size={mode} cannot bring it to the source size: use edited_size=resize (bicubic) "
+        "or crop (bottom-right, as the official script), or fix the image."
     )
 
 
@@ -209,21 +274,62 @@ class CsvLog:
 
 
 def format_value(value: float) -> str:
-    """Empty for NaN (never "nan"); full precision otherwise."""
-    return "" if math.isnan(value) else repr(float(value))
+    """A cell as the official script's csv.writer writes it: repr of the float, "nan" for NaN."""
+    return "nan" if math.isnan(value) else repr(float(value))
 
 
-def check_meta(path: Path, meta: dict[str, Any]) -> None:
+def meta_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_meta.json")
+
+
+def prepare_output(out: Path) -> None:
+    """Make out's folder and prove files can be written there, before anything is computed."""
+    folder = out.parent
+    fix = "choose an out= path in a folder you can write to"
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"out={out}: {blocker} is a file, not a folder; {fix}.")
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; give the CSV file to write, e.g. out={out / 'scores.csv'}.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # The CSV, its _meta.json and the summaries all go to this folder: one probe file proves it.
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.stem}.", suffix=".probe"):
+            pass
+        if out.exists():
+            out.open("a").close()
+    except OSError as err:
+        raise ConfigError(f"out={out}: cannot write in {folder} ({err.strerror or err}); {fix}.") from None
+
+
+def check_meta(path: Path, meta: dict[str, Any], csv_path: Path) -> None:
     """Resuming must not mix rows scored under other settings (weights above all)."""
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            raise ConfigError(
+                f"{path} is damaged ({err}); it records the settings of the rows in {csv_path}, which stay as they "
+                f"are: if they were scored with this run's settings, delete {path.name} and rerun (only missing ids "
+                "are scored); otherwise choose another out=."
+            ) from None
         diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
         if diff:
             raise ConfigError(
                 f"{path} records other settings for {diff} ({ {k: old.get(k) for k in diff} }); "
                 "choose another out= or delete the csv and its _meta.json to start over."
             )
-    path.write_text(json.dumps(meta, indent=2))
+    # Written whole or not at all: a crash mid-write must not leave a truncated file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
+
+
+def ssim_convention(cfg: Any, metrics: list[PairMetric]) -> str | None:
+    """The SSIM convention of the run, None when it scores no PIE-Bench SSIM."""
+    return cfg.ssim_convention if any(isinstance(m, PIEBenchSSIM) for m in metrics) else None
 
 
 def run_settings(cfg: Any, dataset: PIEBench, metrics: list[PairMetric]) -> dict[str, Any]:
@@ -235,6 +341,9 @@ def run_settings(cfg: Any, dataset: PIEBench, metrics: list[PairMetric]) -> dict
         "weights": {m.name: m.weights for m in metrics},
         "dataset_root": str(dataset.root.resolve()),
         **{k: options[k] for k in ("edited_size", "lpips_net", "clip_model", "dino_model", "dino_antialias")},
+        "ssim_convention": ssim_convention(cfg, metrics),
+        "nonfinite": cfg.nonfinite,
+        "cells": CELLS,
     }
 
 
@@ -256,48 +365,103 @@ def score_group(
     return columns
 
 
-def load_edited(sample, methods: dict[str, Path], cfg: Any) -> list[torch.Tensor] | None:
-    """Every method's edited image of one entry at the source size; None if one is missing and missing=skip."""
-    images = []
+@dataclass
+class Item:
+    """One entry as the decoding threads hand it over: the source (uint8 image, mask,
+    prompts) and, per method, its uint8 edited image as read (None: not scored) and file."""
+
+    sample: Sample
+    edited: list[torch.Tensor | None]
+    paths: list[Path | None]
+    skipped: str | None = None  # missing=skip: the warning to give (in the main thread, in order)
+    failed: list[str] = field(default_factory=list)  # nonfinite=nan: a warning per image not scored
+
+
+def read_item(dataset: PIEBench, sample_id: str, methods: dict[str, Path], cfg: Any) -> Item:
+    """Decode one entry for every method (runs in a decoding thread: numpy and PIL only)."""
+    sample = dataset.load_uint8(sample_id)
+    edited, paths, failed = [], [], []
     for name, folder in methods.items():
         path = find_edited(folder, sample.fields["image_path"])
         if path is None:
             where = folder / sample.fields["image_path"]
+            message = f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}"
             if cfg.missing == "skip":
-                message = f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}; skipped."
-                warnings.warn(message, stacklevel=3)
-                return None
-            raise DataError(
-                f"PIE-Bench entry {sample.id}: method '{name}' has no edited image {where}; "
-                "edited= must mirror annotation_images/ (or pass missing=skip)."
-            )
-        images.append(fit_edited(read_rgb(path, sample.id), sample.image.shape[-2:], cfg.edited_size, path))
-    return images
+                return Item(sample, [], [], skipped=f"{message}; skipped.")
+            raise DataError(f"{message}; edited= must mirror annotation_images/ (or pass missing=skip).")
+        try:
+            edited.append(torch.from_numpy(read_rgb_uint8(path, sample.id)))
+        except NonFinitePixelsError as err:
+            if cfg.nonfinite == "error":
+                fix = "re-save it from finite values, or pass nonfinite=nan to record its scores as NaN (failed)"
+                raise NonFinitePixelsError(err.path, err.entry_id, err.nan, err.inf, fix) from None
+            fix = "its cells are left empty (failed); to score it once fixed, delete its row from the CSV and rerun"
+            failed.append(str(NonFinitePixelsError(err.path, err.entry_id, err.nan, err.inf, fix)))
+            edited.append(None)
+        paths.append(path)
+    return Item(sample, edited, paths, failed=failed)
 
 
-def score_batch(
-    dataset: PIEBench, ids: list[str], cfg: Any, metrics: list[PairMetric], device, methods: dict[str, Path]
-) -> list[list[str]]:
-    """Score one batch of ids for every method; returns CSV rows (ids with a skipped image are left out)."""
-    items = []
-    for sample_id in ids:
-        sample = dataset.load(sample_id)
-        edited = load_edited(sample, methods, cfg)
-        if edited is not None:
-            items.append((sample, edited))
+def ahead(fn: Callable[[str], Item], keys: Iterable[str], workers: int, depth: int) -> Iterator[Item]:
+    """fn(key) for every key, in order, computed up to ``depth`` keys ahead by ``workers``
+    threads; an error surfaces at its key, in order. workers=0: in this thread, one by one."""
+    if workers == 0:
+        yield from map(fn, keys)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="attnedit-decode")
+    try:
+        keys = iter(keys)
+        queue = deque(pool.submit(fn, key) for key in islice(keys, depth))
+        while queue:
+            future = queue.popleft()
+            queue.extend(pool.submit(fn, key) for key in islice(keys, 1))
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def to_float(images: torch.Tensor, device) -> torch.Tensor:
+    """uint8 images -> float in [0, 1] on ``device`` (a quarter of the bytes cross to a GPU)."""
+    return images.to(device).float().div_(255)
+
+
+def edited_batch(images: list[torch.Tensor], size, cfg: Any, paths: list[Path], device, fitted: Counter) -> torch.Tensor:
+    """One method's uint8 edited images -> float NCHW at the source size on ``device``."""
+    if all(tuple(image.shape[-2:]) == tuple(size) for image in images):
+        return to_float(torch.stack(images), device)
+    out = []
+    for image, path in zip(images, paths):
+        action = fit_mode(image, size, cfg.edited_size)
+        if action is not None:
+            fitted[action] += 1
+        out.append(fit_edited(to_float(image, device), size, cfg.edited_size, path))
+    return torch.stack(out)
+
+
+def score_items(items: list[Item], cfg: Any, metrics: list[PairMetric], device, fitted: Counter) -> list[list[str]]:
+    """Score decoded entries for every method; returns their CSV rows."""
     rows = []
-    for size in dict.fromkeys(tuple(s.image.shape[-2:]) for s, _ in items):  # a batch holds one size
-        group = [(s, e) for s, e in items if tuple(s.image.shape[-2:]) == size]
-        reference = torch.stack([s.image for s, _ in group]).to(device)
-        editeds = [torch.stack([e[k] for _, e in group]).to(device) for k in range(len(methods))]
+    n_methods = len(items[0].edited) if items else 0
+    for size in dict.fromkeys(tuple(it.sample.image.shape[-2:]) for it in items):  # a batch holds one size
+        group = [it for it in items if tuple(it.sample.image.shape[-2:]) == size]
+        reference = to_float(torch.stack([it.sample.image for it in group]), device)
+        editeds = []
+        for k in range(n_methods):
+            # A failed image is scored as the source (in range, right size); its cells are blanked below.
+            images = [it.sample.image if it.edited[k] is None else it.edited[k] for it in group]
+            editeds.append(edited_batch(images, size, cfg, [it.paths[k] for it in group], device, fitted))
         context = {
-            "mask": torch.stack([s.fields["mask"] for s, _ in group]).to(device),
-            "original_prompt": [s.fields["original_prompt"] for s, _ in group],
-            "editing_prompt": [s.fields["editing_prompt"] for s, _ in group],
+            "mask": torch.stack([it.sample.fields["mask"] for it in group]).to(device),
+            "original_prompt": [it.sample.fields["original_prompt"] for it in group],
+            "editing_prompt": [it.sample.fields["editing_prompt"] for it in group],
         }
         columns = score_group(metrics, editeds, reference, context)
-        for i, (sample, _) in enumerate(group):
-            rows.append([sample.id] + [format_value(float(v[i])) for method in columns for v in method])
+        for i, it in enumerate(group):
+            cells = [it.sample.id]
+            for k, method in enumerate(columns):
+                failed = it.edited[k] is None
+                cells += ["" if failed else format_value(float(v[i])) for v in method]
+            rows.append(cells)
     return rows
 
 
@@ -307,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     cfg = parse_args(argv)
+    out = Path(cfg.out)
+    prepare_output(out)
     dataset = PIEBench(cfg.dataset.root, cfg.dataset.categories, cfg.dataset.ids, cfg.dataset.first_n)
     methods = method_folders(cfg)
     for name, folder in methods.items():
@@ -317,20 +483,38 @@ def main(argv: list[str] | None = None) -> int:
             )
     metrics = build_metrics(cfg)
     device = resolve_device(cfg.device)
-    out = Path(cfg.out)
     names = [m.name for m in metrics]
-    check_meta(out.with_name(f"{out.stem}_meta.json"), run_settings(cfg, dataset, metrics))
+    check_meta(meta_path(out), run_settings(cfg, dataset, metrics), out)
     log = CsvLog(out, ["file_id"] + [f"{method}|{n}" for method in methods for n in names])
     todo = [i for i in dataset.sample_ids() if i not in log.done]
+    batch_size, workers = int(cfg.batch_size), resolve_workers(cfg.workers)
     bar = tqdm(total=len(todo), desc=f"PIE-Bench {', '.join(methods)}", unit="img", disable=not cfg.progress)
-    for start in range(0, len(todo), int(cfg.batch_size)):
-        batch = todo[start : start + int(cfg.batch_size)]
-        log.append(score_batch(dataset, batch, cfg, metrics, device, methods))
-        bar.update(len(batch))
+    fitted: Counter = Counter()
+    decoded = ahead(lambda i: read_item(dataset, i, methods, cfg), todo, workers, max(2 * batch_size, 2 * workers))
+    with closing(decoded):
+        batch: list[Item] = []
+        for item in decoded:
+            for message in item.failed:
+                warnings.warn(message, stacklevel=2)
+            if item.skipped:
+                warnings.warn(item.skipped, stacklevel=2)
+                bar.update(1)
+                continue
+            batch.append(item)
+            if len(batch) == batch_size:
+                log.append(score_items(batch, cfg, metrics, device, fitted))
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            log.append(score_items(batch, cfg, metrics, device, fitted))
+            bar.update(len(batch))
     bar.close()
     random_weights = sorted({m.weights for m in metrics if m.uses_random_weights})
     table = summarize(out, dataset, list(methods), names)
-    text = write_summary(table, out, list(methods), names, random_weights)
+    text = write_summary(table, out, list(methods), names, random_weights, ssim_convention(cfg, metrics))
     print(text)
+    for action, count in sorted(fitted.items()):
+        how = "cropped to the bottom-right corner" if action == "crop" else "resized (bicubic, antialiased)"
+        print(f"{count} edited image(s) of another size than the source {how} (edited_size={cfg.edited_size})")
     print(f"per-image scores: {out}\nsummary: {out.with_name(out.stem + '_summary.md')} and .csv")
     return 0

@@ -1,6 +1,7 @@
 """Per-category summary of a PIE-Bench per-image CSV: means skipping NaN, in the scales
 customary in papers (structure and LPIPS x10^3, MSE x10^4, SSIM x10^2; PSNR in dB and
-CLIP score unscaled), with the unit in every header and the scored region stated."""
+CLIP score unscaled), with the unit in every header, the scored region and the SSIM
+convention stated, and the images that could not be scored counted (``failed``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnedit.data.piebench import CATEGORY_NAMES, PIEBench
+from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
 
 # metric-name prefix -> (factor, unit shown in the header)
 SCALES = {
@@ -38,29 +40,41 @@ def scale_of(metric: str) -> tuple[float, str]:
 
 
 def summarize(csv_path: Path, dataset: PIEBench, methods: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Unscaled means per method and category (and "all") over the dataset's ids in the CSV."""
-    frame = pd.read_csv(csv_path, dtype={"file_id": str}, keep_default_na=False)
+    """Unscaled means per method and category (and "all") over the dataset's ids in the CSV;
+    ``failed``: images whose cells are empty (not scored: NaN/inf pixels), left out of the means."""
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     frame = frame[frame["file_id"].isin(set(dataset.sample_ids()))]
     categories = [str(dataset.mapping[i]["editing_type_id"]) for i in frame["file_id"]]
     rows = []
     for method in methods:
-        values = frame[[f"{method}|{m}" for m in metrics]].apply(pd.to_numeric, errors="coerce")
+        cells = frame[[f"{method}|{m}" for m in metrics]]
+        values = cells.apply(pd.to_numeric, errors="coerce")  # "nan" (empty region) and "" become NaN
         values.columns = metrics
         values["category_id"] = categories
+        values["failed"] = (cells == "").all(axis=1).to_numpy()
         groups = sorted(values.groupby("category_id"), key=lambda g: int(g[0]))
         for category, part in [*groups, ("all", values)]:
             means = part[metrics].mean(skipna=True)
             name = CATEGORY_NAMES.get(category, "all")
-            rows.append({"method": method, "category_id": category, "category": name, "n": len(part), **means})
-    return pd.DataFrame(rows, columns=["method", "category_id", "category", "n", *metrics])
+            rows.append(
+                {"method": method, "category_id": category, "category": name, "n": len(part),
+                 "failed": int(part["failed"].sum()), **means}
+            )
+    return pd.DataFrame(rows, columns=["method", "category_id", "category", "n", "failed", *metrics])
 
 
 def write_summary(
-    table: pd.DataFrame, csv_path: Path, methods: list[str], metrics: list[str], random_weights: list[str]
+    table: pd.DataFrame,
+    csv_path: Path,
+    methods: list[str],
+    metrics: list[str],
+    random_weights: list[str],
+    ssim_convention: str | None = None,
 ) -> str:
     """Write ``<stem>_summary.md`` and ``<stem>_summary.csv``; return the markdown.
 
-    One method: its table as is; several: one table, a ``method`` column first."""
+    One method: its table as is; several: one table, a ``method`` column first. The title
+    names the SSIM convention (``ssim_convention``, None without an SSIM metric)."""
     scaled = table.copy() if len(methods) > 1 else table.drop(columns="method")
     headers = {}
     for metric in metrics:
@@ -69,6 +83,8 @@ def write_summary(
         headers[metric] = f"{metric} [{unit}]"
     scaled = scaled.rename(columns=headers)
     title = f"# PIE-Bench evaluation: {', '.join(methods)}"
+    if ssim_convention is not None:
+        title += f" -- {SSIM_CONVENTION_TEXT[ssim_convention]}"
     if random_weights:
         title += f" -- RANDOM-BACKBONE ({', '.join(random_weights)}): not comparable with published numbers"
     regions = list(dict.fromkeys(region_of(m) for m in metrics))
@@ -76,7 +92,8 @@ def write_summary(
         title,
         "",
         "Regions: " + "; ".join(REGION_TEXT[r] for r in regions),
-        "Per-category means over images, NaN (empty region) skipped; n = images in the category.",
+        "Per-category means over images, NaN (empty region) skipped; n = images in the category, "
+        "failed = images not scored (NaN/inf pixels in the edited image), left out of the means.",
         "",
         scaled.to_markdown(index=False, floatfmt=".2f"),
         "",

@@ -28,6 +28,7 @@ import pandas as pd
 from attnedit.dcag_runs import is_study_run
 from attnedit.errors import ConfigError
 from attnedit.factors.benchmark import direction_scores, factor_figure, has_factor_columns, method_summary
+from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 from attnedit.timing import timing_table
@@ -63,6 +64,7 @@ def title_marks(frame: pd.DataFrame) -> str:
             other = sorted({str(v) for v in frame[column].dropna() if not is_reference(str(v))})
             if other:
                 marks.append(f"[{column[: -len(suffix)]}: {suffix[1:]} {', '.join(other)}, not the reference's]")
+    marks += ssim_marks(frame)
     return " ".join(marks)
 
 
@@ -119,6 +121,15 @@ def study_settings(config: dict) -> tuple[str | None, float | None]:
     if abs_alpha is not None and not float(abs_alpha) > 0:
         raise ConfigError(f"tables.table2_alpha={abs_alpha} must be > 0 (the |alpha| of Table 2) or null")
     return tables.get("reference"), None if abs_alpha is None else float(abs_alpha)
+
+
+def ssim_marks(frame: pd.DataFrame) -> list[str]:
+    """How PIE-Bench SSIM columns averaged their map: rows record it in ``<metric>_convention``."""
+    conventions = {}
+    for column in (c for c in frame.columns if c.startswith("ssim") and c.endswith("_convention")):
+        for convention in frame[column].dropna().unique():
+            conventions.setdefault(str(convention), []).append(column.removesuffix("_convention"))
+    return [f"[{', '.join(names)}: {SSIM_CONVENTION_TEXT.get(c, c)}]" for c, names in sorted(conventions.items())]
 
 
 def edits_only(frame: pd.DataFrame) -> pd.DataFrame:

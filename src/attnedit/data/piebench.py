@@ -108,17 +108,41 @@ def decode_rle_mask(rle: list[int], height: int = 512, width: int = 512, entry_i
     return torch.from_numpy(mask)
 
 
-def read_rgb(path: Path, entry_id: str) -> torch.Tensor:
-    """A file as a float 3xHxW tensor in [0, 1] (uint8 / 255, as the official script does)."""
+class NonFinitePixelsError(DataError):
+    """An image file holds NaN or infinite values (a float image, e.g. a 32-bit TIFF)."""
+
+    def __init__(self, path: Path, entry_id: str, nan: int, inf: int, fix: str = "re-save it from finite values") -> None:
+        self.path, self.entry_id, self.nan, self.inf = path, entry_id, nan, inf
+        super().__init__(
+            f"PIE-Bench entry {entry_id}: image {path} holds {nan} NaN and {inf} infinite pixel values, "
+            f"which have no 8-bit equivalent; {fix}."
+        )
+
+
+def read_rgb_uint8(path: Path, entry_id: str) -> np.ndarray:
+    """A file as a uint8 3xHxW array (C-contiguous), as the official script reads it (PIL, RGB).
+
+    Float images (PIL mode "F": 32-bit TIFF) are checked first: PIL's conversion to 8 bits
+    would turn NaN into 0 and inf into 255, i.e. score a broken image as a real one."""
     try:
         with Image.open(path) as img:
+            if img.mode == "F":
+                values = np.asarray(img)
+                if not np.isfinite(values).all():
+                    nan = int(np.isnan(values).sum())
+                    raise NonFinitePixelsError(Path(path), entry_id, nan, int(np.isinf(values).sum()))
             array = np.asarray(img.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"PIE-Bench entry {entry_id}: image file {path} is missing; check dataset.root.") from None
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"PIE-Bench entry {entry_id}: cannot read image {path} ({err}); replace the file.") from err
     # CHW made contiguous while still 8-bit: a quarter of the bytes a float transpose would move.
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def read_rgb(path: Path, entry_id: str) -> torch.Tensor:
+    """A file as a float 3xHxW tensor in [0, 1] (uint8 / 255, as the official script does)."""
+    return torch.from_numpy(read_rgb_uint8(path, entry_id)).float().div_(255)
 
 
 def load_mapping(root: Path) -> dict[str, dict[str, Any]]:
@@ -202,10 +226,18 @@ class PIEBench(Dataset):
         return self.root / "annotation_images" / self.entry(sample_id)["image_path"]
 
     def load(self, sample_id: str) -> Sample:
+        sample = self.load_uint8(sample_id)
+        sample.image = sample.image.float().div_(255)
+        return sample
+
+    def load_uint8(self, sample_id: str) -> Sample:
+        """:meth:`load` with the image left as uint8 3xHxW (a view of the decoded array):
+        what a decoding thread should hand over; torch work there would start an OpenMP
+        team per thread, and the float conversion is cheaper where the metrics run."""
         item = self.entry(sample_id)
         check_rle(item["mask"], sample_id)  # malformed masks fail before the image is read
         path = self.image_file(sample_id)
-        image = read_rgb(path, sample_id)
+        image = torch.from_numpy(read_rgb_uint8(path, sample_id))
         mask = decode_rle_mask(item["mask"], image.shape[1], image.shape[2], entry_id=sample_id)
         category = str(item["editing_type_id"])
         return Sample(

@@ -7,6 +7,11 @@ and ``structure_distance``.
 
 Conventions, each as the official script has it:
 - images are floats in [0, 1] (8-bit files / 255); PSNR and SSIM use data_range 1;
+- SSIM is torchmetrics' (Gaussian window 11, sigma 1.5, reflect padding), its map averaged
+  as the torchmetrics of 2023 that produced the published numbers did: without a 5-pixel
+  border (``convention="torchmetrics_legacy_crop"``, the default); ``"current"`` averages
+  the whole map as torchmetrics >= 1.4.2 does (PR 2721; :mod:`attnedit.metrics.ssim_fast`).
+  Each row records it in the column ``<metric>_convention``;
 - a region is scored by multiplying *both* images by (1 - mask) (background) or mask
   (edit), broadcast over channels, then computing on the full frame (zeros included);
 - the value is NaN exactly where the official script writes "nan": the region is empty;
@@ -43,7 +48,7 @@ from attnedit.errors import ConfigError, DataError
 from attnedit.metrics import piebench_backbones as backbones
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import register_metric
-from attnedit.metrics.ssim_fast import ssim_against, ssim_reference
+from attnedit.metrics.ssim_fast import gaussian_window, ssim_against, ssim_reference
 from attnedit.metrics.weights import weights_label
 
 REGIONS = {"unedit_part": "background", "edit_part": "edit region", "whole": "whole image"}
@@ -108,15 +113,19 @@ class RegionMetric(PIEBenchMetric):
     def score(self, edited: Tensor, reference: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         return self.score_each([edited], reference, mask=mask)[0]
 
+    #: Images per call of prepare/compare; None: one on CPU (a 512x512 image's maps stay in
+    #: cache, a batch's do not), the whole batch elsewhere (a GPU is launch-bound one by one).
+    images_per_call: int | None = None
+
     def score_each(self, editeds, reference: Tensor, mask: Tensor | None = None) -> list[dict[str, Tensor]]:
         weights = region_weights(None if mask is None else mask.to(reference.device), self.region)
         values: list[list[Tensor]] = [[] for _ in editeds]
-        # Image by image: one 512x512 image's maps stay in CPU cache, a batch's do not.
-        for i in range(len(reference)):
-            w = None if weights is None else weights[i : i + 1]
-            source = self.prepare(in_region(reference[i : i + 1], w))
+        step = self.images_per_call or (1 if reference.device.type == "cpu" else len(reference))
+        for i in range(0, len(reference), step):
+            w = None if weights is None else weights[i : i + step]
+            source = self.prepare(in_region(reference[i : i + step], w))
             for column, edited in zip(values, editeds):
-                column.append(self.compare(in_region(edited[i : i + 1], w), source).double().cpu())
+                column.append(self.compare(in_region(edited[i : i + step], w), source).double().cpu())
         empty = empty_region(weights, len(reference))
         out = []
         for column in values:
@@ -163,14 +172,44 @@ class PIEBenchPSNR(RegionMetric):
         return 10 * torch.log10(1.0 / mean_squared_error(edited, reference))
 
 
+#: SSIM conventions -> the border (pixels) of the SSIM map left out of the mean.
+#: torchmetrics < 1.4.2 cropped (window size - 1) / 2 = 5 pixels; PR 2721 removed the crop.
+SSIM_CONVENTIONS = {"torchmetrics_legacy_crop": (gaussian_window(1.5, torch.float32, "cpu").numel() - 1) // 2, "current": 0}
+#: The default: the convention of the torchmetrics the published PIE-Bench numbers were computed with.
+SSIM_DEFAULT_CONVENTION = "torchmetrics_legacy_crop"
+#: How each convention averages the SSIM map, for table titles.
+SSIM_CONVENTION_TEXT = {
+    "torchmetrics_legacy_crop": "SSIM map without its 5-pixel border (torchmetrics < 1.4.2, as the published "
+    "PIE-Bench numbers)",
+    "current": "SSIM map averaged whole (torchmetrics >= 1.4.2: not the published PIE-Bench numbers' convention, "
+    "which drop a 5-pixel border)",
+}
+
+
 class PIEBenchSSIM(RegionMetric):
+    """SSIM on a region; ``convention`` chooses how the SSIM map is averaged (module docstring)."""
+
     base, higher_is_better = "ssim", True
+
+    def __init__(self, region: str = "unedit_part", convention: str = SSIM_DEFAULT_CONVENTION) -> None:
+        super().__init__(region)
+        if convention not in SSIM_CONVENTIONS:
+            raise ConfigError(
+                f"metric '{self.name}': convention {convention!r} is not one of {list(SSIM_CONVENTIONS)}."
+            )
+        self.convention, self.crop = convention, SSIM_CONVENTIONS[convention]
+
+    def score_each(self, editeds, reference: Tensor, mask: Tensor | None = None) -> list[dict[str, Tensor]]:
+        out = super().score_each(editeds, reference, mask=mask)
+        for scores in out:  # every row says how its SSIM was averaged
+            scores[f"{self.name}_convention"] = [self.convention] * len(reference)
+        return out
 
     def prepare(self, reference: Tensor):
         return ssim_reference(reference, data_range=1.0)
 
     def compare(self, edited: Tensor, prepared) -> Tensor:
-        return ssim_against(edited, prepared)
+        return ssim_against(edited, prepared, crop=self.crop)
 
 
 # LPIPS squeeze, fast path: NHWC maps, 1x1 convolutions as GEMMs, no concatenation.
@@ -417,13 +456,20 @@ class StructureDistance(PIEBenchMetric):
         return out
 
 
+#: Name -> factory of every PIE-Bench metric (also in the registry): lets attnedit-evaluate
+#: build them without importing every other metric module (torchmetrics' whole image package).
+PIEBENCH_METRICS: dict[str, Any] = {}
+
+
 def _register() -> None:
     for region in REGIONS:
         for cls in (PIEBenchPSNR, PIEBenchSSIM, PIEBenchMSE, PIEBenchLPIPS):
-            register_metric(f"{cls.base}_{region}")(functools.partial(cls, region=region))
+            PIEBENCH_METRICS[f"{cls.base}_{region}"] = functools.partial(cls, region=region)
     for kind in CLIP_KINDS:
-        register_metric(f"clip_similarity_{kind}")(functools.partial(PIEBenchCLIPScore, kind=kind))
-    register_metric("structure_distance")(StructureDistance)
+        PIEBENCH_METRICS[f"clip_similarity_{kind}"] = functools.partial(PIEBenchCLIPScore, kind=kind)
+    PIEBENCH_METRICS["structure_distance"] = StructureDistance
+    for name, factory in PIEBENCH_METRICS.items():
+        register_metric(name)(factory)
 
 
 _register()

@@ -1,6 +1,12 @@
 """SSIM with a separable Gaussian window, equal to torchmetrics'
 ``structural_similarity_index_measure`` (Gaussian window, reflect padding, mean over the
-whole padded-then-convolved map, no cropping) to about 1e-6.
+whole padded-then-convolved map) to about 1e-6.
+
+Two conventions of that mean (``crop``): torchmetrics >= 1.4.2 averages the whole map
+(``crop=0``); before, it first dropped a border of (kernel size - 1) / 2 = 5 pixels of
+the map (``crop=5``, Lightning-AI/torchmetrics src/torchmetrics/functional/image/ssim.py
+lines 168-170 at efdb111d9^: ``ssim_idx_full_image[..., pad_h:-pad_h, pad_w:-pad_w]``),
+which PR 2721 (commit efdb111d9, 2024-09-09; released in 1.4.2 and 1.5.0) removed.
 
 torchmetrics convolves five maps with a full 11x11 window (121 taps per pixel); its
 window is the outer product of two 1-D Gaussians, so a 1x11 pass followed by an 11x1
@@ -59,8 +65,11 @@ def ssim_reference(target: Tensor, data_range: float = 1.0, sigma: float = 1.5) 
     return SSIMReference(padded, padded * padded, window, data_range)
 
 
-def ssim_against(preds: Tensor, ref: SSIMReference, k1: float = 0.01, k2: float = 0.03, rows: int = 256) -> Tensor:
-    """Per-image SSIM of ``preds`` against the prepared target images, shape [N] (float64).
+def ssim_against(
+    preds: Tensor, ref: SSIMReference, k1: float = 0.01, k2: float = 0.03, rows: int = 256, crop: int = 0
+) -> Tensor:
+    """Per-image SSIM of ``preds`` against the prepared target images, shape [N] (float64);
+    the mean leaves out a border of ``crop`` pixels of the SSIM map (see the module docstring).
 
     Computed in strips of ``rows`` output rows with one map buffer reused across strips:
     a 512x512 image's full maps take ~17 MB per buffer, and fresh buffers cost page faults.
@@ -74,6 +83,8 @@ def ssim_against(preds: Tensor, ref: SSIMReference, k1: float = 0.01, k2: float 
         )
     p_all = F.pad(preds.to(ref.target.dtype), (pad, pad, pad, pad), mode="reflect").permute(0, 2, 3, 1)
     height, width = preds.shape[-2:]
+    if min(height, width) <= 2 * crop:
+        raise ValueError(f"ssim: a {crop}-pixel border crop leaves nothing of a {height}x{width} image")
     c1, c2 = (k1 * ref.data_range) ** 2, (k2 * ref.data_range) ** 2
     # The five maps are written straight into one NHWC buffer (faster than concatenating
     # channels-last tensors); its 16th channel stays zero.
@@ -99,8 +110,13 @@ def ssim_against(preds: Tensor, ref: SSIMReference, k1: float = 0.01, k2: float 
         mu_t.pow_(2)
         lower = e_pp.sub_(mu_p).clamp_(min=0.0).add_(e_tt.sub_(mu_t).clamp_(min=0.0)).add_(c2)
         denominator = mu_p.add_(mu_t).add_(c1).mul_(lower)
-        total += numerator.div_(denominator).flatten(1).sum(-1, dtype=torch.float64)
-    return total / (c * height * width)
+        ssim_map = numerator.div_(denominator)
+        if crop:  # the rows of this strip inside the crop, and the columns
+            first = max(crop - top, 0)
+            last = max(first, min(height - crop - top, ssim_map.shape[2]))  # never a negative index
+            ssim_map = ssim_map[:, :, first:last, crop : width - crop]
+        total += ssim_map.sum((1, 2, 3), dtype=torch.float64)
+    return total / (c * (height - 2 * crop) * (width - 2 * crop))
 
 
 def ssim(
@@ -111,12 +127,14 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
     chunk: int = 1,
+    crop: int = 0,
 ) -> Tensor:
     """Per-image SSIM of two NCHW batches, shape [N], computed ``chunk`` images at a time
     (one by default: the maps of a 512x512 image already fill a CPU cache).
 
     Matches ``torchmetrics.functional.structural_similarity_index_measure(preds, target,
-    data_range=data_range, reduction="none")`` with its default Gaussian window.
+    data_range=data_range, reduction="none")`` with its default Gaussian window
+    (``crop=0``; ``crop=5``: the same before torchmetrics 1.4.2).
     """
     if preds.shape != target.shape or preds.ndim != 4:
         shapes = f"{tuple(preds.shape)} and {tuple(target.shape)}"
@@ -124,5 +142,5 @@ def ssim(
     out = []
     for start in range(0, preds.shape[0], chunk):
         ref = ssim_reference(target[start : start + chunk].to(preds.dtype), data_range, sigma)
-        out.append(ssim_against(preds[start : start + chunk], ref, k1, k2))
+        out.append(ssim_against(preds[start : start + chunk], ref, k1, k2, crop=crop))
     return torch.cat(out).to(preds.dtype)  # torchmetrics' dtype
