@@ -17,6 +17,7 @@ import pandas as pd
 
 from attnedit.dcag_runs import is_study_run
 from attnedit.factors.benchmark import direction_scores, factor_figure, has_factor_columns, method_summary
+from attnedit.numerical_floor import floor_title
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 from attnedit.timing import timing_table
@@ -110,7 +111,8 @@ def write_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
         return write_report([run_dir]).tables
     manifest = store.read_json("manifest.json")
-    title = " ".join(filter(None, [str(manifest["config"].get("name", run_dir.name)), title_marks(frame)]))
+    title = " ".join(filter(None, [str(manifest["config"].get("name", run_dir.name)), title_marks(frame),
+                                   floor_title(manifest.get("numerical_floor"))]))
     tables = build_tables(run_dir, frame, (manifest["config"].get("tables") or {}).get("reference"))
     markdown = []
     for name, table in tables.items():
