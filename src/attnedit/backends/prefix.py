@@ -78,5 +78,7 @@ class PrefixStore:
         return len(self._states)
 
     def clear(self) -> None:
+        """Forget every state and which steps edits start from."""
         self._states.clear()
         self.nbytes = 0
+        self.keep = None
