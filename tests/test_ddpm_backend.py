@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from attnedit.backends.base import DESCRIBE_KEYS, Backend, check_description
 from attnedit.backends.ddpm import DDPMBackend
@@ -89,3 +89,140 @@ def test_real_images_are_inverted_once_per_sample(tiny_backend, monkeypatch):
     first = tiny_backend.noise_for([s, s, s])
     second = tiny_backend.noise_for([s])
     assert calls == [1] and torch.equal(first[0], second[0])
+
+
+# -- shared trajectory prefix, per-sample noise, TF32 ----------------------------------------
+STEPS = 5  # DDIM 800, 600, ..., 0: one step (600) inside SAD's window (500, 800), four from it on
+
+
+def _count_evaluations(backend) -> list[int]:
+    """Sample-evaluations of the UNet (a batch of n counts n), appended per call."""
+    calls: list[int] = []
+    backend.unet.register_forward_pre_hook(lambda module, args: calls.append(int(args[0].shape[0])))
+    return calls
+
+
+def _sad(backend, alphas, directions=2):
+    from attnedit.methods.sad import SAD
+
+    method = SAD(directions=directions, alphas=alphas)
+    method.setup(backend)
+    return method
+
+
+def _steps_from_window(window=(0.5, 0.8)) -> tuple[int, int]:
+    """(T, steps from the first one strictly inside the window on), from diffusers' schedule."""
+    schedule = DDIMScheduler(**SCHEDULER)
+    schedule.set_timesteps(STEPS)
+    ts = [int(t) for t in schedule.timesteps]
+    first = max(t for t in ts if window[0] * 1000 < t < window[1] * 1000)
+    return len(ts), sum(t <= first for t in ts)
+
+
+@pytest.fixture()
+def fresh(tiny_ddpm_dir):
+    """A backend of its own (the prefix store and counters are per instance)."""
+    return lambda **kw: DDPMBackend(str(tiny_ddpm_dir), device="cpu", **{"num_inference_steps": STEPS, **kw})
+
+
+def test_edits_of_a_sample_share_its_unedited_prefix(fresh):
+    cached, naive = fresh(), fresh(share_prefix=False)
+    counts = {"cached": _count_evaluations(cached), "naive": _count_evaluations(naive)}
+    s = Sample("a", seed=5)
+    T, after = _steps_from_window()
+    outputs = {}
+    for name, backend in (("cached", cached), ("naive", naive)):
+        method = _sad(backend, [0.4])  # hooks on this backend's layers
+        edits = method.edits()
+        backend.reference([s])
+        outputs[name] = []
+        for edit in edits:  # one edit per call: the same batch composition on both paths
+            with method.control(backend, [edit]) as control:
+                outputs[name].append(backend.generate([s], control))
+    E = len(edits)
+    assert after < T and sum(counts["cached"]) == T + E * after and sum(counts["naive"]) == T * (1 + E)
+    for a, b in zip(outputs["cached"], outputs["naive"]):
+        assert torch.equal(a, b)  # bitwise on the CPU for the same batch composition
+
+
+def test_mixed_batches_start_each_edit_from_its_own_sample(fresh):
+    cached, naive = fresh(), fresh(share_prefix=False)
+    a, b = Sample("a", seed=1), Sample("b", seed=2)
+    T, after = _steps_from_window()
+    calls = _count_evaluations(cached)
+    refs = cached.reference([a, b])
+    outputs = []
+    for backend in (cached, naive):
+        method = _sad(backend, [0.0, 0.4], directions=1)
+        edits = [method.edits()[1], method.edits()[0], method.edits()[1]]  # alpha 0.4, 0, 0.4
+        with method.control(backend, edits) as control:
+            outputs.append(backend.generate([a, b, b], control))
+    out, full = outputs
+    assert sum(calls) == 2 * T + 3 * after
+    torch.testing.assert_close(out, full, atol=2e-3, rtol=0)  # prefix batch [a, b] vs [a, b, b]: rounding only
+    torch.testing.assert_close(out[1], refs[1], atol=2e-3, rtol=0)  # alpha 0 reproduces b's reference
+    assert (out[2] - refs[1]).abs().max() > 0.05 and (out[0] - refs[0]).abs().max() > 0.05  # a real edit
+
+
+def test_real_images_share_the_prefix_of_their_reconstruction(fresh):
+    cached, naive = fresh(), fresh(share_prefix=False)
+    image = Sample("img", image=torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    T, after = _steps_from_window()
+    outputs = []
+    for backend in (cached, naive):
+        method = _sad(backend, [0.4], directions=1)
+        calls = _count_evaluations(backend)
+        backend.reference([image])
+        with method.control(backend, method.edits()) as control:
+            outputs.append(backend.generate([image], control))
+        assert sum(calls) == T + T + (after if backend is cached else T)  # inversion, reconstruction, edit
+    assert torch.equal(*outputs)
+
+
+def test_eta_above_zero_gives_an_edit_the_noise_of_its_reference(fresh):
+    backends = {"cached": fresh(eta=0.5), "naive": fresh(eta=0.5, share_prefix=False)}
+    a, b = Sample("a", seed=3), Sample("b", seed=4)
+    for name, backend in backends.items():
+        method = _sad(backend, [0.0], directions=1)
+        torch.manual_seed(123)  # the global RNG must not matter
+        refs = backend.reference([a, b])
+        with method.control(backend, method.edits() * 2) as control:
+            torch.manual_seed(456)
+            same = backend.generate([a, b], control)
+        assert torch.equal(same, refs), name  # alpha 0 through the edit path, same batch: bit for bit
+        with method.control(backend, method.edits() * 3) as control:
+            twice = backend.generate([b, a, b], control)  # two edits of one sample: a generator each
+        torch.testing.assert_close(twice, refs[[1, 0, 1]], atol=1e-3, rtol=0)
+    single = backends["naive"].generate([b])  # a batch equals single runs
+    torch.testing.assert_close(single[0], refs[1], atol=1e-3, rtol=0)
+    assert (fresh().reference([b]) - single).abs().max() > 0.05  # eta = 0 differs: the noise is there
+
+
+def test_tf32_is_off_inside_the_unet_and_restored_after(fresh):
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    for allowed, expected in ((False, "ieee"), (True, "tf32")):
+        backend = fresh(allow_tf32=allowed, num_inference_steps=1)
+        seen = []
+        backend.unet.register_forward_pre_hook(lambda *_: seen.append((matmul.fp32_precision, conv.fp32_precision)))
+        backend.reference([Sample("a", seed=0)])
+        backend.invert(torch.rand(1, 3, 64, 64))
+        assert set(seen) == {(expected, expected)}
+        assert (matmul.fp32_precision, conv.fp32_precision) == before
+        assert backend.describe()["settings"]["allow_tf32"] is allowed
+    assert matmul.allow_tf32 is False  # the legacy flags still read (no mixed-API error)
+
+
+def test_prefix_store_is_bounded_and_keeps_only_the_steps_edits_start_from():
+    from attnedit.backends.prefix import PrefixStore, State
+
+    state = State(torch.zeros(3, 8, 8), None)  # 768 bytes
+    store = PrefixStore(max_bytes=5 * state.nbytes)
+    for key in "abc":
+        for t in (900, 800):
+            store.put(key, t, state)
+    assert store.nbytes <= 5 * state.nbytes and store.get("a", 900) is None and store.get("c", 800) is not None
+    store.settle(800)
+    assert store.nbytes == 2 * state.nbytes and store.get("c", 900) is None and store.get("c", 800) is not None
+    store.put("d", 700, state)  # not a step edits start from: not kept
+    assert store.get("d", 700) is None and store.nbytes == 2 * state.nbytes

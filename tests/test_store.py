@@ -9,8 +9,10 @@ from attnedit.errors import DataError
 from attnedit.signature import config_signature
 from attnedit.store import RunStore
 
-BASE = {"name": "x", "model": {"path": "m", "device": "cpu"}, "method": {"alphas": [0.2]},
-        "device": "cpu", "batch_size": 4, "paths": {"root_dir": "/a"}, "logger": {"project": "p"}}
+BASE = {"name": "x", "model": {"path": "m", "device": "cpu", "allow_tf32": False}, "method": {"alphas": [0.2]},
+        "device": "cpu", "batch_size": 4, "paths": {"root_dir": "/a"}, "logger": {"project": "p"},
+        "group": None, "numerical_floor": {"samples": 2}, "tables": {"reference": None},
+        "metric_weights": "pretrained"}
 
 
 def changed(**updates):
@@ -26,7 +28,8 @@ def changed(**updates):
 def test_signature_ignores_keys_that_cannot_change_results():
     base = config_signature(BASE)
     for key, value in {"device": "cuda", "batch_size": 64, "paths__root_dir": "/b", "logger__project": "q",
-                       "model__device": "cuda"}.items():
+                       "model__device": "cuda", "group": "x/multirun_2026-01-01_00-00-00",  # a rerun of a -m sweep
+                       "numerical_floor__samples": 4, "tables__reference": "published.csv"}.items():
         assert config_signature(changed(**{key: value})) == base, key
 
 
@@ -34,6 +37,8 @@ def test_signature_changes_with_result_keys():
     base = config_signature(BASE)
     assert config_signature(changed(method__alphas=[0.4])) != base
     assert config_signature(changed(model__path="other")) != base
+    assert config_signature(changed(metric_weights="random")) != base  # other metric backbones, other numbers
+    assert config_signature(changed(model__allow_tf32=True)) != base  # other GPU numerics
 
 
 def test_append_and_read_back(tmp_path):

@@ -1,5 +1,13 @@
 """The experiment loop: enumerate cases -> edit -> score -> store. The only place that
-ties a backend, a method, a dataset and metrics together."""
+ties a backend, a method, a dataset and metrics together.
+
+Where the backend's reference is the unedited generation (``reference_is_unedited``,
+DDPM), an edit the method calls an identity (``is_identity``, e.g. alpha = 0) is not
+recomputed: its image is the reference (column ``identity_edit``; ``seconds_per_case``
+NaN, as the reference's cost is not counted). Its distance through the edit path is the
+run's numerical floor, measured once per run (attnedit.numerical_floor) and shown in
+every table title.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +30,9 @@ from tqdm.auto import tqdm
 from attnedit.backends.base import check_description
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
-from attnedit.manifest import build_manifest
+from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.metrics.base import PairMetric
+from attnedit.numerical_floor import measure_floor
 from attnedit.signature import config_signature, resolved_container
 from attnedit.store import RunStore
 from attnedit.tracking import build_logger
@@ -89,6 +99,8 @@ class Runner:
         self.metrics = build_metrics(cfg.get("metrics"))
         self.logger = build_logger(cfg.get("logger"))
         self.batch_size = int(cfg.get("batch_size", 8))
+        self.session: SessionCost | None = None  # this process's cost, recorded by finish()
+        self.cases_done = 0
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -110,15 +122,19 @@ class Runner:
         self.method.setup(self.backend, cache_dir=str(self.cfg.paths.cache_dir))
         weights = {m.name: m.weights for m in self.metrics}
         random_backbone = any(m.uses_random_weights for m in self.metrics)
+        model = check_description(self.backend.describe(), type(self.backend).__name__)
         manifest = build_manifest(
             self.config,
             self.signature,
-            model=check_description(self.backend.describe(), type(self.backend).__name__),
+            model=model,
             method=self.method.describe(),
             dataset=self.dataset.describe(),
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
             metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
         )
+        if (self.run_dir / "manifest.json").exists():  # resumed: keep the first run's facts
+            manifest = resumed_manifest(self.store.read_json("manifest.json"), manifest)
+        self.session = SessionCost(model["device"], model["device_name"])
         self.store.write_json("manifest.json", manifest)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
@@ -128,6 +144,7 @@ class Runner:
         done = self.store.done_case_ids()
         method_name = self.method.name
         pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
+        self.cases_done = 0
         remaining_per_sample: dict[str, int] = {}
         for sid, _ in pending:
             remaining_per_sample[sid] = remaining_per_sample.get(sid, 0) + 1
@@ -136,6 +153,7 @@ class Runner:
 
         samples: OrderedDict[str, Sample] = OrderedDict()
         references: dict[str, torch.Tensor] = {}
+        self._numerical_floor(manifest, samples, references, set(remaining_per_sample))
         bar = tqdm(total=len(all_cases), initial=len(all_cases) - len(pending), desc=f"{self.cfg.name}", unit="case",
                    disable=not self.cfg.get("progress", True))
         for start in range(0, len(pending), self.batch_size):
@@ -144,15 +162,10 @@ class Runner:
                 if sid not in samples:
                     samples[sid] = self.dataset.load(sid)
             batch_samples = [samples[sid] for sid, _ in batch]
-            missing = [s for s in dict.fromkeys(s.id for s in batch_samples) if s not in references]
-            if missing:
-                refs = self.backend.reference([samples[s] for s in missing])
-                for sid, ref in zip(missing, refs):
-                    references[sid] = ref
-                    if self.cfg.get("save_images", True):
-                        _save_png(ref, self.store.images_dir / sid / "reference.png")
+            self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
             rows = self._run_batch(batch, batch_samples, references, weights, random_backbone)
             self.store.append(rows)
+            self.cases_done += len(rows)
             self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
             bar.update(len(batch))
             for sid, _ in batch:
@@ -163,6 +176,35 @@ class Runner:
                     self._sample_figure(sid)
         bar.close()
         return self.finish()
+
+    def _references(self, samples: list[Sample], references: dict[str, torch.Tensor]) -> None:
+        """Compute (one batch) and save the references of ``samples`` not held yet."""
+        missing = [s for s in samples if s.id not in references]
+        if not missing:
+            return
+        for sample, ref in zip(missing, self.backend.reference(missing)):
+            references[sample.id] = ref
+            if self.cfg.get("save_images", True):
+                _save_png(ref, self.store.images_dir / sample.id / "reference.png")
+
+    def _numerical_floor(self, manifest, samples, references, pending_ids: set[str]) -> None:
+        """Measure the run's numerical floor once (on the numerical_floor.samples first
+        samples) into the manifest; their references stay for the loop if still needed."""
+        count = min(int((self.cfg.get("numerical_floor") or {}).get("samples", 2)), len(self.sample_ids()))
+        if count < 1 or not getattr(self.backend, "reference_is_unedited", False) or self.method.identity_edit() is None:
+            return
+        if len((manifest.get("numerical_floor") or {}).get("sample_ids", [])) == count:
+            return  # measured by an earlier session of this run
+        floor_samples = [self.dataset.load(sid) for sid in self.sample_ids()[:count]]
+        held: dict[str, torch.Tensor] = {}
+        self._references(floor_samples, held)
+        manifest["numerical_floor"] = measure_floor(
+            self.backend, self.method, floor_samples, self.batch_size, torch.stack([held[s.id] for s in floor_samples]))
+        self.store.write_json("manifest.json", manifest)
+        for sample in floor_samples:
+            if sample.id in pending_ids:
+                samples[sample.id] = sample
+                references[sample.id] = held[sample.id]
 
     def _check_metric_inputs(self, edits: list[dict[str, Any]]) -> None:
         """Fail before any work when an edit lacks a field a metric needs (e.g. texts)."""
@@ -178,22 +220,32 @@ class Runner:
 
     def _run_batch(self, batch, batch_samples, references, weights, random_backbone) -> list[dict[str, Any]]:
         edits = [edit for _, edit in batch]
-        start = time.perf_counter()
-        with self.method.control(self.backend, edits) as control:
-            images = self.backend.generate(batch_samples, control)
-        seconds = (time.perf_counter() - start) / len(batch)
-        if not torch.isfinite(images).all():
-            raise NonFiniteOutputError(f"{self.method.name} produced NaN/inf images for cases {batch}")
+        shortcut = getattr(self.backend, "reference_is_unedited", False)
+        identity = [shortcut and self.method.is_identity(edit) for edit in edits]
+        todo = [i for i, same in enumerate(identity) if not same]
         refs = torch.stack([references[s.id] for s in batch_samples])
+        images = refs.clone()  # identity edits: the reference is the image
+        extras = [{} for _ in batch]
+        seconds = float("nan")
+        if todo:
+            start = time.perf_counter()
+            with self.method.control(self.backend, [edits[i] for i in todo]) as control:
+                generated = self.backend.generate([batch_samples[i] for i in todo], control)
+            seconds = (time.perf_counter() - start) / len(todo)
+            if not torch.isfinite(generated).all():
+                raise NonFiniteOutputError(f"{self.method.name} produced NaN/inf images for cases {batch}")
+            images[todo] = generated
+            for i, extra in zip(todo, getattr(control, "row_extras", None) or [{}] * len(todo)):
+                extras[i] = extra  # per-case facts a method measured
         scores: dict[str, torch.Tensor] = {}
         for metric in self.metrics:
             scores.update(metric(images, refs, **_context([metric], batch, batch_samples, refs)))
-        extras = getattr(control, "row_extras", None) or [{}] * len(batch)  # per-case facts a method measured
         rows = []
         for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
             cid = case_id(sid, self.method.name, edit)
-            image_path = self.store.images_dir / sid / f"{_slug(cid)}.png"
-            if self.cfg.get("save_images", True):
+            reference_path = self.store.images_dir / sid / "reference.png"
+            image_path = reference_path if identity[i] else self.store.images_dir / sid / f"{_slug(cid)}.png"
+            if self.cfg.get("save_images", True) and not identity[i]:
                 _save_png(images[i], image_path)
             row = {
                 "case_id": cid,
@@ -203,10 +255,11 @@ class Runner:
                 **edit,
                 **{k: _scalar(v[i]) for k, v in scores.items()},
                 **extras[i],
-                "seconds_per_case": seconds,
-                "batch_size": len(batch),
+                "identity_edit": identity[i],
+                "seconds_per_case": float("nan") if identity[i] else seconds,
+                "batch_size": len(todo),
                 "image_path": str(image_path.relative_to(self.run_dir)),
-                "reference_path": str((self.store.images_dir / sid / "reference.png").relative_to(self.run_dir)),
+                "reference_path": str(reference_path.relative_to(self.run_dir)),
                 "model": self.backend.name,
                 "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
                 "metric_weights": json.dumps(weights, sort_keys=True),
@@ -232,6 +285,7 @@ class Runner:
         from attnedit.tables import write_tables
 
         frame = self.store.read()
+        self._record_cost(frame)
         if not frame.empty:
             tables = write_tables(self.run_dir)
             for name, table in tables.items():
@@ -239,6 +293,16 @@ class Runner:
             self.logger.log_summary(_summary(frame, self.metrics))
         self.logger.finish()
         return self.run_dir
+
+    def _record_cost(self, frame) -> None:
+        """manifest['cost'] updated with this session (re-read first: shards may share a run)."""
+        if self.session is None:
+            return
+        manifest = self.store.read_json("manifest.json")
+        seconds = frame.seconds_per_case if "seconds_per_case" in frame else pd.Series(dtype=float)
+        manifest["cost"] = run_cost(manifest.get("cost"), self.session.finish(self.cases_done), seconds)
+        self.store.write_json("manifest.json", manifest)
+        self.session = None
 
 
 def _summary(frame, metrics) -> dict[str, float]:

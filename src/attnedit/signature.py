@@ -25,6 +25,8 @@ NON_RESULT_KEYS = (
     "model.cpu_offload",
     "method.progress",
     "metrics_batch_size",
+    "group",  # W&B only; a multirun sets it per sweep folder, which must not stop a rerun resuming
+    "numerical_floor",  # measured into the manifest and table titles, never into rows
 )
 
 

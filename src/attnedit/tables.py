@@ -29,6 +29,7 @@ from attnedit.dcag_runs import is_study_run
 from attnedit.errors import ConfigError
 from attnedit.factors.benchmark import direction_scores, factor_figure, has_factor_columns, method_summary
 from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
+from attnedit.numerical_floor import floor_title
 from attnedit.reference import read_reference, with_reference
 from attnedit.store import RunStore
 from attnedit.timing import timing_table
@@ -218,7 +219,7 @@ def write_tables(run_dir: str | Path) -> dict[str, pd.DataFrame]:
         return write_report([run_dir]).tables
     manifest = store.read_json("manifest.json")
     title = " ".join(filter(None, [str(manifest["config"].get("name", run_dir.name)), title_marks(frame),
-                                   scale_note(frame)]))
+                                   scale_note(frame), floor_title(manifest.get("numerical_floor"))]))
     reference, table2_alpha = study_settings(manifest["config"])
     tables = build_tables(run_dir, frame, reference, table2_alpha)
     notes = table_notes(frame, table2_alpha)

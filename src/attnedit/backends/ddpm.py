@@ -2,12 +2,34 @@
 
 Edits act through hooks/processors installed by a method around :meth:`generate`;
 the backend only needs to run the denoising loop and expose its attention layers.
+
+The unedited reference and every edit of a sample share the trajectory up to the
+first step the edit can change (the control's ``first_edit_timestep``): :meth:`reference`
+keeps each sample's state there (:mod:`attnedit.backends.prefix`) and :meth:`generate`
+continues from it, so an edit costs only the steps from that one on, and an edit that
+changes nothing reproduces the reference up to the rounding of the steps it reruns.
+
+Noise: each sample has its own CPU ``torch.Generator`` seeded with its seed; it draws
+x_T and then, with eta > 0, the DDIM variance noise of every step, as diffusers'
+DDIMPipeline does with one generator per batch element (huggingface/diffusers,
+src/diffusers/pipelines/ddim/pipeline_ddim.py lines 150 and 162-163 at 58eb52c:
+``randn_tensor(..., generator=generator)`` then ``scheduler.step(..., generator=generator)``;
+a list of generators draws element i from generator i, src/diffusers/utils/torch_utils.py
+line 225). So a batch equals single runs, and an edit gets the same noise as its
+reference. Real images (no seed) seed theirs with crc32 of the sample id.
+
+TF32: CUDA matmuls and cuDNN convolutions run in full float32 unless
+``allow_tf32=True`` (on an H200, TF32 convolutions put an alpha = 0 edit 66.6 dB from the
+unedited image instead of 134.7 dB; reference/gpu-measurements.md). The flags are set
+around every UNet loop and restored after it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
@@ -16,6 +38,7 @@ from torch import Tensor
 
 from attnedit.backends.base import device_name
 from attnedit.backends.loading import hash_files, pick_device, pick_dtype, resolve_model_dir, weight_files
+from attnedit.backends.prefix import PrefixStore, State
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 
@@ -23,8 +46,37 @@ from attnedit.errors import ConfigError, NonFiniteOutputError
 LatentHook = Callable[[int, Tensor], Tensor]
 
 
+@contextlib.contextmanager
+def tf32(allowed: bool) -> Iterator[None]:
+    """CUDA matmuls and cuDNN convolutions in TF32 only if ``allowed``; restored on exit.
+
+    torch >= 2.9 has per-backend ``fp32_precision`` settings and raises when the legacy
+    ``allow_tf32`` flags are read after a mixed use of both, so the new ones are used
+    where they exist ("ieee" = full float32), the legacy flags otherwise.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv"):
+        saved = (matmul.fp32_precision, cudnn.conv.fp32_precision)
+        matmul.fp32_precision = cudnn.conv.fp32_precision = "tf32" if allowed else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, cudnn.conv.fp32_precision = saved
+    else:
+        saved = (matmul.allow_tf32, cudnn.allow_tf32)
+        matmul.allow_tf32 = cudnn.allow_tf32 = bool(allowed)
+        try:
+            yield
+        finally:
+            matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
 class DDPMBackend:
     """Load a DDPM by hub id or local directory and sample/invert it with DDIM."""
+
+    # The reference of a case is the unedited generation (or reconstruction) of its sample,
+    # so the runner takes an identity edit's image from it instead of recomputing it.
+    reference_is_unedited = True
 
     def __init__(
         self,
@@ -37,9 +89,14 @@ class DDPMBackend:
         build_if_missing: Callable[[str], Any] | None = None,
         random_weights: bool = False,
         edit_layers: list[str] | None = None,
+        allow_tf32: bool = False,
+        share_prefix: bool = True,
+        prefix_memory_mb: int = 1024,
     ) -> None:
         if num_inference_steps < 1:
             raise ConfigError(f"model.num_inference_steps must be >= 1, got {num_inference_steps}")
+        if eta < 0:
+            raise ConfigError(f"model.eta must be >= 0 (0: deterministic DDIM), got {eta}")
         self.name = name
         self.path = str(path)
         self.random_weights = random_weights
@@ -56,9 +113,12 @@ class DDPMBackend:
         self.unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=self.dtype).to(self.device).eval().requires_grad_(False)
         self.scheduler = DDIMScheduler.from_pretrained(sched_dir)
         self.num_inference_steps = num_inference_steps
-        self.eta = eta
+        self.eta = float(eta)
+        self.allow_tf32 = bool(allow_tf32)
+        self.share_prefix = bool(share_prefix)
         self._weight_hash = hash_files(weight_files(unet_dir), unet_dir)
         self._inverted: dict[str, Tensor] = {}  # sample id -> x_T, so edits of one image invert it once
+        self.prefix = PrefixStore(max_bytes=int(prefix_memory_mb) << 20)
 
     # -- what methods need -------------------------------------------------------------
     @property
@@ -83,25 +143,63 @@ class DDPMBackend:
         self.scheduler.set_timesteps(self.num_inference_steps)
         return [int(t) for t in self.scheduler.timesteps]
 
+    def numerics(self) -> contextlib.AbstractContextManager:
+        """The float settings every UNet evaluation of this backend runs under (TF32)."""
+        return tf32(self.allow_tf32)
+
     # -- sampling ----------------------------------------------------------------------
+    def _seeded_noise(self, seed: int) -> tuple[Tensor, torch.Generator]:
+        generator = torch.Generator().manual_seed(int(seed))
+        return torch.randn(self.image_shape, generator=generator), generator
+
     def initial_noise(self, seeds: list[int]) -> Tensor:
         """x_T for each seed, drawn on the CPU so it is the same on every device."""
-        return torch.stack([torch.randn(self.image_shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        return torch.stack([self._seeded_noise(s)[0] for s in seeds])
 
-    @torch.no_grad()
-    def denoise(self, x_t: Tensor, latent_hook: LatentHook | None = None) -> Tensor:
-        """Run DDIM from x_T to x_0; returns float32 CPU images in [0, 1]."""
-        x = x_t.to(self.device, self.dtype)
+    def _loop(
+        self,
+        x: Tensor,
+        generators: list[torch.Generator] | None,
+        start: int | None = None,
+        until: int | None = None,
+        latent_hook: LatentHook | None = None,
+        keys: list[str] | None = None,
+    ) -> Tensor:
+        """DDIM over the steps t <= ``start`` (all if None), stopping before the first step
+        t <= ``until``. With ``keys`` (one per batch element), each element's state is
+        stored before every step the prefix store wants."""
+        x = x.to(self.device, self.dtype)
         self.scheduler.set_timesteps(self.num_inference_steps)
         for t in self.scheduler.timesteps:
+            step = int(t)
+            if start is not None and step > start:
+                continue
+            if until is not None and step <= until:
+                break
+            if keys is not None and self.prefix.wants(step):
+                for i, key in enumerate(keys):
+                    rng = generators[i].get_state() if generators is not None else None
+                    self.prefix.put(key, step, State(x[i].detach().to("cpu", copy=True), rng))
             if latent_hook is not None:
-                x = latent_hook(int(t), x)
+                x = latent_hook(step, x)
             eps = self.unet(x, t).sample
-            x = self.scheduler.step(eps, t, x, eta=self.eta).prev_sample
+            x = self.scheduler.step(eps, t, x, eta=self.eta, generator=generators).prev_sample
+        return x
+
+    def _images(self, x: Tensor) -> Tensor:
         images = (x.float().cpu() / 2 + 0.5).clamp(0, 1)
         if not torch.isfinite(images).all():
             raise NonFiniteOutputError(f"model '{self.name}' produced NaN/inf images; try dtype=float32.")
         return images
+
+    @torch.no_grad()
+    def denoise(
+        self, x_t: Tensor, latent_hook: LatentHook | None = None, generators: list[torch.Generator] | None = None
+    ) -> Tensor:
+        """Run DDIM from x_T to x_0; returns float32 CPU images in [0, 1]. With eta > 0,
+        ``generators`` (one per element) draw the variance noise (None: torch's global RNG)."""
+        with self.numerics():
+            return self._images(self._loop(x_t, generators, latent_hook=latent_hook))
 
     @torch.no_grad()
     def invert(self, images: Tensor) -> Tensor:
@@ -110,8 +208,9 @@ class DDPMBackend:
         inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
         inverse.set_timesteps(self.num_inference_steps)
         x = images.to(self.device, self.dtype) * 2 - 1
-        for t in inverse.timesteps:
-            x = inverse.step(self.unet(x, t).sample, t, x).prev_sample
+        with self.numerics():
+            for t in inverse.timesteps:
+                x = inverse.step(self.unet(x, t).sample, t, x).prev_sample
         return x.float().cpu()
 
     def noise_for(self, samples: list[Sample]) -> Tensor:
@@ -135,13 +234,72 @@ class DDPMBackend:
                 self._inverted[sid] = noise
         return torch.stack([self._inverted[s.id] for s in samples])
 
-    def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
-        """One output per sample; ``control`` may carry a latent hook (pullback-style edits)."""
-        return self.denoise(self.noise_for(samples), getattr(control, "latent_hook", None))
+    def _generator_seed(self, sample: Sample) -> int:
+        return int(sample.seed) if sample.seed is not None else zlib.crc32(sample.id.encode())
 
+    def _start(self, samples: list[Sample]) -> tuple[Tensor, list[torch.Generator] | None]:
+        """x_T of each sample and, with eta > 0, its generator (past the draw of x_T)."""
+        if all(s.image is None for s in samples):
+            noise, generators = zip(*(self._seeded_noise(s.seed) for s in samples))
+            return torch.stack(noise), (list(generators) if self.eta > 0 else None)
+        x_T = self.noise_for(samples)
+        if self.eta == 0:
+            return x_T, None
+        return x_T, [torch.Generator().manual_seed(self._generator_seed(s)) for s in samples]
+
+    @staticmethod
+    def _key(sample: Sample) -> str:
+        return f"seed:{sample.seed}" if sample.image is None else f"image:{sample.id}"
+
+    def _states_at(self, samples: list[Sample], start: int) -> tuple[Tensor, list[torch.Generator] | None]:
+        """Each sample's unedited state entering step ``start``: stored by reference(), or
+        computed now (once per sample) from x_T."""
+        keys = [self._key(s) for s in samples]
+        states = {k: self.prefix.get(k, start) for k in keys}
+        missing = {k: s for k, s in zip(keys, samples) if states[k] is None}
+        if missing:
+            x, generators = self._start(list(missing.values()))
+            x = self._loop(x, generators, until=start, keys=list(missing))
+            for i, key in enumerate(missing):  # the state entering ``start`` itself
+                rng = generators[i].get_state() if generators is not None else None
+                states[key] = State(x[i].detach().to("cpu", copy=True), rng)
+                self.prefix.put(key, start, states[key])
+        generators = None
+        if self.eta > 0:  # one generator per batch element, also for two edits of one sample
+            generators = [torch.Generator().set_state(states[k].rng) for k in keys]
+        return torch.stack([states[k].x for k in keys]), generators
+
+    def _start_step(self, control: Any) -> int | None:
+        """The DDIM step an edit starts from: the largest step <= the control's
+        ``first_edit_timestep`` (None: the edit runs from x_T)."""
+        first = getattr(control, "first_edit_timestep", None)
+        if first is None or not self.share_prefix:
+            return None
+        steps = [t for t in self.timesteps() if t <= int(first)]
+        return max(steps) if steps else None
+
+    @torch.no_grad()
+    def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
+        """One output per sample; ``control`` may carry a latent hook (pullback-style edits)
+        and ``first_edit_timestep`` (the edit starts from the stored unedited state there)."""
+        start = self._start_step(control)
+        if control is not None:
+            self.prefix.settle(start)
+        with self.numerics():
+            if start is None:
+                x, generators = self._start(samples)
+            else:
+                x, generators = self._states_at(samples, start)
+            return self._images(self._loop(x, generators, start=start, latent_hook=getattr(control, "latent_hook", None)))
+
+    @torch.no_grad()
     def reference(self, samples: list[Sample]) -> Tensor:
-        """The unedited sample (for real images: their unedited DDIM reconstruction)."""
-        return self.generate(samples, None)
+        """The unedited sample (for real images: their unedited DDIM reconstruction); keeps
+        each sample's states that edits will start from."""
+        with self.numerics():
+            x, generators = self._start(samples)
+            keys = [self._key(s) for s in samples] if self.share_prefix else None
+            return self._images(self._loop(x, generators, keys=keys))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -154,5 +312,10 @@ class DDPMBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "device_name": device_name(self.device),
-            "settings": {"sampler": f"DDIM eta={self.eta} steps={self.num_inference_steps}"},
+            "settings": {
+                "sampler": f"DDIM eta={self.eta} steps={self.num_inference_steps}",
+                "noise": "per-sample CPU torch.Generator(seed): x_T, then the DDIM variance noise",
+                "allow_tf32": self.allow_tf32,
+                "share_prefix": self.share_prefix,
+            },
         }

@@ -6,6 +6,13 @@ parameters per case, every key becoming a column of the results), and (3) instal
 itself for one batch with :meth:`control`, a context manager that must restore the
 model exactly on exit. The i-th edit dict applies to the i-th batch element, so one
 batch can hold several settings. A method never knows which dataset it runs on.
+
+Two optional facts let a backend skip work that an edit shares with the unedited sample:
+:meth:`is_identity` (the edit changes nothing: where the reference is the unedited
+generation, the runner takes the reference as its image), and a ``first_edit_timestep``
+attribute on the object :meth:`control` yields (the largest sampler timestep at which
+the edit can change the computation: the backend may start it there from the unedited
+trajectory; None or absent: from x_T).
 """
 
 from __future__ import annotations
@@ -29,6 +36,20 @@ class EditMethod(abc.ABC):
     def control(self, backend, edits: list[dict[str, Any]]) -> contextlib.AbstractContextManager:
         """Install the edit for a batch whose element i uses ``edits[i]``; restore on exit."""
 
+    def is_identity(self, edit: dict[str, Any]) -> bool:
+        """True if ``edit`` cannot change the output (e.g. alpha = 0); default: False."""
+        return False
+
+    def identity_edit(self) -> dict[str, Any] | None:
+        """An edit of this method that changes nothing, run through the edit path (hooks
+        installed) to measure a run's numerical floor: the first edit with its ``alpha``
+        set to 0, if :meth:`is_identity` says that changes nothing; else None."""
+        for edit in self.edits():
+            if "alpha" in edit:
+                candidate = {**edit, "alpha": 0.0}
+                return candidate if self.is_identity(candidate) else None
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Method-level facts for the manifest (labels, layers, discovery time...)."""
         return {"name": self.name}
@@ -44,6 +65,9 @@ class NoEdit(EditMethod):
 
     def edits(self) -> list[dict[str, Any]]:
         return [{}]
+
+    def is_identity(self, edit: dict[str, Any]) -> bool:
+        return True
 
     @contextlib.contextmanager
     def control(self, backend, edits) -> Iterator[None]:

@@ -45,10 +45,24 @@ def check_injection_options(position: str, alpha_scale: str, window) -> None:
 
 @dataclass
 class InjectionState:
-    """What the hooks saw: the current timestep and, per layer, the timesteps edited."""
+    """What the hooks saw: the current timestep and, per layer, the timesteps edited.
+
+    ``first_edit_timestep``: the largest sampler timestep inside the window, where the
+    edit first changes the computation (None: unknown, or no step inside the window);
+    a backend may start the edit there from the unedited trajectory's state.
+    """
 
     timestep: int | None = None
     applied: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    first_edit_timestep: int | None = None
+
+
+def first_in_window(timesteps, window: tuple[float, float], num_train_timesteps: int) -> int | None:
+    """The largest of ``timesteps`` with window[0] * T < t < window[1] * T (the hooks'
+    strict bounds), or None."""
+    lo, hi = window[0] * num_train_timesteps, window[1] * num_train_timesteps
+    inside = [int(t) for t in timesteps if lo < int(t) < hi]
+    return max(inside) if inside else None
 
 
 def _delta(z: Tensor, directions: Tensor, alphas: Tensor, alpha_scale: str) -> Tensor:
@@ -70,15 +84,18 @@ def inject_directions(
     window: tuple[float, float] = (0.5, 0.8),
     position: str = "after_norm",
     alpha_scale: str = "token_norm",
+    timesteps: list[int] | None = None,
 ) -> Iterator[InjectionState]:
     """Edit element i of every batch with ``alphas[i] * directions[layer][i]``.
 
     ``directions[layer]`` has shape (B, C_layer) with unit rows; the edit applies only
-    while ``window[0] * T < t < window[1] * T``.
+    while ``window[0] * T < t < window[1] * T``. ``timesteps``: the sampler's schedule,
+    which sets the yielded state's ``first_edit_timestep``.
     """
     check_injection_options(position, alpha_scale, window)
     lo, hi = window[0] * num_train_timesteps, window[1] * num_train_timesteps
-    state = InjectionState()
+    first = first_in_window(timesteps, window, num_train_timesteps) if timesteps is not None else None
+    state = InjectionState(first_edit_timestep=first)
 
     def record_timestep(module, args, kwargs):
         state.timestep = timestep_of_call(args, kwargs)

@@ -100,6 +100,9 @@ class DirectionMethod(EditMethod):
         entry = self.labels.get(k, {})
         return entry.get("source"), entry.get("target")
 
+    def is_identity(self, edit: dict[str, Any]) -> bool:
+        return float(edit["alpha"]) == 0.0  # delta = 0 * (n or ||Z|| n): Z unchanged
+
     @contextlib.contextmanager
     def control(self, backend, edits):
         vectors = {
@@ -116,6 +119,7 @@ class DirectionMethod(EditMethod):
             window=self.window,
             position=self.position,
             alpha_scale=self.alpha_scale,
+            timesteps=backend.timesteps(),
         ) as state:
             yield state
 
