@@ -6,6 +6,7 @@ the backend only needs to run the denoising loop and expose its attention layers
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,9 @@ from attnedit.errors import ConfigError, NonFiniteOutputError
 
 # A latent hook may replace x_t before the UNet sees it at a given timestep (pullback-style edits).
 LatentHook = Callable[[int, Tensor], Tensor]
+# The DDIM eta of the step at a timestep, for protocols that switch it (pullback's
+# "performance boosting": eta 1 below 0.2T; h-space PCA's eta-1 discovery samples).
+EtaSchedule = Callable[[int], float]
 
 
 class DDPMBackend:
@@ -88,16 +92,35 @@ class DDPMBackend:
         """x_T for each seed, drawn on the CPU so it is the same on every device."""
         return torch.stack([torch.randn(self.image_shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
+    def variance_noise(self, seeds: list[int], timestep: int) -> Tensor:
+        """The eta > 0 noise of one step, drawn on the CPU per sample from (seed, timestep):
+        a sample gets the same noise in any batch and on any device."""
+        return torch.stack([
+            torch.randn(self.image_shape, generator=torch.Generator().manual_seed(int(s) * 1_000_003 + int(timestep)))
+            for s in seeds
+        ]).to(self.device, self.dtype)
+
     @torch.no_grad()
-    def denoise(self, x_t: Tensor, latent_hook: LatentHook | None = None) -> Tensor:
-        """Run DDIM from x_T to x_0; returns float32 CPU images in [0, 1]."""
+    def denoise(
+        self,
+        x_t: Tensor,
+        latent_hook: LatentHook | None = None,
+        eta_at: EtaSchedule | None = None,
+        noise_seeds: list[int] | None = None,
+    ) -> Tensor:
+        """Run DDIM from x_T to x_0; returns float32 CPU images in [0, 1].
+
+        ``eta_at(t)`` overrides ``eta`` per step; its noise comes from ``noise_seeds`` (one
+        per batch element, see :meth:`variance_noise`) when given."""
         x = x_t.to(self.device, self.dtype)
         self.scheduler.set_timesteps(self.num_inference_steps)
         for t in self.scheduler.timesteps:
             if latent_hook is not None:
                 x = latent_hook(int(t), x)
             eps = self.unet(x, t).sample
-            x = self.scheduler.step(eps, t, x, eta=self.eta).prev_sample
+            eta = self.eta if eta_at is None else float(eta_at(int(t)))
+            noise = self.variance_noise(noise_seeds, int(t)) if eta > 0 and noise_seeds is not None else None
+            x = self.scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
         images = (x.float().cpu() / 2 + 0.5).clamp(0, 1)
         if not torch.isfinite(images).all():
             raise NonFiniteOutputError(f"model '{self.name}' produced NaN/inf images; try dtype=float32.")
@@ -136,8 +159,11 @@ class DDPMBackend:
         return torch.stack([self._inverted[s.id] for s in samples])
 
     def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
-        """One output per sample; ``control`` may carry a latent hook (pullback-style edits)."""
-        return self.denoise(self.noise_for(samples), getattr(control, "latent_hook", None))
+        """One output per sample; ``control`` may carry a latent hook (pullback-style edits)
+        and an eta schedule ``eta_at`` (its noise seeded per sample: seed, else crc32 of the id)."""
+        eta_at = getattr(control, "eta_at", None)
+        seeds = [s.seed if s.seed is not None else zlib.crc32(s.id.encode()) for s in samples] if eta_at else None
+        return self.denoise(self.noise_for(samples), getattr(control, "latent_hook", None), eta_at, seeds)
 
     def reference(self, samples: list[Sample]) -> Tensor:
         """The unedited sample (for real images: their unedited DDIM reconstruction)."""
