@@ -1,5 +1,8 @@
-"""h-space PCA (a data-dependent baseline, Asyrp-style): principal components of the
-features SAD edits, over generated samples.
+"""Attention-input PCA (a data-dependent baseline): principal components of the features
+SAD edits, over generated samples. Not the h-space PCA of Haas et al. / Asyrp (that is
+methods/hspace_pca.py, PCA of the mid-block output); this method was called
+``hspace_pca`` before, and run directories written then are read under this name
+(attnedit.store.LEGACY_METHOD_NAMES).
 
 Features: the input Z of each selected self-attention layer (``position`` as SAD's:
 after its GroupNorm, or the layer input), at every sampler step inside the edit window,
@@ -51,7 +54,7 @@ class TokenMoments:
 
     def components(self) -> LayerDirections:
         if self.count < 2:
-            raise ConfigError("h-space PCA saw fewer than 2 feature tokens; raise method.num_samples or widen method.window")
+            raise ConfigError("attention-input PCA saw fewer than 2 feature tokens; raise method.num_samples or widen method.window")
         mean = (self.total / self.count).cpu().numpy()
         cov = (self.gram.cpu().numpy() - self.count * np.outer(mean, mean)) / (self.count - 1)
         values, vectors = np.linalg.eigh((cov + cov.T) / 2)
@@ -94,10 +97,10 @@ def capture_attention_inputs(
         yield
 
 
-class HSpacePCA(AutoLabeledDirections):
+class AttnInputPCA(AutoLabeledDirections):
     def __init__(
         self,
-        name: str = "hspace_pca",
+        name: str = "attn_input_pca",
         num_samples: int = 32,
         first_seed: int = 1_000_000,
         discovery_batch_size: int = 8,
@@ -129,7 +132,7 @@ class HSpacePCA(AutoLabeledDirections):
             "first_seed": self.first_seed,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return Path(cache_dir) / "directions" / f"hspace_pca-{digest}.safetensors"
+        return Path(cache_dir) / "directions" / f"attn_input_pca-{digest}.safetensors"
 
     def features_pass(self, backend, sink: Callable[[str, Tensor], None]) -> None:
         """Generate the discovery samples, handing every in-window attention input to ``sink``."""
@@ -142,6 +145,9 @@ class HSpacePCA(AutoLabeledDirections):
             for batch in tqdm(batches, desc=f"{self.name}: discovery samples", unit="batch", leave=False,
                               disable=not self.progress):
                 backend.denoise(backend.initial_noise(batch))
+
+    def is_identity(self, edit) -> bool:
+        return float(edit["alpha"]) == 0.0
 
     def discover(self, backend, cache_dir):
         cache = self._cache_path(backend, cache_dir)
