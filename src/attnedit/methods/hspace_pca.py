@@ -193,8 +193,8 @@ class HSpacePCA(EditMethod):
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         return Path(cache_dir) / "directions" / f"hspace_pca-{digest}.safetensors"
 
-    def features(self, backend) -> Tensor:
-        """(S, N, D) float32: h at each edit step for each discovery sample (CPU)."""
+    def features(self, backend) -> list[Tensor]:
+        """Per edit step, (N, D) float32 on the CPU: h of each discovery sample."""
         dims = None
         found: dict[int, list[Tensor]] = {t: [] for t in self.steps}
 
@@ -217,7 +217,7 @@ class HSpacePCA(EditMethod):
                             f"h-space PCA would keep {need:.1f} GB of features ({self.num_samples} samples x "
                             f"{len(self.steps)} steps x {dims} dims); lower method.num_samples, narrow method.window "
                             f"or raise method.max_feature_gb={self.max_feature_gb}")
-        return torch.stack([torch.cat(found[t]) for t in self.steps])
+        return [torch.cat(found.pop(t)) for t in self.steps]  # one step's batches freed as the next is joined
 
     def discover(self, backend) -> None:
         k = max(self.direction_ids) + 1
