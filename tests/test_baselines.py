@@ -505,6 +505,9 @@ class FakeClip:
 
     weights = "fake"
 
+    def __init__(self, **_) -> None:  # configs hand it the CLIP node's keys (weights)
+        pass
+
     def embed_images(self, images):
         return images.mean(dim=(2, 3))
 
@@ -576,6 +579,8 @@ def test_celebahq_compare_composes_in_step_with_celebahq_sad():
 
 @pytest.fixture(scope="module")
 def all_runs(tmp_path_factory):
+    """Each baseline as the comparison runs it (experiment=celebahq_compare compare=<name>, its
+    own directions labeled in setup by a stand-in CLIP) on the tiny model; SAD by method=sad."""
     root = tmp_path_factory.mktemp("compare")
     model = build_tiny_ddpm(root / "tiny32", sample_size=32)  # the tiny DDPM at a quarter of the pixels
     # pullback one case per batch: a sample's second batch must reuse its decomposition
@@ -583,13 +588,19 @@ def all_runs(tmp_path_factory):
                           "batch_size=1"],
              "pullback_move": ["method.max_iters=1", "batch_size=2"],
              "hspace_pca": ["method.num_samples=4", "batch_size=2"], "attn_input_pca": ["method.num_samples=4", "batch_size=2"]}
+    labeling = ["labeling.clip._target_=test_baselines.FakeClip", "labeling.num_probes=1",
+                "labeling.vocabulary=[[redder,x,red],[bluer,x,blue]]"]
     runs = {}
     for method in COMPARED:
         overrides = [o for o in run_overrides(root, model)
                      if not o.startswith(("dataset.", "model.num_", "method.alphas", "batch_size"))]
-        cfg = compose("config", [*overrides, f"method={method}", "dataset.num_samples=2", "model.num_inference_steps=3",
-                                 "method.alphas=[0.4]", "save_images=false", *extra.get(method, ["batch_size=2"]),
-                                 f"tables.reference={REPO}/results/reference/sad_celebahq_table2.csv"])
+        common = [*overrides, "dataset.num_samples=2", "model.num_inference_steps=3", "method.alphas=[0.4]",
+                  "save_images=false", *extra.get(method, ["batch_size=2"])]
+        if method == "sad":  # compare=sad reads the labeled directions file of the recipe's step 1
+            cfg = compose("config", ["method=sad", *common,
+                                     f"tables.reference={REPO}/results/reference/sad_celebahq_table2.csv"])
+        else:
+            cfg = compose("config", ["experiment=celebahq_compare", f"compare={method}", *common, *labeling])
         runs[method] = Runner(cfg).run()
     return runs
 
@@ -600,6 +611,9 @@ def test_all_methods_produce_rows_with_the_same_core_columns(all_runs):
     for method, frame in frames.items():
         assert set(CORE) <= set(frame.columns), (method, set(CORE) - set(frame.columns))
         assert (frame.method == method).all() and len(frame) == 4
+        if method != "sad":  # labeled in setup by the comparison's labeling
+            assert frame.label.str.lstrip("-").isin(["redder", "bluer"]).all(), method
+            assert frame.source_text.isin(["x", "red", "blue"]).all(), method
         cases = sorted(zip(frame.sample_id, frame.direction, frame.alpha))
         assert keys is None or cases == keys, "same samples, directions and alphas"
         keys = cases
@@ -615,6 +629,7 @@ def test_all_methods_produce_rows_with_the_same_core_columns(all_runs):
     assert official.sign_flipped.isin([True, False]).all() and official.sign_agreement.between(0, 1).all()
     assert (official.pullback_iterations == 1).all() and (official.guidance_unet_evals == 4).all()
     assert (official.performance_boosting_t == 333).all() and (frames["hspace_pca"].position == "mid_block_output").all()
+    assert (official.guidance_edit_step == 2.5).all() and (frames["hspace_pca"].strength == 0.25).all()
     assert frames["hspace_pca"].delta_h_ratio.gt(0).all()
 
 
