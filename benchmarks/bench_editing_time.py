@@ -1,23 +1,27 @@
-"""Editing time of SAD vs Riemannian pullback on the CPU, with the real ddpm_celebahq
-architecture (UNet2DModel(**CELEBAHQ_UNET), 256x256, random weights: time does not
-depend on the weights), saved with save_pretrained and loaded through DDPMBackend, at
-reduced steps and batch 1.
+"""Editing time of SAD vs Riemannian pullback (the public protocol, method=pullback) with
+the real ddpm_celebahq architecture (UNet2DModel(**CELEBAHQ_UNET), 256x256, random
+weights: time does not depend on the weights), saved with save_pretrained and loaded
+through DDPMBackend, at batch 1; CPU by default (reduced steps, rank, iterations),
+``--device cuda`` for the study's settings.
 
-Measured (fastest of ``--rounds``, the machine may be shared):
+Measured (fastest of ``--rounds``; the machine may be shared):
 - unedited sampling: one DDIM run;
-- SAD discovery: the eigendecomposition of one layer (no cache);
-- SAD edit: one DDIM run with the injection hooks;
-- pullback: one DDIM run whose latent hook computes the sample's local basis
-  (``--vectors`` singular vectors, ``--iters`` subspace iterations) and edits x_t;
-  its decomposition time alone is read from the control.
+- SAD discovery: the eigendecomposition of one layer (no cache); SAD edit: one DDIM run
+  with the injection hooks;
+- pullback: one DDIM run whose latent hook at t_edit computes the sample's basis
+  (``--rank`` vectors, exactly ``--iters`` power-method iterations) and applies
+  ``--guidance-steps`` steps of x-space guidance (2 UNet evaluations each); its
+  decomposition time alone is read from the control; the sign reference's decomposition
+  (once per run) is timed apart.
 
-Printed ratios: SAD edit / unedited sampling, pullback / SAD edit. Then a projection to
-the SAD study's settings (50 steps, 15 vectors, 50 iterations, 1500 cases over 100
-samples) by linear scaling of the measured parts: sampling time with the steps,
-decomposition time with (iterations + 1) x vectors (the first forward and the final
-Rayleigh-Ritz product cost about one iteration); an extrapolation, labeled as such.
+Printed: the times, UNet evaluations per edit, the ratios SAD edit / unedited sampling
+and pullback / SAD edit, then a projection to the CelebA study (50 steps, rank 50, 12 to
+50 iterations, 1500 cases over 100 samples) by linear scaling of the measured parts:
+sampling with the steps, decomposition with (iterations + 1) x rank (the linearization
+and the final product cost about one iteration); an extrapolation, labeled as such.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_editing_time.py [--steps 5] [--iters 2] [--vectors 1]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_editing_time.py [--steps 5] [--iters 2] [--rank 2]
+    python benchmarks/bench_editing_time.py --device cuda --steps 50 --rank 50 --iters 2
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from attnedit.data.base import Sample
 from attnedit.methods.pullback import Pullback
 from attnedit.methods.sad import SAD
 
+STUDY_STEPS, STUDY_RANK, STUDY_ITERS, STUDY_SAMPLES, STUDY_CASES = 50, 50, (12, 50), 100, 1500
+
 
 def build_model(folder: Path) -> Path:
     torch.manual_seed(0)
@@ -46,11 +52,15 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
-def timed(fn, rounds: int) -> tuple[float, object]:
+def timed(fn, rounds: int, device: torch.device) -> tuple[float, object]:
     best, result = float("inf"), None
     for _ in range(rounds):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best, result
 
@@ -58,35 +68,41 @@ def timed(fn, rounds: int) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="DDIM steps (the study uses 50)")
-    parser.add_argument("--iters", type=int, default=2, help="pullback subspace iterations (the study: up to 50)")
-    parser.add_argument("--vectors", type=int, default=1, help="pullback singular vectors (the study: 15)")
+    parser.add_argument("--iters", type=int, default=2, help="power-method iterations (the protocol: 12 to 50)")
+    parser.add_argument("--rank", type=int, default=2, help="vectors iterated (the protocol: 50)")
+    parser.add_argument("--guidance-steps", type=int, default=16, help="x-space guidance steps (the protocol: 16)")
+    parser.add_argument("--t-edit", type=float, default=1.0, help="fraction of T (the protocol's default: 1.0)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     sample = [Sample(id="seed000000", seed=0)]
     with tempfile.TemporaryDirectory() as tmp:
-        backend = DDPMBackend(str(build_model(Path(tmp) / "ddpm_celebahq_random")), device="cpu",
+        backend = DDPMBackend(str(build_model(Path(tmp) / "ddpm_celebahq_random")), device=args.device,
                               num_inference_steps=args.steps)
+        device = backend.device
         print(f"ddpm_celebahq architecture, random weights, {sum(p.numel() for p in backend.unet.parameters()) / 1e6:.1f}M "
-              f"parameters; CPU {platform.processor() or platform.machine()}, {args.threads} threads, host "
-              f"{socket.gethostname()}; {args.steps} DDIM steps, batch 1, fastest of {args.rounds}")
+              f"parameters; {device} ({backend.describe()['device_name']}), {args.threads} CPU threads, host "
+              f"{socket.gethostname()} ({platform.machine()}); {args.steps} DDIM steps, batch 1, fastest of {args.rounds}")
 
-        backend.generate(sample)  # warm-up (allocator, oneDNN kernels)
-        unedited, _ = timed(lambda: backend.generate(sample), args.rounds)
+        backend.generate(sample)  # warm-up (allocator, kernels)
+        unedited, _ = timed(lambda: backend.generate(sample), args.rounds, device)
 
         sad = SAD(directions=[0], alphas=[0.4])
-        discovery, _ = timed(lambda: sad.setup(backend, cache_dir=None), args.rounds)
+        discovery, _ = timed(lambda: sad.setup(backend, cache_dir=None), args.rounds, device)
 
         def sad_edit():
             with sad.control(backend, sad.edits()[:1]):
                 return backend.generate(sample)
 
-        sad_seconds, _ = timed(sad_edit, args.rounds)
+        sad_seconds, _ = timed(sad_edit, args.rounds, device)
 
-        pullback = Pullback(directions=[args.vectors - 1], alphas=[0.4], max_iters=args.iters, tol=1e-12)
+        pullback = Pullback(directions=[0], alphas=[1.0], t_edit=args.t_edit, rank=args.rank, min_iters=0,
+                            max_iters=args.iters, tol=1e-30, guidance_steps=args.guidance_steps)
         pullback.setup(backend)
+        reference = pullback.discovery_seconds  # the sign reference's decomposition, once per run
 
         def pullback_edit():
             pullback.cache.clear()  # count the decomposition every round
@@ -94,29 +110,41 @@ def main() -> None:
                 backend.generate(sample, control)
             return control.row_extras[0]
 
-        pullback_seconds, extras = timed(pullback_edit, args.rounds)
+        pullback_seconds, extras = timed(pullback_edit, args.rounds, device)
         decomposition = extras["discovery_seconds_per_sample"]
+        edit_steps = sum(t <= pullback.timestep for t in backend.timesteps())
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
-    print(f"unedited sampling        {unedited:9.2f} s")
+    evals = extras["guidance_unet_evals"] + edit_steps
+    print(f"unedited sampling        {unedited:9.3f} s  ({args.steps} UNet evaluations)")
     print(f"SAD discovery (once)     {discovery:9.4f} s")
-    print(f"SAD edit                 {sad_seconds:9.2f} s")
-    print(f"pullback decomposition   {decomposition:9.2f} s  ({args.vectors} vector(s), {extras['pullback_iterations']} "
+    print(f"SAD edit                 {sad_seconds:9.3f} s  ({args.steps} UNet evaluations)")
+    print(f"pullback sign reference  {reference:9.3f} s  (once per run)")
+    print(f"pullback decomposition   {decomposition:9.3f} s  (rank {args.rank}, {extras['pullback_iterations']} "
           f"iteration(s), t={pullback.timestep})")
-    print(f"pullback edit (incl.)    {pullback_seconds:9.2f} s")
+    print(f"pullback edit (incl.)    {pullback_seconds:9.3f} s  ({evals} UNet evaluations: {extras['guidance_unet_evals']} "
+          f"guidance + {edit_steps} sampling steps from t_edit)")
+    if peak is not None:
+        print(f"peak GPU memory          {peak:9.2f} GiB")
     print(f"ratio SAD edit / unedited sampling:  {sad_seconds / unedited:.3f}")
     print(f"ratio pullback / SAD edit:           {pullback_seconds / sad_seconds:.2f}")
+    print(f"ratio pullback edit without its decomposition / SAD edit: {(pullback_seconds - decomposition) / sad_seconds:.2f}")
 
     # Extrapolation to the study's settings by linear scaling (labeled as such).
     per_step = sad_seconds / args.steps
-    per_iter_vector = decomposition / ((args.iters + 1) * args.vectors)
-    sad_case = 50 * per_step
-    pull_sample = per_iter_vector * 51 * 15
-    sad_total = discovery + 1500 * sad_case
-    pull_total = 100 * pull_sample + 1500 * 50 * ((pullback_seconds - decomposition) / args.steps)
-    print("extrapolated to 50 steps, 15 vectors x 50 iterations, 1500 cases over 100 samples (linear scaling):")
-    print(f"  SAD      {sad_total / 3600:8.2f} h  ({sad_case:.1f} s per edit)")
-    print(f"  pullback {pull_total / 3600:8.2f} h  ({pull_sample:.0f} s decomposition per sample)")
-    print(f"  pullback / SAD: {pull_total / sad_total:.2f}")
+    per_iter_vector = decomposition / ((args.iters + 1) * args.rank)
+    per_eval = (pullback_seconds - decomposition) / evals
+    sad_case = STUDY_STEPS * per_step
+    sad_total = discovery + STUDY_CASES * sad_case
+    pull_edit = per_eval * (2 * args.guidance_steps + STUDY_STEPS)  # t_edit = 1.0: every step after the edit
+    print(f"extrapolated to {STUDY_STEPS} steps, rank {STUDY_RANK}, {STUDY_CASES} cases over {STUDY_SAMPLES} samples "
+          "(linear scaling):")
+    print(f"  SAD      {sad_total / 3600:8.2f} h  ({sad_case:.2f} s per edit)")
+    for iters in STUDY_ITERS:
+        pull_sample = per_iter_vector * (iters + 1) * STUDY_RANK
+        pull_total = STUDY_SAMPLES * pull_sample + STUDY_CASES * pull_edit
+        print(f"  pullback {pull_total / 3600:8.2f} h  ({iters} iterations: {pull_sample:.0f} s decomposition per sample, "
+              f"{pull_edit:.2f} s per edit)  pullback / SAD: {pull_total / sad_total:.1f}")
 
 
 if __name__ == "__main__":

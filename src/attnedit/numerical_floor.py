@@ -28,8 +28,11 @@ def measure_floor(backend, method, samples, batch_size: int, references: torch.T
         return None
     refs = backend.reference(samples) if references is None else references
     order = [i % len(samples) for i in range(max(len(samples), int(batch_size)))]
-    with method.control(backend, [edit] * len(order)) as control:
-        images = backend.generate([samples[i] for i in order], control)
+    try:
+        with method.control(backend, [edit] * len(order)) as control:
+            images = backend.generate([samples[i] for i in order], control)
+    finally:
+        method.forget_samples()  # the cases pay for their own per-sample discovery
     expected = refs[order]
     psnr = PSNR()(images, expected)["psnr"].double()
     ssim = SSIM()(images, expected)["ssim"].double()

@@ -21,6 +21,14 @@ import pyarrow.parquet as pq
 
 from attnedit.errors import DataError
 
+# (method, position) of rows written before a rename -> the method's name now. Rows of
+# "hspace_pca" that edited an attention input were PCA of attention-layer inputs
+# (methods/attn_input_pca.py); "hspace_pca" now names the PCA of the mid-block output.
+LEGACY_METHOD_NAMES = {
+    ("hspace_pca", "after_norm"): "attn_input_pca",
+    ("hspace_pca", "before_norm"): "attn_input_pca",
+}
+
 
 class RunStore:
     def __init__(self, run_dir: str | Path) -> None:
@@ -57,7 +65,7 @@ class RunStore:
         except Exception as err:
             raise DataError(f"cannot read results in {self.cases_dir}: {err}") from err
         frame = pd.concat(frames, ignore_index=True)
-        return frame.drop_duplicates("case_id", keep="first").reset_index(drop=True)
+        return current_method_names(frame.drop_duplicates("case_id", keep="first").reset_index(drop=True))
 
     def done_case_ids(self) -> set[str]:
         ids: set[str] = set()
@@ -80,3 +88,11 @@ class RunStore:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise DataError(f"{path} is not valid JSON ({err}); restore it or rerun attnedit-run") from err
+
+
+def current_method_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of old run directories under their method's current name (LEGACY_METHOD_NAMES)."""
+    if "method" not in frame or "position" not in frame:
+        return frame
+    renamed = [LEGACY_METHOD_NAMES.get((m, p), m) for m, p in zip(frame["method"], frame["position"])]
+    return frame.assign(method=renamed)

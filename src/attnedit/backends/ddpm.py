@@ -16,7 +16,9 @@ src/diffusers/pipelines/ddim/pipeline_ddim.py lines 150 and 162-163 at 58eb52c:
 ``randn_tensor(..., generator=generator)`` then ``scheduler.step(..., generator=generator)``;
 a list of generators draws element i from generator i, src/diffusers/utils/torch_utils.py
 line 225). So a batch equals single runs, and an edit gets the same noise as its
-reference. Real images (no seed) seed theirs with crc32 of the sample id.
+reference. Real images (no seed) seed theirs with crc32 of the sample id. A control's
+``eta_at(t)`` overrides eta per step; a step at eta 0 draws nothing, so the generators
+of a run at eta 0 above the window are where an eta 0 run left them.
 
 TF32: CUDA matmuls and cuDNN convolutions run in full float32 unless
 ``allow_tf32=True`` (on an H200, TF32 convolutions put an alpha = 0 edit 66.6 dB from the
@@ -44,6 +46,9 @@ from attnedit.errors import ConfigError, NonFiniteOutputError
 
 # A latent hook may replace x_t before the UNet sees it at a given timestep (pullback-style edits).
 LatentHook = Callable[[int, Tensor], Tensor]
+# The DDIM eta of the step at a timestep, for protocols that switch it (pullback's
+# "performance boosting": eta 1 below 0.2T; h-space PCA's eta-1 discovery samples).
+EtaSchedule = Callable[[int], float]
 
 
 @contextlib.contextmanager
@@ -156,6 +161,17 @@ class DDPMBackend:
         """x_T for each seed, drawn on the CPU so it is the same on every device."""
         return torch.stack([self._seeded_noise(s)[0] for s in seeds])
 
+    def seeded_start(self, seeds: list[int]) -> tuple[Tensor, list[torch.Generator]]:
+        """x_T for each seed and its generator past that draw (the eta > 0 noise to come)."""
+        noise, generators = zip(*(self._seeded_noise(s) for s in seeds))
+        return torch.stack(noise), list(generators)
+
+    def _fresh_generator(self, sample: Sample) -> torch.Generator:
+        """The generator a sample's run holds after x_T, before any eta > 0 step."""
+        if sample.image is None:
+            return self._seeded_noise(sample.seed)[1]
+        return torch.Generator().manual_seed(self._generator_seed(sample))
+
     def _loop(
         self,
         x: Tensor,
@@ -164,6 +180,7 @@ class DDPMBackend:
         until: int | None = None,
         latent_hook: LatentHook | None = None,
         keys: list[str] | None = None,
+        eta_at: EtaSchedule | None = None,
     ) -> Tensor:
         """DDIM over the steps t <= ``start`` (all if None), stopping before the first step
         t <= ``until``. With ``keys`` (one per batch element), each element's state is
@@ -183,7 +200,8 @@ class DDPMBackend:
             if latent_hook is not None:
                 x = latent_hook(step, x)
             eps = self.unet(x, t).sample
-            x = self.scheduler.step(eps, t, x, eta=self.eta, generator=generators).prev_sample
+            eta = self.eta if eta_at is None else float(eta_at(step))
+            x = self.scheduler.step(eps, t, x, eta=eta, generator=generators if eta > 0 else None).prev_sample
         return x
 
     def _images(self, x: Tensor) -> Tensor:
@@ -194,12 +212,17 @@ class DDPMBackend:
 
     @torch.no_grad()
     def denoise(
-        self, x_t: Tensor, latent_hook: LatentHook | None = None, generators: list[torch.Generator] | None = None
+        self,
+        x_t: Tensor,
+        latent_hook: LatentHook | None = None,
+        generators: list[torch.Generator] | None = None,
+        eta_at: EtaSchedule | None = None,
     ) -> Tensor:
-        """Run DDIM from x_T to x_0; returns float32 CPU images in [0, 1]. With eta > 0,
-        ``generators`` (one per element) draw the variance noise (None: torch's global RNG)."""
+        """Run DDIM from x_T to x_0; returns float32 CPU images in [0, 1]. With eta > 0
+        (``eta``, or ``eta_at(t)`` per step), ``generators`` (one per element, e.g. from
+        :meth:`seeded_start`) draw the variance noise (None: torch's global RNG)."""
         with self.numerics():
-            return self._images(self._loop(x_t, generators, latent_hook=latent_hook))
+            return self._images(self._loop(x_t, generators, latent_hook=latent_hook, eta_at=eta_at))
 
     @torch.no_grad()
     def invert(self, images: Tensor) -> Tensor:
@@ -237,13 +260,14 @@ class DDPMBackend:
     def _generator_seed(self, sample: Sample) -> int:
         return int(sample.seed) if sample.seed is not None else zlib.crc32(sample.id.encode())
 
-    def _start(self, samples: list[Sample]) -> tuple[Tensor, list[torch.Generator] | None]:
-        """x_T of each sample and, with eta > 0, its generator (past the draw of x_T)."""
+    def _start(self, samples: list[Sample], rng: bool | None = None) -> tuple[Tensor, list[torch.Generator] | None]:
+        """x_T of each sample and, if ``rng`` (default: eta > 0), its generator (past the draw of x_T)."""
+        rng = self.eta > 0 if rng is None else rng
         if all(s.image is None for s in samples):
-            noise, generators = zip(*(self._seeded_noise(s.seed) for s in samples))
-            return torch.stack(noise), (list(generators) if self.eta > 0 else None)
+            x_T, generators = self.seeded_start([s.seed for s in samples])
+            return x_T, (generators if rng else None)
         x_T = self.noise_for(samples)
-        if self.eta == 0:
+        if not rng:
             return x_T, None
         return x_T, [torch.Generator().manual_seed(self._generator_seed(s)) for s in samples]
 
@@ -251,9 +275,12 @@ class DDPMBackend:
     def _key(sample: Sample) -> str:
         return f"seed:{sample.seed}" if sample.image is None else f"image:{sample.id}"
 
-    def _states_at(self, samples: list[Sample], start: int) -> tuple[Tensor, list[torch.Generator] | None]:
+    def _states_at(
+        self, samples: list[Sample], start: int, rng: bool = False
+    ) -> tuple[Tensor, list[torch.Generator] | None]:
         """Each sample's unedited state entering step ``start``: stored by reference(), or
-        computed now (once per sample) from x_T."""
+        computed now (once per sample) from x_T. ``rng``: also a generator per element
+        (a state stored by an eta 0 run gets the one its sample holds after x_T)."""
         keys = [self._key(s) for s in samples]
         states = {k: self.prefix.get(k, start) for k in keys}
         missing = {k: s for k, s in zip(keys, samples) if states[k] is None}
@@ -261,12 +288,13 @@ class DDPMBackend:
             x, generators = self._start(list(missing.values()))
             x = self._loop(x, generators, until=start, keys=list(missing))
             for i, key in enumerate(missing):  # the state entering ``start`` itself
-                rng = generators[i].get_state() if generators is not None else None
-                states[key] = State(x[i].detach().to("cpu", copy=True), rng)
+                state = generators[i].get_state() if generators is not None else None
+                states[key] = State(x[i].detach().to("cpu", copy=True), state)
                 self.prefix.put(key, start, states[key])
         generators = None
-        if self.eta > 0:  # one generator per batch element, also for two edits of one sample
-            generators = [torch.Generator().set_state(states[k].rng) for k in keys]
+        if rng:  # one generator per batch element, also for two edits of one sample
+            generators = [torch.Generator().set_state(states[k].rng) if states[k].rng is not None
+                          else self._fresh_generator(s) for k, s in zip(keys, samples)]
         return torch.stack([states[k].x for k in keys]), generators
 
     def _start_step(self, control: Any) -> int | None:
@@ -280,17 +308,21 @@ class DDPMBackend:
 
     @torch.no_grad()
     def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
-        """One output per sample; ``control`` may carry a latent hook (pullback-style edits)
-        and ``first_edit_timestep`` (the edit starts from the stored unedited state there)."""
+        """One output per sample; ``control`` may carry a latent hook (pullback-style edits),
+        an eta schedule ``eta_at`` and ``first_edit_timestep`` (the edit starts from the
+        stored unedited state there)."""
         start = self._start_step(control)
+        eta_at = getattr(control, "eta_at", None)
+        rng = self.eta > 0 or eta_at is not None
         if control is not None:
             self.prefix.settle(start)
         with self.numerics():
             if start is None:
-                x, generators = self._start(samples)
+                x, generators = self._start(samples, rng)
             else:
-                x, generators = self._states_at(samples, start)
-            return self._images(self._loop(x, generators, start=start, latent_hook=getattr(control, "latent_hook", None)))
+                x, generators = self._states_at(samples, start, rng)
+            return self._images(self._loop(x, generators, start=start, eta_at=eta_at,
+                                           latent_hook=getattr(control, "latent_hook", None)))
 
     @torch.no_grad()
     def reference(self, samples: list[Sample]) -> Tensor:

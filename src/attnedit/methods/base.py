@@ -40,6 +40,10 @@ class EditMethod(abc.ABC):
         """True if ``edit`` cannot change the output (e.g. alpha = 0); default: False."""
         return False
 
+    def forget_samples(self) -> None:
+        """Drop what was worked out per sample so far (a per-sample decomposition cache):
+        the numerical floor's edits must not hand their cost to the run's cases."""
+
     def identity_edit(self) -> dict[str, Any] | None:
         """An edit of this method that changes nothing, run through the edit path (hooks
         installed) to measure a run's numerical floor: the first edit with its ``alpha``

@@ -1,16 +1,46 @@
-"""h-space PCA (a data-dependent baseline, Asyrp-style): principal components of the
-features SAD edits, over generated samples.
+"""h-space PCA (Haas et al., "Discovering interpretable directions in the semantic latent
+space of diffusion models", FG 2024; the h-space of Asyrp, Kwon et al., ICLR 2023):
+principal components of the UNet mid-block output h over generated samples, per sampler
+step, added to h.
 
-Features: the input Z of each selected self-attention layer (``position`` as SAD's:
-after its GroupNorm, or the layer input), at every sampler step inside the edit window,
-over ``num_samples`` samples generated from seeds ``first_seed ...`` (keep them apart
-from the evaluation dataset's seeds). Every spatial token is one observation of a
-C-dim vector, so the components live in the space SAD's directions do and are injected
-by the same code (only the directions differ). Mean-centered covariance accumulated in
-float64; eigenvalues (variances) descending; signs canonical as SAD's.
+Read from renhaa/semantic-diffusion at commit 91f0a15:
+- h is the mid-block output and the edit adds delta_h there (semanticdiffusion.py:158-161,
+  ``h_space="after"``, the setting of editing/incremental_pca.py:94-96); the edited eps
+  enters both DDIM terms (``asyrp=False``, the default of ``reverse_process``, :410-443);
+- one PCA per sampler step (``method="indv"``, the Config default, incremental_pca.py:81;
+  fitted at :31-42) over 50000 samples drawn with eta 1 (Config :76-80, ``sd.sample(etas=
+  cfg.etas)`` at :34), 25 components, 50 steps;
+- PC_{k,t} = s_{k,t} * u_{k,t}: the singular value of the centered (N x D) data matrix
+  times the unit component (:49, :54; sklearn IncrementalPCA ``singular_values_``);
+- signs: sklearn's ``svd_flip(u_based_decision=False)`` (each component's largest |entry|
+  positive, in IncrementalPCA.partial_fit), then each PC's steps flipped to agree with its
+  first step (editing/pca.py:18-31, applied at incremental_pca.py:56);
+- the edit: delta_h_t = a * PC_{k,t} at every step, a in linspace(-strength, strength, 5)
+  with strength 0.1 (``plot_pc``, :64-71 and :108).
 
-Directions are cached under <cache_dir>/directions keyed by the model weights and every
-setting above; the cache remembers how long the computation took, for the timing table.
+Here: exact PCA per step (SVD of the centered matrix in float64; IncrementalPCA
+approximates it batch-wise), and
+
+    h_t' = h_t + alpha * strength * size_{k,t} * u_{k,t}
+
+with ``alpha_scale``:
+- ``singular_value`` (default): size = sqrt(singular_value_samples - 1) * std_{k,t}, i.e.
+  s_{k,t} of a data matrix of ``singular_value_samples`` rows. At the default 50000 (the
+  public N) the edit has the published size whatever ``num_samples`` estimated std from
+  (s grows as sqrt(N)); null = this run's own s_{k,t};
+- ``std``: size = std_{k,t}, the component's standard deviation over the samples;
+- ``h_norm``: size = ||h_t|| of this sample at this step (alpha * strength is then the
+  relative change of h, as SAD's token_norm).
+``strength`` 0.1 and alphas (-1, -0.5, 0.5, 1) are the published sweep. Every row records
+``delta_h_ratio``, the mean over edited steps of ||delta_h|| / ||h||: what one alpha meant.
+
+Deviations (named options, in every row): ``num_samples`` (default 1000, not 50000: the
+features are kept for an exact PCA, N x steps x D x 4 bytes, 6.5 GB for CelebA-HQ at
+1000; over ``max_feature_gb`` is a config error); ``window`` (null = every step, as the
+public code; [lo, hi] = steps with lo*T < t < hi*T, SAD's rule).
+
+Directions are cached under <cache_dir>/directions keyed by the model weights, sampler
+and every setting above; the cache remembers how long the computation took.
 """
 
 from __future__ import annotations
@@ -18,155 +48,305 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
-from torch import Tensor, nn
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from attnedit.errors import ConfigError
-from attnedit.methods.auto_labels import AutoLabeledDirections
-from attnedit.methods.directions import LayerDirections, canonical_signs, read_directions, write_directions
-from attnedit.methods.injection import attention_input_hooks, timestep_of_call
+from attnedit.methods.auto_labels import auto_label
+from attnedit.methods.labeling import case_texts
+from attnedit.methods.base import EditMethod
+from attnedit.methods.injection import timestep_of_call
+
+ALPHA_SCALES = ("singular_value", "std", "h_norm")
 
 
-class TokenMoments:
-    """Running sum and Gram matrix of C-dim token vectors, in float64."""
+def _as_index_list(directions) -> list[int]:
+    if isinstance(directions, int):
+        return list(range(directions))
+    return [int(d) for d in directions]
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.total: Tensor | None = None
-        self.gram: Tensor | None = None
 
-    def add(self, features: Tensor) -> None:
-        tokens = features.detach().flatten(2).transpose(1, 2).reshape(-1, features.shape[1]).double()
-        if self.total is None:
-            self.total, self.gram = tokens.sum(0), tokens.T @ tokens
-        else:
-            self.total += tokens.sum(0)
-            self.gram += tokens.T @ tokens
-        self.count += len(tokens)
-
-    def components(self) -> LayerDirections:
-        if self.count < 2:
-            raise ConfigError("h-space PCA saw fewer than 2 feature tokens; raise method.num_samples or widen method.window")
-        mean = (self.total / self.count).cpu().numpy()
-        cov = (self.gram.cpu().numpy() - self.count * np.outer(mean, mean)) / (self.count - 1)
-        values, vectors = np.linalg.eigh((cov + cov.T) / 2)
-        order = np.argsort(values)[::-1]
-        return LayerDirections(values[order], canonical_signs(vectors[:, order].T))
+def _output_tensor(output) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output
 
 
 @contextlib.contextmanager
-def capture_attention_inputs(
-    unet: nn.Module,
-    layers: dict[str, nn.Module],
-    sink: Callable[[str, Tensor], None],
-    *,
-    position: str,
-    window: tuple[float, float],
-    num_train_timesteps: int,
-) -> Iterator[None]:
-    """Call ``sink(layer, Z)`` with each layer's attention input while lo*T < t < hi*T."""
-    lo, hi = window[0] * num_train_timesteps, window[1] * num_train_timesteps
+def mid_block_hook(unet, on_output) -> Iterator[None]:
+    """``on_output(t, h) -> h | None`` on every mid-block output, t the timestep of the
+    UNet call; a returned tensor replaces h. Hooks removed on exit."""
     now: dict[str, int] = {}
 
-    def record_timestep(module, args, kwargs):
+    def record(module, args, kwargs):
         now["t"] = timestep_of_call(args, kwargs)
 
-    def after_norm(name):
-        def hook(module, inputs, output):
-            if lo < now["t"] < hi:
-                sink(name, output)
+    def hook(module, args, output):
+        h = _output_tensor(output)
+        new = on_output(now["t"], h)
+        if new is None:
+            return output
+        return (new, *output[1:]) if isinstance(output, tuple) else new
 
-        return hook
-
-    def before_norm(name):
-        def hook(module, args, kwargs):
-            if lo < now["t"] < hi:
-                sink(name, kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
-
-        return hook
-
-    with attention_input_hooks(unet, layers, position, record_timestep, after_norm, before_norm):
+    handles = [unet.register_forward_pre_hook(record, with_kwargs=True), unet.mid_block.register_forward_hook(hook)]
+    try:
         yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
-class HSpacePCA(AutoLabeledDirections):
+def per_step_pca(features: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(components (k, D) float64 unit rows, singular values (k,) of the centered matrix)
+    of one step's features (N, D); signs: largest |entry| positive (sklearn's svd_flip)."""
+    x = features.double()
+    _, s, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+    comps = vh[:k]
+    picked = comps.gather(1, comps.abs().argmax(dim=1, keepdim=True)).squeeze(1)
+    return comps * torch.where(picked < 0, -1.0, 1.0).to(comps.dtype)[:, None], s[:k]
+
+
+def align_to_first_step(components: Tensor) -> Tensor:
+    """(S, k, D): flip step t's component k where it points against step 0's (pca.py:18-31)."""
+    signs = torch.where((components * components[:1]).sum(-1) < 0, -1.0, 1.0).to(components.dtype)
+    return components * signs[..., None]
+
+
+class HSpacePCA(EditMethod):
     def __init__(
         self,
         name: str = "hspace_pca",
-        num_samples: int = 32,
+        directions: list[int] | int = 3,
+        alphas: list[float] = (-1.0, -0.5, 0.5, 1.0),
+        alpha_scale: str = "singular_value",
+        strength: float = 0.1,
+        singular_value_samples: int | None = 50_000,
+        window: tuple[float, float] | None = None,
+        num_samples: int = 1000,
         first_seed: int = 1_000_000,
         discovery_batch_size: int = 8,
+        discovery_eta: float = 1.0,
+        max_feature_gb: float = 16.0,
+        labels: dict | None = None,
+        labeling: dict | None = None,
         progress: bool = True,
-        **kwargs,
     ) -> None:
-        super().__init__(name=name, **kwargs)
-        self.progress = bool(progress)
-        if int(num_samples) < 1 or int(discovery_batch_size) < 1:
-            raise ConfigError(
-                f"method.num_samples={num_samples} and method.discovery_batch_size={discovery_batch_size} must be >= 1"
-            )
+        if alpha_scale not in ALPHA_SCALES:
+            raise ConfigError(f"method.alpha_scale={alpha_scale!r} is not one of {ALPHA_SCALES}")
+        if window is not None and not 0.0 <= float(window[0]) < float(window[1]) <= 1.0:
+            raise ConfigError(f"method.window={list(window)} must be null (every step) or [lo, hi] with 0 <= lo < hi <= 1")
+        if int(num_samples) < 2 or int(discovery_batch_size) < 1:
+            raise ConfigError(f"method.num_samples={num_samples} must be >= 2 and "
+                              f"method.discovery_batch_size={discovery_batch_size} >= 1")
+        if singular_value_samples is not None and int(singular_value_samples) < 2:
+            raise ConfigError(f"method.singular_value_samples={singular_value_samples} must be >= 2 or null")
+        self.name = name
+        self.direction_ids = _as_index_list(directions)
+        if not self.direction_ids or min(self.direction_ids) < 0:
+            raise ConfigError(f"method.directions={directions} must name at least one index >= 0")
+        if max(self.direction_ids) + 1 > int(num_samples) - 1:
+            raise ConfigError(f"direction {max(self.direction_ids)} needs more samples: a PCA of "
+                              f"method.num_samples={num_samples} has {int(num_samples) - 1} components")
+        self.alphas = [float(a) for a in alphas]
+        self.alpha_scale = alpha_scale
+        self.strength = float(strength)
+        self.singular_value_samples = None if singular_value_samples is None else int(singular_value_samples)
+        self.window = None if window is None else (float(window[0]), float(window[1]))
         self.num_samples = int(num_samples)
         self.first_seed = int(first_seed)
         self.discovery_batch_size = int(discovery_batch_size)
+        self.discovery_eta = float(discovery_eta)
+        self.max_feature_gb = float(max_feature_gb)
+        self.labels = {int(k): dict(v) for k, v in (labels or {}).items()}
+        self.labeling = labeling
+        self.labeling_seconds = 0.0
+        self.progress = bool(progress)
+        self.steps: list[int] = []  # timesteps edited (and analysed), in sampling order
+        self.components: Tensor | None = None  # (S, k, D) float32 unit rows
+        self.singular_values: Tensor | None = None  # (S, k) float64, this run's s_{k,t}
+        self.discovery_seconds = 0.0
         self.discovery_cached = False
         self.discovery_compute_seconds: float | None = None
+
+    # -- discovery ------------------------------------------------------------------------
+    def edit_steps(self, backend) -> list[int]:
+        steps = backend.timesteps()
+        if self.window is None:
+            return steps
+        lo, hi = (w * backend.num_train_timesteps for w in self.window)
+        chosen = [t for t in steps if lo < t < hi]
+        if not chosen:
+            raise ConfigError(f"method.window={list(self.window)} holds no sampler step of {steps}; widen it")
+        return chosen
 
     def _cache_path(self, backend, cache_dir: str | None) -> Path | None:
         if not cache_dir:
             return None
-        key = {
-            "weights": backend.describe()["weights_sha256_16"],
-            "sampler": backend.describe()["settings"].get("sampler"),
-            "layers": sorted(self.layers),
-            "position": self.position,
-            "window": list(self.window),
-            "num_samples": self.num_samples,
-            "first_seed": self.first_seed,
-        }
+        info = backend.describe()
+        key = {"weights": info["weights_sha256_16"], "sampler": info["settings"].get("sampler"), "steps": self.steps,
+               "num_samples": self.num_samples, "first_seed": self.first_seed, "eta": self.discovery_eta,
+               "k": max(self.direction_ids) + 1}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         return Path(cache_dir) / "directions" / f"hspace_pca-{digest}.safetensors"
 
-    def features_pass(self, backend, sink: Callable[[str, Tensor], None]) -> None:
-        """Generate the discovery samples, handing every in-window attention input to ``sink``."""
+    def features(self, backend) -> list[Tensor]:
+        """Per edit step, (N, D) float32 on the CPU: h of each discovery sample."""
+        dims = None
+        found: dict[int, list[Tensor]] = {t: [] for t in self.steps}
+
+        def keep(t: int, h: Tensor) -> None:
+            if t in found:
+                found[t].append(h.detach().float().flatten(1).cpu())
+
         seeds = list(range(self.first_seed, self.first_seed + self.num_samples))
-        batches = [seeds[i : i + self.discovery_batch_size] for i in range(0, len(seeds), self.discovery_batch_size)]
-        with capture_attention_inputs(
-            backend.unet, self.layers, sink, position=self.position, window=self.window,
-            num_train_timesteps=backend.num_train_timesteps,
-        ):
+        batches = [seeds[i: i + self.discovery_batch_size] for i in range(0, len(seeds), self.discovery_batch_size)]
+        eta_at = None if self.discovery_eta == float(backend.eta) else (lambda t: self.discovery_eta)
+        with mid_block_hook(backend.unet, keep):
             for batch in tqdm(batches, desc=f"{self.name}: discovery samples", unit="batch", leave=False,
                               disable=not self.progress):
-                backend.denoise(backend.initial_noise(batch))
+                x_T, generators = backend.seeded_start(batch)
+                backend.denoise(x_T, generators=generators, eta_at=eta_at)
+                if dims is None:
+                    dims = found[self.steps[0]][0].shape[1]
+                    need = self.num_samples * len(self.steps) * dims * 4 / 2**30
+                    if need > self.max_feature_gb:
+                        raise ConfigError(
+                            f"h-space PCA would keep {need:.1f} GB of features ({self.num_samples} samples x "
+                            f"{len(self.steps)} steps x {dims} dims); lower method.num_samples, narrow method.window "
+                            f"or raise method.max_feature_gb={self.max_feature_gb}")
+        return [torch.cat(found.pop(t)) for t in self.steps]  # one step's batches freed as the next is joined
 
-    def discover(self, backend, cache_dir):
+    def discover(self, backend) -> None:
+        k = max(self.direction_ids) + 1
+        features = self.features(backend)
+        device = backend.device if backend.device.type == "cuda" else torch.device("cpu")
+        comps, svals = zip(*(per_step_pca(f.to(device), k) for f in features))
+        self.components = align_to_first_step(torch.stack(comps)).float().cpu()
+        self.singular_values = torch.stack(svals).cpu()
+
+    def setup(self, backend, cache_dir: str | None = None) -> None:
+        self.steps = self.edit_steps(backend)
+        start = time.perf_counter()
         cache = self._cache_path(backend, cache_dir)
-        timing = cache.with_suffix(".json") if cache is not None else None
-        if cache is not None and cache.exists() and timing.exists():
+        if cache is not None and cache.exists() and cache.with_suffix(".json").exists():
+            stored = load_file(str(cache))
+            self.components, self.singular_values = stored["components"], stored["singular_values"]
             self.discovery_cached = True
-            self.discovery_compute_seconds = float(json.loads(timing.read_text())["seconds"])
-            return read_directions(cache)
-        moments = {name: TokenMoments() for name in self.layers}
-        began = time.perf_counter()
-        self.features_pass(backend, lambda name, z: moments[name].add(z))
-        found = {name: m.components() for name, m in moments.items()}
-        self.discovery_compute_seconds = time.perf_counter() - began
-        if cache is not None:
-            write_directions(cache, found)
-            timing.write_text(json.dumps({"seconds": self.discovery_compute_seconds}))
-        return found
+            self.discovery_compute_seconds = float(json.loads(cache.with_suffix(".json").read_text())["seconds"])
+        else:
+            self.discover(backend)
+            self.discovery_compute_seconds = time.perf_counter() - start
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"components": self.components.contiguous(), "singular_values": self.singular_values.contiguous()},
+                          str(cache))
+                cache.with_suffix(".json").write_text(json.dumps({"seconds": self.discovery_compute_seconds}))
+        self.discovery_seconds = time.perf_counter() - start
+        if self.labeling:
+            self.labeling_seconds = auto_label(self, backend, self.labeling)
 
-    def describe(self):
+    # -- editing --------------------------------------------------------------------------
+    def sizes(self) -> Tensor:
+        """(S, k) the size_{k,t} of the singular_value and std scales."""
+        std = self.singular_values / math.sqrt(self.num_samples - 1)
+        if self.alpha_scale == "std":
+            return std
+        rows = self.num_samples if self.singular_value_samples is None else self.singular_value_samples
+        return std * math.sqrt(rows - 1)
+
+    def label(self, k: int) -> str:
+        return str(self.labels.get(k, {}).get("label", f"dir{k}"))
+
+    def texts(self, k: int) -> tuple[str | None, str | None]:
+        entry = self.labels.get(k, {})
+        return entry.get("source"), entry.get("target")
+
+    def is_identity(self, edit: dict[str, Any]) -> bool:
+        return float(edit["alpha"]) == 0.0
+
+    def edits(self) -> list[dict[str, Any]]:
+        shared = {
+            "layers": "mid_block",
+            "position": "mid_block_output",
+            "alpha_scale": self.alpha_scale,
+            "strength": self.strength,
+            "singular_value_samples": self.singular_value_samples if self.alpha_scale == "singular_value" else None,
+            "window_lo": None if self.window is None else self.window[0],
+            "window_hi": None if self.window is None else self.window[1],
+            "num_samples": self.num_samples,
+            "discovery_eta": self.discovery_eta,
+        }
+        return [
+            {"direction": k, "label": self.label(k), "alpha": a, **shared, **case_texts(self.labels.get(k), a)}
+            for k in self.direction_ids
+            for a in self.alphas
+        ]
+
+    @contextlib.contextmanager
+    def control(self, backend, edits) -> Iterator["HSpaceControl"]:
+        if self.components is None:
+            raise ConfigError("HSpacePCA.control() needs setup(backend) first")
+        control = HSpaceControl(self, list(edits))
+        with mid_block_hook(backend.unet, control.edit):
+            yield control
+
+    def describe(self) -> dict[str, Any]:
         return {
-            **super().describe(),
+            "name": self.name,
+            "protocol": "h-space PCA of Haas et al. (renhaa/semantic-diffusion@91f0a15): per-step PCA of the "
+                        "mid-block output, delta_h = a * s_k * u_k at every edited step",
             "discovery": "once_per_model",
+            "discovery_seconds": self.discovery_seconds,
             "discovery_cached": self.discovery_cached,
             "discovery_compute_seconds": self.discovery_compute_seconds,
+            "directions": self.direction_ids,
+            "labels": {k: self.labels.get(k) for k in self.direction_ids},
+            "labeling_seconds": self.labeling_seconds,
             "num_samples": self.num_samples,
             "seeds": [self.first_seed, self.first_seed + self.num_samples - 1],
-            "features": f"attention input ({self.position}), tokens as observations, steps inside the window",
+            "discovery_eta": self.discovery_eta,
+            "steps": self.steps,
+            "alpha_scale": self.alpha_scale,
+            "strength": self.strength,
+            "singular_value_samples": self.singular_value_samples,
+            "top_singular_values_first_step": None if self.singular_values is None else self.singular_values[0].tolist(),
+            "features": "unet.mid_block output, one observation per sample and step",
         }
+
+
+class HSpaceControl:
+    """Adds element i's delta_h at every edit step; ``row_extras[i]`` afterwards holds the
+    mean relative change of h it made (``delta_h_ratio``) and the steps edited."""
+
+    def __init__(self, method: HSpacePCA, edits: list[dict[str, Any]]) -> None:
+        self.method, self.edits = method, edits
+        self.index = {t: j for j, t in enumerate(method.steps)}
+        self.first_edit_timestep = max(method.steps)
+        self.directions = torch.tensor([int(e["direction"]) for e in edits])
+        self.factors = torch.tensor([float(e["alpha"]) * method.strength for e in edits], dtype=torch.float64)
+        self.sizes = None if method.alpha_scale == "h_norm" else method.sizes()
+        self.ratios = torch.zeros(len(edits), dtype=torch.float64)
+        self.count = 0
+
+    def edit(self, t: int, h: Tensor) -> Tensor | None:
+        if t not in self.index:
+            return None
+        if len(h) != len(self.edits):
+            raise ConfigError(f"hspace_pca: batch of {len(h)} features but {len(self.edits)} edits")
+        j = self.index[t]
+        u = self.method.components[j, self.directions].double()  # (B, D)
+        norms = h.detach().flatten(1).double().norm(dim=1).cpu()
+        size = norms if self.sizes is None else self.sizes[j, self.directions]
+        delta = (self.factors * size)[:, None] * u
+        self.ratios += delta.norm(dim=1) / norms.clamp_min(1e-30)
+        self.count += 1
+        return h + delta.view(h.shape).to(h.device, h.dtype)
+
+    @property
+    def row_extras(self) -> list[dict[str, Any]]:
+        return [{"delta_h_ratio": float(r / max(self.count, 1)), "edited_steps": self.count} for r in self.ratios]

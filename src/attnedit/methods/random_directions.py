@@ -27,6 +27,9 @@ class RandomDirections(AutoLabeledDirections):
         super().__init__(name=name, **kwargs)
         self.seed = int(seed)
 
+    def is_identity(self, edit) -> bool:
+        return float(edit["alpha"]) == 0.0
+
     def discover(self, backend, cache_dir):
         count = max(self.direction_ids, default=-1) + 1
         out = {}
