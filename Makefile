@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 # Re-install whenever the lock or the project metadata changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install install-pip demo test bench lock clean
+.PHONY: install install-pip demo test bench gpu-check lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ test: install  ## the whole test suite, offline
 bench: install  ## speed benchmarks (print ratios measured side by side; several minutes on a CPU)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_piebench_eval.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_editing_time.py
+
+gpu-check: install  ## the issue-13 cost targets on one GPU, offline, < 8 min (benchmarks/gpu_check.py)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_check.py
 
 lock:  ## regenerate requirements.lock (needs uv: pip install uv)
 	uv pip compile pyproject.toml --extra dev --override requirements-overrides.txt \

@@ -1,0 +1,215 @@
+"""The issue-13 GPU check in one run: every cost target of the harness on one GPU.
+
+    python benchmarks/gpu_check.py                  # on a GPU machine (offline, < 8 min)
+    make gpu-check                                  # the same through the venv
+    python benchmarks/gpu_check.py --device cpu --quick   # the script itself, tiny sizes
+
+Offline and with random weights of the real architectures, built on the device (time and
+rounding behaviour do not depend on trained weights; the shapes of the real models do):
+
+- ``sad``: the numerical floor of SAD (an alpha = 0 edit through the edit path vs the
+  unedited image, :func:`attnedit.numerical_floor.measure_floor`) with TF32 off (the
+  default) and on, and the seconds per edit of a batch of 16 edits, on the
+  google/ddpm-ema-celebahq-256 architecture at 50 DDIM steps;
+- ``shared_prefix``: UNet evaluations and time with and without the shared unedited
+  prefix (:func:`bench_shared_prefix.measure`);
+- ``evaluator``: attnedit-evaluate vs the official per-image PIE-Bench loop on CUDA
+  (:func:`bench_piebench_eval.measure`; target >= 8x on a 16-core host);
+- ``bias_delta``: guided vs stock calls of the 20.4 B-parameter Qwen-Image-Edit transformer
+  at a 1024x1024 edit (:func:`bench_bias_delta.measure`; target <= 1.02x).
+
+Each section runs in order while the time budget (``--budget`` seconds) allows; a section
+that fails is reported with its error and the others still run. Prints one Markdown table
+and writes every number as JSON (``--json``, default ``$OUT/gpu_check.json`` when OUT is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Rough seconds each section takes on an H100/H200 (the budget check skips what cannot finish).
+ESTIMATES = {"sad": 90, "shared_prefix": 60, "evaluator": 90, "bias_delta": 150}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def sad(device: str, quick: bool) -> dict[str, Any]:
+    from bench_shared_prefix import build_model
+
+    from attnedit.backends.ddpm import DDPMBackend
+    from attnedit.data.base import Sample
+    from attnedit.methods.sad import SAD
+    from attnedit.numerical_floor import measure_floor
+
+    config, steps, batch = ("tiny", 4, 8) if quick else ("celebahq", 50, 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = DDPMBackend(str(build_model(Path(tmp) / config, config)), device=device, num_inference_steps=steps)
+    method = SAD(directions=3, alphas=[-0.4, 0.4])
+    method.setup(backend)
+    samples = [Sample(f"seed{i}", seed=i) for i in range(2)]
+    result: dict[str, Any] = {"config": config, "steps": steps, "batch": batch}
+    for tf32 in (False, True):
+        backend.allow_tf32 = tf32
+        backend.prefix.clear()
+        refs = backend.reference(samples)
+        result[f"floor_tf32_{'on' if tf32 else 'off'}"] = measure_floor(backend, method, samples, batch, refs)
+    backend.allow_tf32 = False
+    backend.prefix.clear()
+    seeds = [Sample(f"seed{i}", seed=i) for i in range(batch // len(method.edits()) + 1)]
+    cases = [(s, e) for s in seeds for e in method.edits()][:batch]
+    backend.reference(list({s.id: s for s, _ in cases}.values()))
+    dev = torch.device(device)
+    seconds = []
+    for _ in range(4):  # the first is the warm-up
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        _sync(dev)
+        start = time.perf_counter()
+        with method.control(backend, [e for _, e in cases]) as control:
+            backend.generate([s for s, _ in cases], control)
+        _sync(dev)
+        seconds.append(time.perf_counter() - start)
+    result["seconds_per_edit_median"] = statistics.median(seconds[1:]) / batch
+    result["seconds_per_edit_rounds"] = [s / batch for s in seconds[1:]]
+    if dev.type == "cuda":
+        result["peak_memory_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
+    return result
+
+
+def shared_prefix(device: str, quick: bool) -> dict[str, Any]:
+    from bench_shared_prefix import measure
+
+    return measure(device, "tiny" if quick else "celebahq", rounds=1)
+
+
+def evaluator(device: str, quick: bool) -> dict[str, Any]:
+    from bench_piebench_eval import measure
+
+    return measure(device, workers=None, images=8 if quick else 64, rounds=2)
+
+
+def bias_delta(device: str, quick: bool) -> dict[str, Any]:
+    import bench_bias_delta as bench
+
+    config = "tiny" if quick else "real"
+    dev = torch.device(device)
+    model = bench.build(config, dev, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    result = {"batch1": bench.measure(device, config, batch=1, rounds=5, model=model)}
+    result["batch4"] = bench.measure(device, config, batch=4, rounds=3, legacy=False, model=model)
+    return result
+
+
+SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
+    "sad": sad, "shared_prefix": shared_prefix, "evaluator": evaluator, "bias_delta": bias_delta,
+}
+
+
+def _floor(floor: dict[str, Any] | None) -> str:
+    if not floor:
+        return "n/a"
+    if floor["identical"]:
+        return "identical"
+    return f"PSNR min {floor['psnr_min']:.1f} dB, SSIM min {floor['ssim_min']:.4f}, max diff {floor['max_abs_diff']:.2g}"
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """(check, measured, target) rows of the Markdown table."""
+    rows = []
+    r = results.get("sad")
+    if isinstance(r, dict) and "error" not in r:
+        rows += [
+            (f"SAD alpha = 0 floor, TF32 off ({r['config']}, {r['steps']} steps, batch {r['batch']})",
+             _floor(r["floor_tf32_off"]), "far above the metrics' range"),
+            ("SAD alpha = 0 floor, TF32 on", _floor(r["floor_tf32_on"]), "(for comparison)"),
+            (f"SAD seconds per edit (batch {r['batch']}, shared prefix)",
+             f"{r['seconds_per_edit_median']:.3f} s" + (f", peak {r['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in r else ""),
+             "recipe cost tables"),
+        ]
+    r = results.get("shared_prefix")
+    if isinstance(r, dict) and "error" not in r:
+        rows.append((f"shared prefix ({r['config']}, {r['samples']} samples x {r['edits_per_sample']} edits)",
+                     f"evaluations {r['naive']['unet_sample_evaluations']} / {r['shared']['unet_sample_evaluations']} "
+                     f"({r['evaluation_ratio']:.3f}x), time {r['speedup']:.2f}x",
+                     f"evaluations = expected {r['expected_evaluations']}"))
+    r = results.get("evaluator")
+    if isinstance(r, dict) and "error" not in r:
+        rows.append((f"attnedit-evaluate vs official loop ({r['images']} images, {r['workers']} workers, "
+                     f"{r['usable_cores']} cores)",
+                     f"{r['official_ms_per_image']:.1f} / {r['attnedit_ms_per_image']:.1f} ms per image = "
+                     f"{r['ratio']:.2f}x, max diff {r['max_abs_diff']:.2g}", ">= 8x, diff <= 1e-5"))
+    r = results.get("bias_delta")
+    if isinstance(r, dict) and "error" not in r:
+        for key in ("batch1", "batch4"):
+            m = r[key]
+            legacy = f", previous {m['ratio']['legacy']:.3f}x" if "legacy" in m["ratio"] else ""
+            rows.append((f"bias-delta guided / stock ({m['config']}, {m['blocks']} blocks, batch {m['batch']})",
+                         f"{m['ms']['stock']['median']:.1f} / {m['ms']['guided']['median']:.1f} ms = "
+                         f"{m['ratio']['guided']:.3f}x{legacy}; (1, 1) vs stock max diff "
+                         f"{m['identity_max_abs_diff_vs_stock']:.2g}", "<= 1.02x, (1, 1) identical"))
+    for name, r in results.items():
+        if isinstance(r, dict) and "error" in r:
+            rows.append((name, f"FAILED: {r['error']}", ""))
+        elif r is None:
+            rows.append((name, "skipped: not enough of the time budget left", ""))
+    return ["| check | measured | target |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--quick", action="store_true", help="tiny models and sizes (to test the script itself)")
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds; sections that cannot finish are skipped")
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--json", type=Path, default=Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT")
+                        else None)
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("gpu_check: CUDA is not available here; run it on a GPU machine, or --device cpu --quick", file=sys.stderr)
+        return 2
+    begin = time.perf_counter()
+    results: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__, "cpu_count": os.cpu_count(), "quick": args.quick,
+    }
+    for name in args.only:
+        left = args.budget - (time.perf_counter() - begin)
+        if not args.quick and left < ESTIMATES[name]:
+            results[name] = None
+            continue
+        start = time.perf_counter()
+        try:
+            results[name] = SECTIONS[name](args.device, args.quick)
+        except Exception as error:  # one broken section must not lose the others' numbers
+            traceback.print_exc()
+            results[name] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
+        finally:
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        results.setdefault("seconds", {})[name] = round(time.perf_counter() - start, 1)
+        print(f"gpu_check: {name} done in {results['seconds'][name]:.0f} s", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\n{results['device']}, torch {results['torch']}, {results['cpu_count']} cores"
+          f"{' (quick: tiny sizes, not the targets)' if args.quick else ''}")
+    print("\n".join(table({k: results.get(k) for k in args.only})))
+    return 1 if any(isinstance(results.get(k), dict) and "error" in results[k] for k in args.only) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
