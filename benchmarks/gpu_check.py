@@ -49,7 +49,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def sad(device: str, quick: bool) -> dict[str, Any]:
+def sad(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
     from bench_shared_prefix import build_model
 
     from attnedit.backends.ddpm import DDPMBackend
@@ -92,30 +92,31 @@ def sad(device: str, quick: bool) -> dict[str, Any]:
     return result
 
 
-def shared_prefix(device: str, quick: bool) -> dict[str, Any]:
+def shared_prefix(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
     from bench_shared_prefix import measure
 
     return measure(device, "tiny" if quick else "celebahq", rounds=1)
 
 
-def evaluator(device: str, quick: bool) -> dict[str, Any]:
+def evaluator(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
     from bench_piebench_eval import measure
 
-    return measure(device, workers=None, images=8 if quick else 64, rounds=2)
+    return measure(device, workers=options.workers, images=8 if quick else 64, rounds=2)
 
 
-def bias_delta(device: str, quick: bool) -> dict[str, Any]:
+def bias_delta(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
     import bench_bias_delta as bench
 
     config = "tiny" if quick else "real"
     dev = torch.device(device)
     model = bench.build(config, dev, torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    result = {"batch1": bench.measure(device, config, batch=1, rounds=5, model=model)}
-    result["batch4"] = bench.measure(device, config, batch=4, rounds=3, legacy=False, model=model)
+    result = {"batch1": bench.measure(device, config, batch=1, rounds=options.rounds, model=model)}
+    result["batch4"] = bench.measure(device, config, batch=4, rounds=max(3, options.rounds // 2), legacy=False,
+                                     model=model)
     return result
 
 
-SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
+SECTIONS: dict[str, Callable[[str, bool, argparse.Namespace], dict[str, Any]]] = {
     "sad": sad, "shared_prefix": shared_prefix, "evaluator": evaluator, "bias_delta": bias_delta,
 }
 
@@ -158,9 +159,11 @@ def table(results: dict[str, Any]) -> list[str]:
         for key in ("batch1", "batch4"):
             m = r[key]
             legacy = f", previous {m['ratio']['legacy']:.3f}x" if "legacy" in m["ratio"] else ""
-            rows.append((f"bias-delta guided / stock ({m['config']}, {m['blocks']} blocks, batch {m['batch']})",
+            rows.append((f"bias-delta guided / stock ({m['config']}, {m['blocks']} blocks, batch {m['batch']}, "
+                         f"median of {m['rounds']})",
                          f"{m['ms']['stock']['median']:.1f} / {m['ms']['guided']['median']:.1f} ms = "
-                         f"{m['ratio']['guided']:.3f}x{legacy}; (1, 1) vs stock max diff "
+                         f"{m['ratio']['guided']:.3f}x (fastest {m['ratio_fastest']['guided']:.3f}x){legacy}; "
+                         f"(1, 1) vs stock max diff "
                          f"{m['identity_max_abs_diff_vs_stock']:.2g}", "<= 1.02x, (1, 1) identical"))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
@@ -175,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny models and sizes (to test the script itself)")
     parser.add_argument("--budget", type=float, default=450.0, help="seconds; sections that cannot finish are skipped")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of the bias-delta calls at batch 1")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="evaluator decoding threads (default: attnedit-evaluate's, min(8, cores))")
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--json", type=Path, default=Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT")
                         else None)
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         start = time.perf_counter()
         try:
-            results[name] = SECTIONS[name](args.device, args.quick)
+            results[name] = SECTIONS[name](args.device, args.quick, args)
         except Exception as error:  # one broken section must not lose the others' numbers
             traceback.print_exc()
             results[name] = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
