@@ -8,6 +8,7 @@ are not verified; a framing error fails the test).
 from __future__ import annotations
 
 import json
+import math
 import struct
 import sys
 from pathlib import Path
@@ -111,6 +112,9 @@ def _png(path: Path, color, size=(40, 24)) -> str:
     return str(path)
 
 
+METRIC_WEIGHTS = json.dumps({"psnr": "none", "ssim": "none"})  # the runner writes this in every row
+
+
 def _rows(tmp_path: Path):
     rows = [
         {"case_id": "s0-d0-a2", "sample_id": 0, "method": "sad", "direction": 0, "label": "smiling",
@@ -120,6 +124,8 @@ def _rows(tmp_path: Path):
         {"case_id": "s0-d1-a2", "sample_id": 0, "method": "sad", "direction": 1, "label": "old",
          "alpha": -2.0, "ssim": 0.5, "psnr": 19.75, "random_backbone": True},
     ]
+    for row in rows:
+        row["metric_weights"] = METRIC_WEIGHTS
     # Like the runner's rows: image paths relative to the run directory.
     (tmp_path / "run" / "images").mkdir(parents=True, exist_ok=True)
     images = {}
@@ -185,10 +191,12 @@ def test_offline_run_files_hold_metrics_tables_summaries_and_no_secrets(wandb_en
     assert table["columns"] == ["label", "ssim mean", "ssim std", "psnr mean", "psnr std"]
     assert [r[:2] for r in table["data"]] == [["old", 0.5], ["smiling", 0.71875]]
 
-    # Cases table: every row column plus thumbnails, one row per case.
+    # Cases table: the HTML grid's columns (id, keys, metrics) plus thumbnails, one row per case.
     (cases_file,) = (got["dir"] / "files" / "media" / "table").glob("cases_*.table.json")
     cases = json.loads(cases_file.read_text())
-    assert cases["columns"] == list(rows[0]) + ["unedited", "edited"]
+    assert cases["columns"] == ["case_id", "sample_id", "method", "direction", "label", "alpha", "psnr", "ssim",
+                                "reference", "edited"]
+    assert [r[6:8] for r in cases["data"]] == [[r["psnr"], r["ssim"]] for r in rows]
     assert [r[0] for r in cases["data"]] == [r["case_id"] for r in rows]
     (art,) = [a for a in got["artifacts"] if a.name.endswith("-cases")]
     contents = {c.path: c.local_path for c in art.manifest.contents}
@@ -324,3 +332,118 @@ def test_disabled_mode_writes_nothing_and_misuse_errors(wandb_env):
     logger.finish()
     assert sorted((wandb_env / "run").rglob("*")) == before
     assert list((wandb_env / "wandb_root").iterdir()) == []
+
+
+def _table(run_dir: Path, key: str) -> dict:
+    """The table logged under ``key`` (W&B writes it to media/table/<key>_<step>_<hash>.table.json)."""
+    (path,) = (run_dir / "files" / "media" / "table").glob(f"{key}_*.table.json")
+    return json.loads(path.read_text())
+
+
+def test_grid_case_table_every_tables_csv_and_failures_reach_the_offline_run(wandb_env):
+    """DCAG-like rows with a failed case; CSVs planted in the tables dir (nested, new columns,
+    one empty); the failures counted over the whole run's frame, not this session's rows."""
+    run_dir = wandb_env / "run"
+    (run_dir / "images" / "s0").mkdir(parents=True)
+    _png(run_dir / "images" / "s0" / "reference.png", (200, 10, 10))
+    _png(run_dir / "images" / "s0" / "edit.png", (10, 200, 10))
+    (run_dir / "manifest.json").write_text(json.dumps({"metric_order": ["lpips_unedit_part", "ssim_unedit_part"]}))
+    base = {"sample_id": "s0", "category": "3", "method": "dcag", "bk": 1.0, "bv": 1.0, "model": "qwen",
+            "ssim_unedit_part_convention": "torchmetrics_legacy_crop", "seconds_per_case": 2.5,
+            "run_signature": "abc", "reference_path": "images/s0/reference.png"}
+    rows = [
+        {"case_id": "s0-a", **base, "dk": 1.1, "dv": 1.0, "ssim_unedit_part": 0.75, "lpips_unedit_part": 0.125,
+         "failed": False, "error": None},
+        {"case_id": "s0-b", **base, "dk": 1.1, "dv": 1.15, "ssim_unedit_part": 0.5, "lpips_unedit_part": 0.25,
+         "failed": False, "error": None},
+        {"case_id": "s0-c", **base, "dk": 1.3, "dv": 1.3, "ssim_unedit_part": float("nan"),
+         "lpips_unedit_part": float("nan"), "failed": True, "error": "NonFiniteOutputError: NaN image"},
+    ]
+    images = {"s0-a": ("images/s0/reference.png", "images/s0/edit.png"),
+              "s0-b": ("images/s0/reference.png", "images/s0/edit.png"), "s0-c": ("images/s0/reference.png", None)}
+    earlier = {**rows[2], "case_id": "s1-c", "sample_id": "s1", "error": "OutOfMemoryError: CUDA out of memory"}
+    tables = run_dir / "tables"
+    (tables / "per_category").mkdir(parents=True)
+    (tables / "overall.csv").write_text("method,metric,mean,ci_low,ci_high,n,n_nan\n"
+                                        "dcag,lpips_unedit_part,0.1875,0.125,0.25,2,0\n")
+    (tables / "per_category" / "lpips.csv").write_text("category,dk,dv,mean,n\n3,1.1,1.15,0.25,1\n")
+    (tables / "empty.csv").write_text("")
+    (tables / "overall.md").write_text("not a table to log")
+
+    logger = WandbLogger(thumbnail_size=8)
+    logger.start({"seed": 0}, str(run_dir), "sig")
+    logger.log_cases(rows, images)
+    logger.log_tables_dir(str(tables))
+    logger.log_failures(pd.DataFrame([earlier, *rows]))
+    logger.finish()
+    got = _read_run(wandb_env / "wandb_root")
+
+    cases = _table(got["dir"], "cases")
+    assert cases["columns"] == ["case_id", "sample_id", "category", "method", "dk", "dv", "lpips_unedit_part",
+                                "ssim_unedit_part", "reference", "edited"]
+    assert [r[:8] for r in cases["data"][:2]] == [["s0-a", "s0", "3", "dcag", 1.1, 1.0, 0.125, 0.75],
+                                                  ["s0-b", "s0", "3", "dcag", 1.1, 1.15, 0.25, 0.5]]
+    failed_row = cases["data"][2]
+    assert failed_row[:6] == ["s0-c", "s0", "3", "dcag", 1.3, 1.3]
+    assert all(math.isnan(v) for v in failed_row[6:8])
+    assert failed_row[8:] == ["Image", None] and cases["data"][0][8:] == ["Image", "Image"]  # no edited image
+
+    overall = _table(got["dir"], "tables/overall")
+    assert overall["columns"] == ["method", "metric", "mean", "ci_low", "ci_high", "n", "n_nan"]
+    assert overall["data"] == [["dcag", "lpips_unedit_part", 0.1875, 0.125, 0.25, 2, 0]]
+    nested = _table(got["dir"], "tables/per_category/lpips")
+    assert nested["columns"] == ["category", "dk", "dv", "mean", "n"] and nested["data"] == [[3, 1.1, 1.15, 0.25, 1]]
+    logged = {k for h in got["history"] for k in h if k.startswith("tables/")}
+    assert logged == {"tables/overall", "tables/per_category/lpips"}
+
+    assert got["summary"]["failed_cases"] == 2
+    failures = _table(got["dir"], "failures")
+    assert failures["columns"] == ["case_id", "sample_id", "category", "method", "dk", "dv", "error"]
+    assert failures["data"] == [["s1-c", "s1", "3", "dcag", 1.3, 1.3, "OutOfMemoryError: CUDA out of memory"],
+                                ["s0-c", "s0", "3", "dcag", 1.3, 1.3, "NonFiniteOutputError: NaN image"]]
+
+
+def test_failures_of_old_runs_and_of_missing_flags():
+    from attnedit.case_columns import failures
+
+    old = pd.DataFrame({"case_id": ["a", "b"], "alpha": [0.2, 0.4], "ssim": [0.5, 0.7]})  # before failure accounting
+    assert failures(old).empty and list(failures(old).columns) == ["case_id", "alpha"]
+    mixed = pd.DataFrame({"case_id": ["a", "b", "c"], "failed": [None, True, False], "error": [None, "E: x", None]})
+    assert failures(mixed).to_dict("list") == {"case_id": ["b"], "error": ["E: x"]}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny convolutions on a shared CPU: one thread is several times faster than two."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_run_logs_every_tables_csv_its_failures_and_the_grid_columns(wandb_env, tiny_ddpm_dir, one_torch_thread):
+    """The runner end to end with logger=wandb offline: each CSV attnedit-tables wrote is a
+    W&B table with the same columns and values; no failures; the case table's metrics are
+    the manifest's."""
+    from attnedit.cli import compose
+    from attnedit.runner import Runner
+    from conftest import run_overrides
+
+    cfg = compose("config", run_overrides(wandb_env / "results", tiny_ddpm_dir, "logger=wandb", "method.directions=1",
+                                          "dataset.num_samples=1", "model.num_inference_steps=2", "figures=false"))
+    run_dir = Runner(cfg).run()
+    got = _read_run(wandb_env / "wandb_root")
+    csvs = sorted((run_dir / "tables").rglob("*.csv"))
+    assert csvs
+    for path in csvs:
+        name = path.relative_to(run_dir / "tables").with_suffix("").as_posix()
+        table, frame = _table(got["dir"], f"tables/{name}"), pd.read_csv(path)
+        assert table["columns"] == list(frame.columns), name
+        assert len(table["data"]) == len(frame), name
+    assert got["summary"]["failed_cases"] == 0
+    metrics = json.loads((run_dir / "manifest.json").read_text())["metric_order"]
+    cases = _table(got["dir"], "cases")
+    assert cases["columns"][-2 - len(metrics):] == [*metrics, "reference", "edited"]
+    assert cases["columns"][:2] == ["case_id", "sample_id"] and "run_signature" not in cases["columns"]

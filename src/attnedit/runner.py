@@ -287,10 +287,10 @@ class Runner:
         frame = self.store.read()
         self._record_cost(frame)
         if not frame.empty:
-            tables = write_tables(self.run_dir)
-            for name, table in tables.items():
-                self.logger.log_table(name, table)
+            write_tables(self.run_dir)
+            self.logger.log_tables_dir(str(self.store.tables_dir))  # every CSV, with the columns it has
             self.logger.log_summary(_summary(frame, self.metrics))
+            self.logger.log_failures(frame)
         self.logger.finish()
         return self.run_dir
 

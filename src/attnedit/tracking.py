@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from .case_columns import failures, grid_columns, metric_names
 from .errors import AttneditError, ConfigError
 
 REDACTED = "<redacted>"
@@ -112,6 +113,12 @@ class Logger:
     def log_table(self, name: str, frame: Any) -> None:
         pass
 
+    def log_tables_dir(self, tables_dir: str) -> None:
+        pass
+
+    def log_failures(self, frame: Any) -> None:
+        pass
+
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         pass
 
@@ -152,10 +159,16 @@ class WandbLogger(Logger):
     """`logger=wandb`: one W&B run per attnedit run, named by the run signature.
 
     History: one step per case, metrics under `cases/<column>`; figures and tables are
-    logged at the latest case's step. The `cases` table (every row column plus unedited /
-    edited thumbnails) is logged at finish, per-case metrics as they arrive. Thumbnails are
-    held in memory until then (3 * thumbnail_size**2 bytes each, ~100 KB per case at 128 px):
-    for sweeps of tens of thousands of cases lower thumbnail_size or set log_images=false.
+    logged at the latest case's step. The `cases` table holds the columns of the HTML
+    report's grid (:mod:`attnedit.case_columns`: case id, keys such as category /
+    direction / alpha / dk / dv / method, the run's metrics) plus reference (source or
+    unedited) and edited thumbnails, one row per case of this session; it is logged at
+    finish, per-case metrics as they arrive. Thumbnails are held in memory until then
+    (3 * thumbnail_size**2 bytes each, ~100 KB per case at 128 px): for sweeps of tens of
+    thousands of cases lower thumbnail_size or set log_images=false. At the end of a run,
+    :meth:`log_tables_dir` logs every CSV of the run's tables (their columns as written,
+    confidence intervals included) and :meth:`log_failures` the count and table of the
+    failed cases.
     """
 
     def __init__(self, project: str = "attnedit", entity: str | None = None,
@@ -174,6 +187,7 @@ class WandbLogger(Logger):
         self._step = 0
         self._cases: list[tuple[dict, tuple]] = []
         self._run_dir, self._warned_missing = Path("."), False
+        self._manifest: dict = {}
 
     def start(self, config: dict, run_dir: str, run_name: str, group: str | None = None,
               tags: Iterable[str] = ()) -> None:
@@ -199,6 +213,8 @@ class WandbLogger(Logger):
                 settings=wandb.Settings(console="off"))
         self._step, self._cases = 0, []
         self._run_dir, self._warned_missing = Path(run_dir), False
+        manifest = Path(run_dir) / "manifest.json"  # the runner writes it first: the metrics, in config order
+        self._manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
         if not self._run.disabled:  # lets results be traced to their dashboard run
             record = {"id": self._run.id, "name": self._run.name, "project": self.project,
                       "entity": self.entity, "group": self._run.group or None,
@@ -259,8 +275,9 @@ class WandbLogger(Logger):
     def _cases_table(self) -> Any:
         import wandb
 
-        columns = list(dict.fromkeys(k for row, _ in self._cases for k in row))
-        image_columns = ["unedited", "edited"] if self.log_images else []
+        rows = [row for row, _ in self._cases]
+        columns = grid_columns(dict.fromkeys(k for row in rows for k in row), metric_names(self._manifest, rows))
+        image_columns = ["reference", "edited"] if self.log_images else []
         data = [[row.get(c) for c in columns] + list(thumbs) for row, thumbs in self._cases]
         return wandb.Table(columns=columns + image_columns, data=data, allow_mixed_types=True)
 
@@ -279,6 +296,31 @@ class WandbLogger(Logger):
 
         table = wandb.Table(dataframe=_plain_frame(frame), allow_mixed_types=True)
         self._log_now({f"tables/{name}": table})
+
+    def log_tables_dir(self, tables_dir: str) -> None:
+        """Every CSV under ``tables_dir`` (what attnedit-tables wrote) as the table
+        ``tables/<path without .csv>``, with the columns the file has."""
+        import pandas as pd
+
+        self._require_run("log_tables_dir")
+        root = Path(tables_dir)
+        for path in sorted(root.rglob("*.csv")):
+            try:
+                frame = pd.read_csv(path)
+            except pd.errors.EmptyDataError:  # a table with no columns: nothing to show
+                continue
+            self.log_table(path.relative_to(root).with_suffix("").as_posix(), frame)
+
+    def log_failures(self, frame: Any) -> None:
+        """``failed_cases`` (the run's rows with failed=True) in the summary and, if any,
+        the ``failures`` table: case id, keys and the error of each."""
+        run = self._require_run("log_failures")
+        failed = failures(frame)
+        run.summary["failed_cases"] = len(failed)
+        if len(failed):
+            import wandb
+
+            self._log_now({"failures": wandb.Table(dataframe=failed, allow_mixed_types=True)})
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         self._require_run("log_summary").summary.update(_flatten(summary))

@@ -43,6 +43,7 @@ from attnedit.backends.loading import hash_files, pick_device, pick_dtype, resol
 from attnedit.backends.prefix import PrefixStore, State
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
+from attnedit.methods.directions import self_attention_layers
 
 # A latent hook may replace x_t before the UNet sees it at a given timestep (pullback-style edits).
 LatentHook = Callable[[int, Tensor], Tensor]
@@ -138,11 +139,7 @@ class DDPMBackend:
 
     def self_attention_layers(self) -> dict[str, Attention]:
         """Every self-attention layer of the UNet by its diffusers module name."""
-        return {
-            name: module
-            for name, module in self.unet.named_modules()
-            if isinstance(module, Attention) and not module.is_cross_attention
-        }
+        return self_attention_layers(self.unet)
 
     def timesteps(self) -> list[int]:
         self.scheduler.set_timesteps(self.num_inference_steps)

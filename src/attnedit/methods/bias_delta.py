@@ -523,6 +523,12 @@ def bias_delta_guidance(
     """Guide every call of a QwenImageTransformer2DModel or FluxTransformer2DModel (FLUX.1
     Kontext) made inside the block.
 
+    In each guided block, the L condition-image tokens (the last L of the attention
+    sequence, read from each call) get, per sample, head and channel,
+    ``K' = bk * mean_K + dk * (K - mean_K)`` (K after QK-norm and RoPE),
+    ``V' = bv * mean_V + dv * (V - mean_V)`` and likewise Q with ``bq``, ``dq``; text and
+    noisy-latent tokens are untouched. GRAG: ``dk`` (``dv = 1``); DCAG: ``dk`` and ``dv``;
+    all scales 1 compute the stock processor's result exactly.
     Each scale is a float or one value per batch element. ``blocks``: block indices
     (negative counts from the end; Flux: double-stream blocks first, then single-stream)
     or None for all. ``steps``: step indices, a window

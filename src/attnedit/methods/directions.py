@@ -57,6 +57,13 @@ def layer_weight_hash(attn: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def self_attention_layers(unet: nn.Module) -> dict[str, nn.Module]:
+    """Every self-attention layer of a diffusers UNet by its module name."""
+    from diffusers.models.attention_processor import Attention
+
+    return {name: m for name, m in unet.named_modules() if isinstance(m, Attention) and not m.is_cross_attention}
+
+
 def select_layers(available: dict[str, nn.Module], layers: list[str] | str) -> dict[str, nn.Module]:
     """``"all"`` or a list of diffusers module names, validated against the model."""
     if layers == "all" or layers == ["all"]:

@@ -88,7 +88,8 @@ def inject_directions(
 ) -> Iterator[InjectionState]:
     """Edit element i of every batch with ``alphas[i] * directions[layer][i]``.
 
-    ``directions[layer]`` has shape (B, C_layer) with unit rows; the edit applies only
+    ``directions[layer]`` has shape (B, C_layer) with unit rows (B = 1: the same edit for
+    every batch element); the edit applies only
     while ``window[0] * T < t < window[1] * T``. ``timesteps``: the sampler's schedule,
     which sets the yielded state's ``first_edit_timestep``.
     """
@@ -104,7 +105,7 @@ def inject_directions(
         return state.timestep is not None and lo < state.timestep < hi
 
     def check_batch(name: str, z: Tensor) -> None:
-        if z.shape[0] != len(alphas):
+        if len(alphas) != 1 and z.shape[0] != len(alphas):  # one edit (B = 1) applies to every element
             raise ConfigError(f"layer {name}: batch of {z.shape[0]} features but {len(alphas)} edits")
 
     def after_norm_hook(name):
