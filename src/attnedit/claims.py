@@ -76,9 +76,10 @@ def unit_key(unit: str) -> str:
 class Claims:
     """The claims of one run directory, seen from one process."""
 
-    def __init__(self, run_dir: str | Path, stale_seconds: float = DEFAULT_STALE_SECONDS) -> None:
+    def __init__(self, run_dir: str | Path, stale_seconds: float = DEFAULT_STALE_SECONDS, create: bool = True) -> None:
         self.dir = Path(run_dir) / "claims"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if create:  # attnedit-status only looks
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.stale_seconds = float(stale_seconds)
         self.me = holder()
         self.held: dict[str, Path] = {}  # unit -> this process's claim file

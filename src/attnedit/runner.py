@@ -36,6 +36,7 @@ from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run
 from attnedit.metrics.base import PairMetric
 from attnedit.numerical_floor import measure_floor
 from attnedit.signature import config_signature, resolved_container
+from attnedit.status import work_plan
 from attnedit.store import RunStore
 from attnedit.tracking import build_logger
 from attnedit.workunits import WorkUnits
@@ -135,6 +136,7 @@ class Runner:
             dataset=self.dataset.describe(),
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
             metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
+            plan=work_plan(self.dataset.sample_ids(), [case_id("", self.method.name, e) for e in self.method.edits()]),
         )
         # under the run's lock: writers starting together record one first run and resumes
         manifest = self.store.update_json(
