@@ -165,8 +165,9 @@ class Runner:
             if computed or not self._figure_path(sid).exists():
                 self._sample_figure(sid)
 
+        position = {case_id(sid, method_name, e): i for i, (sid, e) in enumerate(all_cases)}
         units = WorkUnits(pending, self.batch_size, self.claims, self.store, lambda sid, e: case_id(sid, method_name, e),
-                          complete, figure_only=self._missing_figures(pending))
+                          complete, figure_only=self._missing_figures(pending), position=position.__getitem__)
         bar = tqdm(total=len(all_cases), initial=len(all_cases) - len(pending), desc=f"{self.cfg.name}", unit="case",
                    disable=not self.cfg.get("progress", True))
         faults.barrier()
@@ -189,11 +190,13 @@ class Runner:
         return self.finish()
 
     def _references(self, samples: list[Sample], references: dict[str, torch.Tensor]) -> None:
-        """Compute (one batch) and save the references of ``samples`` not held yet."""
+        """Compute and save the references of ``samples`` not held yet."""
         missing = [s for s in samples if s.id not in references]
-        if not missing:
-            return
-        for sample, ref in zip(missing, self.backend.reference(missing)):
+        # one sample at a time: its reference (and the unedited states its edits start
+        # from) is then the same bits whichever samples a resumed run, a shard or a second
+        # writer happens to need with it; a batch would change the float rounding
+        for sample in missing:
+            ref = self.backend.reference([sample])[0]
             references[sample.id] = ref
             if self.cfg.get("save_images", True):
                 _save_png(ref, self.store.images_dir / sample.id / "reference.png")

@@ -1,9 +1,12 @@
 """The pending cases of a run as batches drawn only from work units (samples) this
 process has claimed (attnedit.claims), so writers sharing a run directory split it.
 
-The batches are those of the plain case list (consecutive cases, ``batch_size`` at a
-time, crossing sample boundaries) whenever every claim succeeds, as for a single
-writer: the numbers do not depend on whether claims exist. A unit is re-checked
+Batches follow one fixed grid over the run's full case list: block ``k`` is cases
+``k * batch_size`` to ``(k + 1) * batch_size - 1`` (crossing sample boundaries), and a
+batch is the still-missing cases of one block. A block's rows are stored together, so a
+run resumed after a kill computes exactly the batches the uninterrupted run computed:
+the same batch composition, the same float rounding, the same rows to the last bit.
+Only when another writer holds part of a block is the rest computed as a smaller batch. A unit is re-checked
 against the rows on disk right after it is claimed (another writer may have finished
 it since the pending list was made); a unit held by a live writer is skipped and
 looked at again once the rest is done.
@@ -24,11 +27,13 @@ Case = tuple[str, dict[str, Any]]
 class WorkUnits:
     def __init__(self, pending: list[Case], batch_size: int, claims: Claims, store: RunStore,
                  key: Callable[[str, dict[str, Any]], str], on_complete: Callable[[str, bool], None],
-                 figure_only: list[str] = ()) -> None:
+                 figure_only: list[str] = (), position: Callable[[str], int] | None = None) -> None:
         self.by_unit: dict[str, list[Case]] = {}
         for case in pending:
             self.by_unit.setdefault(case[0], []).append(case)
         self.batch_size = batch_size
+        order = {key(*c): i for i, c in enumerate(pending)}
+        self.position = position or order.__getitem__  # case id -> index in the run's full case list
         self.claims = claims
         self.store = store
         self.key = key
@@ -61,8 +66,10 @@ class WorkUnits:
             if self.claims.acquire(unit):
                 self._complete(unit, computed=False)
         order, queue, skipped = deque(self.by_unit), deque(), []
+        block = lambda case: self.position(self.key(*case)) // self.batch_size  # noqa: E731
         while True:
-            while len(queue) < self.batch_size and order:
+            # claim units until the queue holds the head's whole block (or nothing is left)
+            while order and (not queue or block(queue[-1]) == block(queue[0])):
                 unit = order.popleft()
                 if not self._take(unit, queue):
                     skipped.append(unit)
@@ -73,7 +80,11 @@ class WorkUnits:
                     self.left_to_others = retry
                     break
                 skipped = retry
-            yield [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+            head = block(queue[0])
+            batch = []
+            while queue and block(queue[0]) == head:
+                batch.append(queue.popleft())
+            yield batch
         if self.left_to_others:
             holders = sorted({f"pid {h['pid']} on {h['host']}" for u in self.left_to_others
                               if (h := self.claims.holder_of(u)) is not None})
