@@ -71,6 +71,19 @@ def _run(cfg: DictConfig) -> None:
     for figure in figures:
         print(f"figure: {figure}")
     print(f"run dir: {run_dir}")
+    _record_run_dir(run_dir)
+
+
+def _record_run_dir(run_dir: Path) -> None:
+    """For the multirun summary (attnedit.hydra_callbacks): the job's run dir in its Hydra output folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from attnedit.hydra_callbacks import RUN_DIR_FILE
+
+    if HydraConfig.initialized() and HydraConfig.get().runtime.output_dir:
+        folder = Path(HydraConfig.get().runtime.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_DIR_FILE).write_text(f"{run_dir}\n")
 
 
 def run() -> None:

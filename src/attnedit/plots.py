@@ -69,10 +69,14 @@ def alpha_sweep_figure(frame: pd.DataFrame, run_dir: Path, out_dir: Path, cell: 
         return None
     fig = alpha_sweep_grid(frame, run_dir, cell)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"alpha_sweep_{str(frame.sample_id.iloc[0]).replace('/', '_')}.png"
+    path = alpha_sweep_path(out_dir, frame.sample_id.iloc[0])
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def alpha_sweep_path(out_dir: Path, sample_id) -> Path:
+    return Path(out_dir) / f"alpha_sweep_{str(sample_id).replace('/', '_')}.png"
 
 
 def cross_dataset_grid(run_dirs: list[Path], directions: int = 3, cell: float = 1.2):

@@ -27,15 +27,19 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from attnedit import faults
 from attnedit.backends.base import check_description
+from attnedit.claims import DEFAULT_STALE_SECONDS, Claims
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.metrics.base import PairMetric
 from attnedit.numerical_floor import measure_floor
 from attnedit.signature import config_signature, resolved_container
+from attnedit.status import work_plan
 from attnedit.store import RunStore
 from attnedit.tracking import build_logger
+from attnedit.workunits import WorkUnits
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class Runner:
         self.logger = build_logger(cfg.get("logger"))
         self.batch_size = int(cfg.get("batch_size", 8))
         self.session: SessionCost | None = None  # this process's cost, recorded by finish()
+        self.claims = Claims(self.run_dir, float((cfg.get("claims") or {}).get("stale_seconds", DEFAULT_STALE_SECONDS)))
         self.cases_done = 0
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -131,11 +136,12 @@ class Runner:
             dataset=self.dataset.describe(),
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
             metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
+            plan=work_plan(self.dataset.sample_ids(), [case_id("", self.method.name, e) for e in self.method.edits()]),
         )
-        if (self.run_dir / "manifest.json").exists():  # resumed: keep the first run's facts
-            manifest = resumed_manifest(self.store.read_json("manifest.json"), manifest)
+        # under the run's lock: writers starting together record one first run and resumes
+        manifest = self.store.update_json(
+            "manifest.json", lambda previous: manifest if previous is None else resumed_manifest(previous, manifest))
         self.session = SessionCost(model["device"], model["device_name"])
-        self.store.write_json("manifest.json", manifest)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
 
@@ -145,44 +151,52 @@ class Runner:
         method_name = self.method.name
         pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
         self.cases_done = 0
-        remaining_per_sample: dict[str, int] = {}
-        for sid, _ in pending:
-            remaining_per_sample[sid] = remaining_per_sample.get(sid, 0) + 1
         if done:
             print(f"resuming {self.run_dir}: {len(all_cases) - len(pending)} of {len(all_cases)} cases already done")
 
         samples: OrderedDict[str, Sample] = OrderedDict()
         references: dict[str, torch.Tensor] = {}
-        self._numerical_floor(manifest, samples, references, set(remaining_per_sample))
+        self._numerical_floor(manifest, samples, references, {sid for sid, _ in pending})
+
+        def complete(sid: str, computed: bool) -> None:  # a sample's rows are all on disk
+            references.pop(sid, None)
+            samples.pop(sid, None)
+            faults.die_at("before_figure")
+            if computed or not self._figure_path(sid).exists():
+                self._sample_figure(sid)
+
+        position = {case_id(sid, method_name, e): i for i, (sid, e) in enumerate(all_cases)}
+        units = WorkUnits(pending, self.batch_size, self.claims, self.store, lambda sid, e: case_id(sid, method_name, e),
+                          complete, figure_only=self._missing_figures(pending), position=position.__getitem__)
         bar = tqdm(total=len(all_cases), initial=len(all_cases) - len(pending), desc=f"{self.cfg.name}", unit="case",
                    disable=not self.cfg.get("progress", True))
-        for start in range(0, len(pending), self.batch_size):
-            batch = pending[start : start + self.batch_size]
-            for sid, _ in batch:
-                if sid not in samples:
-                    samples[sid] = self.dataset.load(sid)
-            batch_samples = [samples[sid] for sid, _ in batch]
-            self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
-            rows = self._run_batch(batch, batch_samples, references, weights, random_backbone)
-            self.store.append(rows)
-            self.cases_done += len(rows)
-            self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
-            bar.update(len(batch))
-            for sid, _ in batch:
-                remaining_per_sample[sid] -= 1
-                if remaining_per_sample[sid] == 0:  # sample finished: free memory, draw its figure now
-                    references.pop(sid, None)
-                    samples.pop(sid, None)
-                    self._sample_figure(sid)
+        faults.barrier()
+        try:
+            for batch in units.batches():
+                for sid, _ in batch:
+                    if sid not in samples:
+                        samples[sid] = self.dataset.load(sid)
+                batch_samples = [samples[sid] for sid, _ in batch]
+                self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
+                rows = self._run_batch(batch, batch_samples, references, weights, random_backbone)
+                self.store.append(rows)
+                self.cases_done += len(rows)
+                self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
+                bar.update(len(batch))
+                units.stored(batch)  # finished samples: figure drawn, claim removed
+        finally:
+            self.claims.release_all()
         bar.close()
         return self.finish()
 
     def _references(self, samples: list[Sample], references: dict[str, torch.Tensor]) -> None:
-        """Compute (one batch) and save the references of ``samples`` not held yet."""
+        """Compute and save the references of ``samples`` not held yet."""
         missing = [s for s in samples if s.id not in references]
-        if not missing:
-            return
-        for sample, ref in zip(missing, self.backend.reference(missing)):
+        # one sample at a time: its reference (and the unedited states its edits start
+        # from) is then the same bits whichever samples a resumed run, a shard or a second
+        # writer happens to need with it; a batch would change the float rounding
+        for sample in missing:
+            ref = self.backend.reference([sample])[0]
             references[sample.id] = ref
             if self.cfg.get("save_images", True):
                 _save_png(ref, self.store.images_dir / sample.id / "reference.png")
@@ -190,17 +204,24 @@ class Runner:
     def _numerical_floor(self, manifest, samples, references, pending_ids: set[str]) -> None:
         """Measure the run's numerical floor once (on the numerical_floor.samples first
         samples) into the manifest; their references stay for the loop if still needed."""
-        count = min(int((self.cfg.get("numerical_floor") or {}).get("samples", 2)), len(self.sample_ids()))
+        count = min(int((self.cfg.get("numerical_floor") or {}).get("samples", 2)), len(self.dataset.sample_ids()))
         if count < 1 or not getattr(self.backend, "reference_is_unedited", False) or self.method.identity_edit() is None:
             return
         if len((manifest.get("numerical_floor") or {}).get("sample_ids", [])) == count:
-            return  # measured by an earlier session of this run
-        floor_samples = [self.dataset.load(sid) for sid in self.sample_ids()[:count]]
+            return  # measured by an earlier session (or another shard) of this run
+        # the run's first samples, not the shard's: every shard measures the same floor
+        floor_samples = [self.dataset.load(sid) for sid in self.dataset.sample_ids()[:count]]
         held: dict[str, torch.Tensor] = {}
         self._references(floor_samples, held)
-        manifest["numerical_floor"] = measure_floor(
+        floor = measure_floor(
             self.backend, self.method, floor_samples, self.batch_size, torch.stack([held[s.id] for s in floor_samples]))
-        self.store.write_json("manifest.json", manifest)
+
+        def keep_first(now: dict) -> dict:  # shards measure at once: the first one's floor stays
+            if len((now.get("numerical_floor") or {}).get("sample_ids", [])) == count:
+                return now
+            return {**now, "numerical_floor": floor}
+
+        manifest["numerical_floor"] = self.store.update_json("manifest.json", keep_first)["numerical_floor"]
         for sample in floor_samples:
             if sample.id in pending_ids:
                 samples[sample.id] = sample
@@ -269,6 +290,21 @@ class Runner:
             rows.append(row)
         return rows
 
+    def _figure_path(self, sample_id: str) -> Path:
+        from attnedit.plots import alpha_sweep_path
+
+        return alpha_sweep_path(self.store.figures_dir, sample_id)
+
+    def _missing_figures(self, pending) -> list[str]:
+        """Finished samples of this shard whose alpha-sweep figure is missing (a process
+        killed between a sample's last rows and its figure): the resumed run draws them."""
+        edits = self.method.edits()
+        if not (self.cfg.get("figures", True) and self.cfg.get("save_images", True) and edits
+                and all("alpha" in e and "direction" in e for e in edits)):
+            return []
+        open_ids = {sid for sid, _ in pending}
+        return [s for s in self.sample_ids() if s not in open_ids and not self._figure_path(s).exists()]
+
     def _sample_figure(self, sample_id: str) -> None:
         if not self.cfg.get("figures", True) or not self.cfg.get("save_images", True):
             return
@@ -298,10 +334,10 @@ class Runner:
         """manifest['cost'] updated with this session (re-read first: shards may share a run)."""
         if self.session is None:
             return
-        manifest = self.store.read_json("manifest.json")
         seconds = frame.seconds_per_case if "seconds_per_case" in frame else pd.Series(dtype=float)
-        manifest["cost"] = run_cost(manifest.get("cost"), self.session.finish(self.cases_done), seconds)
-        self.store.write_json("manifest.json", manifest)
+        session = self.session.finish(self.cases_done)
+        self.store.update_json("manifest.json", lambda manifest: {
+            **manifest, "cost": run_cost(manifest.get("cost"), session, seconds)})
         self.session = None
 
 

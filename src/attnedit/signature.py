@@ -17,6 +17,7 @@ NON_RESULT_KEYS = (
     "device",
     "batch_size",
     "shard",
+    "claims",
     "progress",
     "save_images",
     "tables",

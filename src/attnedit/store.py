@@ -5,12 +5,19 @@ dot-prefixed temporary name and renamed into place, so ``pandas.read_parquet(<ru
 dir>/cases)`` always reads every finished row and never a half-written file (pyarrow
 skips names starting with '.' or '_'). Part names carry the process id and a counter,
 so shards and parallel jobs writing one run directory never collide.
+
+A part that cannot be read (a disk full, a copy cut short) is moved to
+``cases/quarantine/`` with one line saying so, and its cases count as not done, so the
+next run recomputes them. Its name there starts with '_' because pyarrow's discovery
+reads every file under ``cases/`` (subfolders too) except names starting with '.' or '_':
+``pandas.read_parquet(<run dir>/cases)`` keeps working.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,7 @@ class RunStore:
         for folder in (self.cases_dir, self.images_dir, self.figures_dir, self.tables_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._parts_written = 0
+        self._done: dict[str, set[str]] = {}  # part name -> its successful case ids (parts never change)
 
     def part_files(self) -> list[Path]:
         return sorted(p for p in self.cases_dir.glob("*.parquet") if not p.name.startswith((".", "_")))
@@ -52,6 +60,7 @@ class RunStore:
         tmp = self.cases_dir / f".{name}.tmp"
         pq.write_table(pa.Table.from_pylist(rows), tmp)
         os.replace(tmp, self.cases_dir / name)
+        self._done[name] = {r["case_id"] for r in rows if r.get("failed") is not True}
         return self.cases_dir / name
 
     def read(self) -> pd.DataFrame:
@@ -60,18 +69,47 @@ class RunStore:
         parts = self.part_files()
         if not parts:
             return pd.DataFrame()
-        try:
-            frames = [pq.read_table(p).to_pandas() for p in parts]
-        except Exception as err:
-            raise DataError(f"cannot read results in {self.cases_dir}: {err}") from err
+        frames = [table.to_pandas() for table in map(self._read_part, parts) if table is not None]
+        if not frames:
+            return pd.DataFrame()
         frame = pd.concat(frames, ignore_index=True)
         return current_method_names(frame.drop_duplicates("case_id", keep="first").reset_index(drop=True))
 
     def done_case_ids(self) -> set[str]:
-        ids: set[str] = set()
+        """Case ids of the successful rows on disk (a row with ``failed`` True is to be
+        retried). Parts read once are remembered: writers re-check often."""
         for part in self.part_files():
-            ids.update(pq.read_table(part, columns=["case_id"]).column("case_id").to_pylist())
-        return ids
+            if part.name not in self._done:
+                table = self._read_part(part, columns=None)
+                if table is None:
+                    continue
+                ids = table.column("case_id").to_pylist()
+                failed = table.column("failed").to_pylist() if "failed" in table.column_names else [False] * len(ids)
+                self._done[part.name] = {i for i, bad in zip(ids, failed) if bad is not True}
+        present = {p.name for p in self.part_files()}
+        return set().union(*(ids for name, ids in self._done.items() if name in present))
+
+    def _read_part(self, part: Path, columns: list[str] | None = None) -> pa.Table | None:
+        """The part's table, or None after moving an unreadable part to quarantine."""
+        try:
+            return pq.read_table(part, columns=columns)
+        except FileNotFoundError:
+            return None  # another writer quarantined it a moment ago
+        except (pa.ArrowException, OSError) as err:
+            self.quarantine(part, err)
+            return None
+
+    def quarantine(self, part: Path, reason: Exception | str) -> None:
+        folder = self.cases_dir / "quarantine"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"_{part.name}"
+        try:
+            os.replace(part, target)
+        except FileNotFoundError:
+            return
+        first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+        print(f"attnedit: warning: unreadable part file {part} ({first}) moved to {target}; "
+              "its cases will be recomputed by the next attnedit-run of this config", file=sys.stderr)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / name
@@ -79,6 +117,17 @@ class RunStore:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
         os.replace(tmp, path)
         return path
+
+    def update_json(self, name: str, change) -> dict[str, Any]:
+        """Read-modify-write of a JSON file under the run's lock (writers of one run
+        directory must not lose each other's updates): ``change(current or None)``."""
+        from attnedit.claims import locked
+
+        with locked(self.run_dir, name):
+            current = self.read_json(name) if (self.run_dir / name).exists() else None
+            payload = change(current)
+            self.write_json(name, payload)
+        return payload
 
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.run_dir / name
