@@ -7,6 +7,10 @@ recomputed: its image is the reference (column ``identity_edit``; ``seconds_per_
 NaN, as the reference's cost is not counted). Its distance through the edit path is the
 run's numerical floor, measured once per run (attnedit.numerical_floor) and shown in
 every table title.
+
+A case that raises is a failed row and the run goes on (attnedit.failures: the policy,
+batch retries one case at a time, what a resume retries); ``failure`` holds the line
+the run ends with when cases failed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tqdm.auto import tqdm
 from attnedit.backends.base import check_description
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
+from attnedit.failures import ERROR, FAILED, failure_line, run_cases, successful
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.metrics.base import PairMetric
 from attnedit.numerical_floor import measure_floor
@@ -101,6 +106,7 @@ class Runner:
         self.batch_size = int(cfg.get("batch_size", 8))
         self.session: SessionCost | None = None  # this process's cost, recorded by finish()
         self.cases_done = 0
+        self.failure: str | None = None  # set by finish() when cases of this run failed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -142,6 +148,7 @@ class Runner:
         self._check_metric_inputs(self.method.edits())
         all_cases = self.cases()
         done = self.store.done_case_ids()
+        failed_before = self.store.failed_case_ids()  # retried below, their rows replaced
         method_name = self.method.name
         pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
         self.cases_done = 0
@@ -150,6 +157,8 @@ class Runner:
             remaining_per_sample[sid] = remaining_per_sample.get(sid, 0) + 1
         if done:
             print(f"resuming {self.run_dir}: {len(all_cases) - len(pending)} of {len(all_cases)} cases already done")
+        if failed_before:
+            print(f"retrying {len(failed_before)} failed case(s)")
 
         samples: OrderedDict[str, Sample] = OrderedDict()
         references: dict[str, torch.Tensor] = {}
@@ -158,13 +167,13 @@ class Runner:
                    disable=not self.cfg.get("progress", True))
         for start in range(0, len(pending), self.batch_size):
             batch = pending[start : start + self.batch_size]
-            for sid, _ in batch:
-                if sid not in samples:
-                    samples[sid] = self.dataset.load(sid)
-            batch_samples = [samples[sid] for sid, _ in batch]
-            self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
-            rows = self._run_batch(batch, batch_samples, references, weights, random_backbone)
-            self.store.append(rows)
+            rows = run_cases(batch, lambda cases: self._load_and_run(cases, samples, references, weights,
+                                                                     random_backbone),
+                             lambda case, error: self._failed_row(case, samples, error, weights, random_backbone))
+            part = self.store.append(rows)
+            retried = {row["case_id"] for row in rows} & failed_before
+            if retried:  # one row per case: the retry's row replaces the failed one
+                self.store.drop_failed(retried, keep=part)
             self.cases_done += len(rows)
             self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
             bar.update(len(batch))
@@ -176,6 +185,39 @@ class Runner:
                     self._sample_figure(sid)
         bar.close()
         return self.finish()
+
+    def _load_and_run(self, batch, samples, references, weights, random_backbone) -> list[dict[str, Any]]:
+        for sid, _ in batch:
+            if sid not in samples:
+                samples[sid] = self.dataset.load(sid)
+        batch_samples = [samples[sid] for sid, _ in batch]
+        self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
+        return self._run_batch(batch, batch_samples, references, weights, random_backbone)
+
+    def _failed_row(self, case, samples, error: str, weights, random_backbone) -> dict[str, Any]:
+        """A case that raised: its ids, edit and error; metric columns NaN; no edited image."""
+        sid, edit = case
+        reference_path = self.store.images_dir / sid / "reference.png"
+        return {
+            "case_id": case_id(sid, self.method.name, edit),
+            "sample_id": sid,
+            "category": samples[sid].category if sid in samples else None,
+            "method": self.method.name,
+            **edit,
+            **{m.name: float("nan") for m in self.metrics},
+            "identity_edit": False,
+            "seconds_per_case": float("nan"),
+            "batch_size": 1,
+            "image_path": None,
+            "reference_path": str(reference_path.relative_to(self.run_dir)) if reference_path.exists() else None,
+            "model": self.backend.name,
+            "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
+            "metric_weights": json.dumps(weights, sort_keys=True),
+            "random_backbone": random_backbone,
+            "run_signature": self.signature,
+            FAILED: True,
+            ERROR: error,
+        }
 
     def _references(self, samples: list[Sample], references: dict[str, torch.Tensor]) -> None:
         """Compute (one batch) and save the references of ``samples`` not held yet."""
@@ -277,6 +319,7 @@ class Runner:
         frame = self.store.read()
         if "alpha" not in frame or "direction" not in frame:
             return
+        frame = successful(frame)  # a failed case has no image
         path = alpha_sweep_figure(frame[frame.sample_id == sample_id], self.run_dir, self.store.figures_dir)
         if path is not None:
             self.logger.log_figure(f"alpha_sweep/{sample_id}", str(path))
@@ -286,6 +329,9 @@ class Runner:
 
         frame = self.store.read()
         self._record_cost(frame)
+        if not frame.empty:
+            ours = {case_id(sid, self.method.name, edit) for sid, edit in self.cases()}
+            self.failure = failure_line(frame[frame.case_id.isin(ours)], self.run_dir)
         if not frame.empty:
             tables = write_tables(self.run_dir)
             for name, table in tables.items():
