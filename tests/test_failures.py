@@ -47,6 +47,11 @@ def test_store_keeps_one_row_per_case_and_pandas_reads_every_part(tmp_path):
     on_disk = pd.read_parquet(tmp_path / "cases")
     assert sorted(on_disk.case_id) == ["a", "b", "c", "d"] and on_disk.case_id.is_unique
     assert not list(store.cases_dir.glob("z-failed-*")), "emptied failed-only parts are deleted"
+    # a new run whose first batch failed whole: its part must not give the directory its schema
+    fresh = RunStore(tmp_path / "fresh")
+    fresh.append([_row("a", True, float("nan"), image_path=None)])
+    fresh.append([_row("b", False, 0.5, ssim_border="crop", image_path="b.png")])
+    assert list(pd.read_parquet(fresh.cases_dir).set_index("case_id").ssim_border.fillna("-")) == ["crop", "-"]
 
 
 def test_a_failing_batch_is_retried_case_by_case_and_config_errors_stop():
