@@ -11,6 +11,11 @@ every table title.
 A case that raises is a failed row and the run goes on (attnedit.failures: the policy,
 batch retries one case at a time, what a resume retries); ``failure`` holds the line
 the run ends with when cases failed.
+
+Metrics score the edited image and its reference rounded to 8 bits, as saved (the
+official PIE-Bench evaluator scores the saved files); each metric column's settings are
+in the manifest and each row (attnedit.metric_settings), so ``attnedit-rescore`` can
+recompute a column from the saved PNGs and tables never pool different settings.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from attnedit.backends.base import check_description
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.failures import ERROR, FAILED, failure_line, run_cases, successful
+from attnedit.metric_settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.metrics.base import PairMetric
 from attnedit.numerical_floor import measure_floor
@@ -102,6 +108,7 @@ class Runner:
         self.method = instantiate(cfg.method)
         self.dataset = instantiate(cfg.dataset)
         self.metrics = build_metrics(cfg.get("metrics"))
+        self.metric_settings = all_settings(self.metrics, self.config.get("metrics"))
         self.logger = build_logger(cfg.get("logger"))
         self.batch_size = int(cfg.get("batch_size", 8))
         self.session: SessionCost | None = None  # this process's cost, recorded by finish()
@@ -137,9 +144,11 @@ class Runner:
             dataset=self.dataset.describe(),
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
             metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
+            metric_settings=self.metric_settings,
         )
         if (self.run_dir / "manifest.json").exists():  # resumed: keep the first run's facts
             manifest = resumed_manifest(self.store.read_json("manifest.json"), manifest)
+            manifest.setdefault("metric_settings", self.metric_settings)  # a run made before they were kept
         self.session = SessionCost(model["device"], model["device_name"])
         self.store.write_json("manifest.json", manifest)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
@@ -280,8 +289,9 @@ class Runner:
             for i, extra in zip(todo, getattr(control, "row_extras", None) or [{}] * len(todo)):
                 extras[i] = extra  # per-case facts a method measured
         scores: dict[str, torch.Tensor] = {}
+        scored, scored_refs = quantize(images), quantize(refs)  # the saved PNGs (attnedit.metric_settings)
         for metric in self.metrics:
-            scores.update(metric(images, refs, **_context([metric], batch, batch_samples, refs)))
+            scores.update(metric(scored, scored_refs, **_context([metric], batch, batch_samples, refs)))
         rows = []
         for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
             cid = case_id(sid, self.method.name, edit)
@@ -307,6 +317,7 @@ class Runner:
                 "metric_weights": json.dumps(weights, sort_keys=True),
                 "random_backbone": random_backbone,
                 "run_signature": self.signature,
+                SETTINGS_COLUMN: row_settings(self.metric_settings),
             }
             rows.append(row)
         return rows
