@@ -40,8 +40,8 @@ from attnedit.backends.base import check_description
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.failures import ERROR, FAILED, failure_line, run_cases, successful
-from attnedit.metric_settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
+from attnedit.metric_settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
 from attnedit.metrics.base import PairMetric
 from attnedit.numerical_floor import measure_floor
 from attnedit.signature import config_signature, resolved_container
