@@ -40,6 +40,10 @@ def _fail(err: Exception) -> None:
     sys.exit(2)
 
 
+#: The failure lines of this process's runs (a multirun has several): the process exits 1 after them.
+_FAILURES: list[str] = []
+
+
 def _multirun_group(cfg: DictConfig) -> None:
     """Jobs of one multirun share a W&B group: the sweep folder's name, unless set."""
     from hydra.core.hydra_config import HydraConfig
@@ -72,6 +76,9 @@ def _run(cfg: DictConfig) -> None:
         print(f"figure: {figure}")
     print(f"run dir: {run_dir}")
     _record_run_dir(run_dir)
+    if runner.failure:  # every case ran; the failed ones are rows to retry (attnedit.failures)
+        print(runner.failure, file=sys.stderr)
+        _FAILURES.append(runner.failure)
 
 
 def _record_run_dir(run_dir: Path) -> None:
@@ -88,6 +95,8 @@ def _record_run_dir(run_dir: Path) -> None:
 
 def run() -> None:
     hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(_run)()
+    if _FAILURES:  # after every job of a multirun, not in the first that had a failure
+        sys.exit(1)
 
 
 def compose(config_name: str, overrides: list[str]) -> DictConfig:

@@ -7,6 +7,15 @@ recomputed: its image is the reference (column ``identity_edit``; ``seconds_per_
 NaN, as the reference's cost is not counted). Its distance through the edit path is the
 run's numerical floor, measured once per run (attnedit.numerical_floor) and shown in
 every table title.
+
+A case that raises is a failed row and the run goes on (attnedit.failures: the policy,
+batch retries one case at a time, what a resume retries); ``failure`` holds the line
+the run ends with when cases failed.
+
+Metrics score the edited image and its reference rounded to 8 bits, as saved (the
+official PIE-Bench evaluator scores the saved files); each metric column's settings are
+in the manifest and each row (attnedit.metric_settings), so ``attnedit-rescore`` can
+recompute a column from the saved PNGs and tables never pool different settings.
 """
 
 from __future__ import annotations
@@ -32,7 +41,9 @@ from attnedit.backends.base import check_description
 from attnedit.claims import DEFAULT_STALE_SECONDS, Claims
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
+from attnedit.failures import ERROR, FAILED, failure_line, run_cases, successful
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
+from attnedit.metric_settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
 from attnedit.metrics.base import PairMetric
 from attnedit.numerical_floor import measure_floor
 from attnedit.signature import config_signature, resolved_container
@@ -101,11 +112,13 @@ class Runner:
         self.method = instantiate(cfg.method)
         self.dataset = instantiate(cfg.dataset)
         self.metrics = build_metrics(cfg.get("metrics"))
+        self.metric_settings = all_settings(self.metrics, self.config.get("metrics"))
         self.logger = build_logger(cfg.get("logger"))
         self.batch_size = int(cfg.get("batch_size", 8))
         self.session: SessionCost | None = None  # this process's cost, recorded by finish()
         self.claims = Claims(self.run_dir, float((cfg.get("claims") or {}).get("stale_seconds", DEFAULT_STALE_SECONDS)))
         self.cases_done = 0
+        self.failure: str | None = None  # set by finish() when cases of this run failed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -137,10 +150,18 @@ class Runner:
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
             metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
             plan=work_plan(self.dataset.sample_ids(), [case_id("", self.method.name, e) for e in self.method.edits()]),
+            metric_settings=self.metric_settings,
         )
+
+        def merge(previous):  # a resume keeps the first run's facts
+            if previous is None:
+                return manifest
+            merged = resumed_manifest(previous, manifest)
+            merged.setdefault("metric_settings", self.metric_settings)  # a run made before they were kept
+            return merged
+
         # under the run's lock: writers starting together record one first run and resumes
-        manifest = self.store.update_json(
-            "manifest.json", lambda previous: manifest if previous is None else resumed_manifest(previous, manifest))
+        manifest = self.store.update_json("manifest.json", merge)
         self.session = SessionCost(model["device"], model["device_name"])
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
@@ -148,11 +169,14 @@ class Runner:
         self._check_metric_inputs(self.method.edits())
         all_cases = self.cases()
         done = self.store.done_case_ids()
+        failed_before = self.store.failed_case_ids()  # retried below, their rows replaced
         method_name = self.method.name
         pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
         self.cases_done = 0
         if done:
             print(f"resuming {self.run_dir}: {len(all_cases) - len(pending)} of {len(all_cases)} cases already done")
+        if failed_before:
+            print(f"retrying {len(failed_before)} failed case(s)")
 
         samples: OrderedDict[str, Sample] = OrderedDict()
         references: dict[str, torch.Tensor] = {}
@@ -173,13 +197,13 @@ class Runner:
         faults.barrier()
         try:
             for batch in units.batches():
-                for sid, _ in batch:
-                    if sid not in samples:
-                        samples[sid] = self.dataset.load(sid)
-                batch_samples = [samples[sid] for sid, _ in batch]
-                self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
-                rows = self._run_batch(batch, batch_samples, references, weights, random_backbone)
-                self.store.append(rows)
+                rows = run_cases(batch, lambda cases: self._load_and_run(cases, samples, references, weights,
+                                                                         random_backbone),
+                                 lambda case, error: self._failed_row(case, samples, error, weights, random_backbone))
+                part = self.store.append(rows)
+                retried = {row["case_id"] for row in rows} & failed_before
+                if retried:  # one row per case: the retry's row replaces the failed one
+                    self.store.drop_failed(retried, keep=part)
                 self.cases_done += len(rows)
                 self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
                 bar.update(len(batch))
@@ -188,6 +212,39 @@ class Runner:
             self.claims.release_all()
         bar.close()
         return self.finish()
+
+    def _load_and_run(self, batch, samples, references, weights, random_backbone) -> list[dict[str, Any]]:
+        for sid, _ in batch:
+            if sid not in samples:
+                samples[sid] = self.dataset.load(sid)
+        batch_samples = [samples[sid] for sid, _ in batch]
+        self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
+        return self._run_batch(batch, batch_samples, references, weights, random_backbone)
+
+    def _failed_row(self, case, samples, error: str, weights, random_backbone) -> dict[str, Any]:
+        """A case that raised: its ids, edit and error; metric columns NaN; no edited image."""
+        sid, edit = case
+        reference_path = self.store.images_dir / sid / "reference.png"
+        return {
+            "case_id": case_id(sid, self.method.name, edit),
+            "sample_id": sid,
+            "category": samples[sid].category if sid in samples else None,
+            "method": self.method.name,
+            **edit,
+            **{m.name: float("nan") for m in self.metrics},
+            "identity_edit": False,
+            "seconds_per_case": float("nan"),
+            "batch_size": 1,
+            "image_path": None,
+            "reference_path": str(reference_path.relative_to(self.run_dir)) if reference_path.exists() else None,
+            "model": self.backend.name,
+            "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
+            "metric_weights": json.dumps(weights, sort_keys=True),
+            "random_backbone": random_backbone,
+            "run_signature": self.signature,
+            FAILED: True,
+            ERROR: error,
+        }
 
     def _references(self, samples: list[Sample], references: dict[str, torch.Tensor]) -> None:
         """Compute and save the references of ``samples`` not held yet."""
@@ -259,8 +316,9 @@ class Runner:
             for i, extra in zip(todo, getattr(control, "row_extras", None) or [{}] * len(todo)):
                 extras[i] = extra  # per-case facts a method measured
         scores: dict[str, torch.Tensor] = {}
+        scored, scored_refs = quantize(images), quantize(refs)  # the saved PNGs (attnedit.metric_settings)
         for metric in self.metrics:
-            scores.update(metric(images, refs, **_context([metric], batch, batch_samples, refs)))
+            scores.update(metric(scored, scored_refs, **_context([metric], batch, batch_samples, refs)))
         rows = []
         for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
             cid = case_id(sid, self.method.name, edit)
@@ -286,6 +344,7 @@ class Runner:
                 "metric_weights": json.dumps(weights, sort_keys=True),
                 "random_backbone": random_backbone,
                 "run_signature": self.signature,
+                SETTINGS_COLUMN: row_settings(self.metric_settings),
             }
             rows.append(row)
         return rows
@@ -313,6 +372,7 @@ class Runner:
         frame = self.store.read()
         if "alpha" not in frame or "direction" not in frame:
             return
+        frame = successful(frame)  # a failed case has no image
         path = alpha_sweep_figure(frame[frame.sample_id == sample_id], self.run_dir, self.store.figures_dir)
         if path is not None:
             self.logger.log_figure(f"alpha_sweep/{sample_id}", str(path))
@@ -322,6 +382,9 @@ class Runner:
 
         frame = self.store.read()
         self._record_cost(frame)
+        if not frame.empty:
+            ours = {case_id(sid, self.method.name, edit) for sid, edit in self.cases()}
+            self.failure = failure_line(frame[frame.case_id.isin(ours)], self.run_dir)
         if not frame.empty:
             write_tables(self.run_dir)
             self.logger.log_tables_dir(str(self.store.tables_dir))  # every CSV, with the columns it has

@@ -6,6 +6,13 @@ dir>/cases)`` always reads every finished row and never a half-written file (pya
 skips names starting with '.' or '_'). Part names carry the process id and a counter,
 so shards and parallel jobs writing one run directory never collide.
 
+Failed cases (attnedit.failures) are rows too. Parts holding only failed rows are named
+``z-failed-...`` so they sort after every ``part-...``: pyarrow takes a directory's
+schema from its first file, and a failed row lacks the columns a metric adds beside its
+value (e.g. ``ssim_border``). Columns that hold only None in a part are written as
+strings (``error`` of successful rows, ``image_path`` of failed ones), so every part's
+types agree and ``pandas.read_parquet(<run dir>/cases)`` reads them all.
+
 A part that cannot be read (a disk full, a copy cut short) is moved to
 ``cases/quarantine/`` with one line saying so, and its cases count as not done, so the
 next run recomputes them. Its name there starts with '_' because pyarrow's discovery
@@ -27,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attnedit.errors import DataError
+from attnedit.failures import BATCH_FAILURE, ERROR, FAILED, failed_mask, latest_failed_last
 
 # (method, position) of rows written before a rename -> the method's name now. Rows of
 # "hspace_pca" that edited an attention input were PCA of attention-layer inputs
@@ -47,7 +55,7 @@ class RunStore:
         for folder in (self.cases_dir, self.images_dir, self.figures_dir, self.tables_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._parts_written = 0
-        self._done: dict[str, set[str]] = {}  # part name -> its successful case ids (parts never change)
+        self._done: dict[str, set[str]] = {}  # part name -> its successful case ids (rewrites keep them)
 
     def part_files(self) -> list[Path]:
         return sorted(p for p in self.cases_dir.glob("*.parquet") if not p.name.startswith((".", "_")))
@@ -56,24 +64,73 @@ class RunStore:
         if not rows:
             raise ValueError("append() needs at least one row")
         self._parts_written += 1
-        name = f"part-{time.time_ns()}-{os.getpid()}-{self._parts_written:05d}.parquet"
-        tmp = self.cases_dir / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-        os.replace(tmp, self.cases_dir / name)
-        self._done[name] = {r["case_id"] for r in rows if r.get("failed") is not True}
-        return self.cases_dir / name
+        if FAILED in rows[0]:
+            self._add_failure_columns()
+        prefix = "z-failed" if all(row.get(FAILED) for row in rows) else "part"
+        name = f"{prefix}-{time.time_ns()}-{os.getpid()}-{self._parts_written:05d}.parquet"
+        path = self._write_part(pa.Table.from_pylist(rows), self.cases_dir / name)
+        self._done[name] = {r["case_id"] for r in rows if r.get(FAILED) is not True}
+        return path
+
+    def _write_part(self, table: pa.Table, path: Path) -> Path:
+        """Atomically: a dot-named temporary file renamed into place."""
+        nulls = [i for i, f in enumerate(table.schema) if pa.types.is_null(f.type)]
+        for i in nulls:
+            table = table.set_column(i, table.schema[i].name, table.column(i).cast(pa.string()))
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def _add_failure_columns(self) -> None:
+        """A run made before failure accounting, resumed: its first part (whose schema pyarrow
+        takes for the directory) gets ``failed=False`` and empty ``error``/``batch_failure``."""
+        parts = self.part_files()
+        table = self._read_part(parts[0]) if parts else None
+        if table is None or FAILED in table.column_names:
+            return
+        table = table.append_column(FAILED, pa.array([False] * table.num_rows))
+        for name in (ERROR, BATCH_FAILURE):
+            if name not in table.column_names:
+                table = table.append_column(name, pa.array([None] * table.num_rows, pa.string()))
+        self._write_part(table, parts[0])
+
+    def drop_failed(self, case_ids: set[str], keep: Path | None = None) -> int:
+        """Remove the failed rows of ``case_ids`` (their retries are stored): each part holding
+        one is rewritten without it (atomically; a part left empty is deleted). Returns the
+        number of rows removed (``keep``: a part left as it is, e.g. the one holding the
+        retries). A kill part way leaves both rows, which ``read`` resolves."""
+        removed = 0
+        for part in self.part_files():
+            if keep is not None and part == Path(keep):
+                continue
+            table = self._read_part(part)
+            if table is None or FAILED not in table.column_names:
+                continue
+            flags = table.select(["case_id", FAILED]).to_pandas()
+            drop = (flags[FAILED].fillna(False).astype(bool) & flags.case_id.isin(case_ids)).to_numpy()
+            if not drop.any():
+                continue
+            removed += int(drop.sum())
+            if drop.all():
+                part.unlink()
+            else:
+                self._write_part(table.filter(pa.array(~drop)), part)
+        return removed
 
     def read(self) -> pd.DataFrame:
-        """All rows, one per case id (a duplicate could only come from two processes
-        racing on one case; the first written wins), in write order."""
-        parts = self.part_files()
+        """All rows, one per case id, in write order. A case's successful row wins over its
+        failed rows (a retry not yet followed by ``drop_failed``), the newest failed row over
+        older ones; of two successful rows (two processes racing on one case) the first
+        written wins."""
+        parts = sorted(self.part_files(), key=_written_at)
         if not parts:
             return pd.DataFrame()
         frames = [table.to_pandas() for table in map(self._read_part, parts) if table is not None]
         if not frames:
             return pd.DataFrame()
         frame = pd.concat(frames, ignore_index=True)
-        return current_method_names(frame.drop_duplicates("case_id", keep="first").reset_index(drop=True))
+        return current_method_names(latest_failed_last(frame).reset_index(drop=True))
 
     def done_case_ids(self) -> set[str]:
         """Case ids of the successful rows on disk (a row with ``failed`` True is to be
@@ -83,9 +140,8 @@ class RunStore:
                 table = self._read_part(part, columns=None)
                 if table is None:
                     continue
-                ids = table.column("case_id").to_pylist()
-                failed = table.column("failed").to_pylist() if "failed" in table.column_names else [False] * len(ids)
-                self._done[part.name] = {i for i, bad in zip(ids, failed) if bad is not True}
+                frame = table.select([c for c in ("case_id", FAILED) if c in table.column_names]).to_pandas()
+                self._done[part.name] = set(frame.case_id[~failed_mask(frame)])
         present = {p.name for p in self.part_files()}
         return set().union(*(ids for name, ids in self._done.items() if name in present))
 
@@ -110,6 +166,11 @@ class RunStore:
         first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
         print(f"attnedit: warning: unreadable part file {part} ({first}) moved to {target}; "
               "its cases will be recomputed by the next attnedit-run of this config", file=sys.stderr)
+
+    def failed_case_ids(self) -> set[str]:
+        """Case ids whose rows are all failed (what a resume retries besides missing cases)."""
+        frame = self.read()
+        return set(frame.case_id[failed_mask(frame)]) if not frame.empty else set()
 
     def write_json(self, name: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / name
@@ -137,6 +198,12 @@ class RunStore:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise DataError(f"{path} is not valid JSON ({err}); restore it or rerun attnedit-run") from err
+
+
+def _written_at(part: Path) -> tuple[int, str]:
+    """Write order of a part: the time in its name (``<prefix>-<time_ns>-<pid>-<n>``)."""
+    fields = part.stem.split("-")
+    return (int(fields[-3]) if len(fields) >= 4 and fields[-3].isdigit() else 0), part.name
 
 
 def current_method_names(frame: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import pandas as pd
 from attnedit.dcag_runs import is_study_run
 from attnedit.errors import ConfigError
 from attnedit.factors.benchmark import direction_scores, factor_figure, has_factor_columns, method_summary
+from attnedit.metric_settings import check_uniform
 from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
 from attnedit.numerical_floor import floor_title
 from attnedit.reference import read_reference, with_reference
@@ -49,7 +50,9 @@ METRIC_SETTINGS = {
 
 def metric_columns(run_dir: Path, frame: pd.DataFrame) -> list[str]:
     manifest = RunStore(run_dir).read_json("manifest.json")
-    return [name for name in manifest.get("metric_order", manifest.get("metrics", {})) if name in frame]
+    names = [name for name in manifest.get("metric_order", manifest.get("metrics", {})) if name in frame]
+    check_uniform(frame, names, run_dir)  # never one mean over values scored under different settings
+    return names
 
 
 def title_marks(frame: pd.DataFrame) -> str:
