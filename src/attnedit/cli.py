@@ -6,11 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import MissingMandatoryValue
 
 from attnedit.assets import ASSETS_DIR
+from attnedit.entry import fail, guarded, hydra_app, wants_help
 from attnedit.errors import AttneditError
 
 
@@ -34,10 +33,7 @@ def conf_dir() -> str:
 
 
 def _fail(err: Exception) -> None:
-    if isinstance(err, MissingMandatoryValue):  # a `???` key left unset, e.g. dataset.root
-        err = f"the config key '{err.full_key}' has no value; pass {err.full_key}=<value> on the command line"
-    print(f"attnedit: error: {err}", file=sys.stderr)
-    sys.exit(2)
+    fail(err)  # attnedit.entry: the project's one line last
 
 
 def _multirun_group(cfg: DictConfig) -> None:
@@ -56,14 +52,12 @@ def _run(cfg: DictConfig) -> None:
     from attnedit.runner import Runner
 
     _multirun_group(cfg)
-    try:
-        runner = Runner(cfg)
-        if getattr(runner.backend, "random_weights", False):
-            print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
-                  "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
-        run_dir = runner.run().resolve()
-    except (AttneditError, MissingMandatoryValue) as err:
-        _fail(err)
+    # Errors reach attnedit.entry (through Hydra, HYDRA_FULL_ERROR set): one line, last.
+    runner = Runner(cfg)
+    if getattr(runner.backend, "random_weights", False):
+        print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
+              "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
+    run_dir = runner.run().resolve()
     tables = run_dir / "tables" / "tables.md"
     print(tables.read_text() if tables.exists() else "")
     figures = sorted((run_dir / "figures").glob("*.png"))
@@ -74,7 +68,7 @@ def _run(cfg: DictConfig) -> None:
 
 
 def run() -> None:
-    hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(_run)()
+    hydra_app(_run, conf_dir(), "config")
 
 
 def compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -85,27 +79,47 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def directions(argv: list[str] | None = None) -> None:
-    """attnedit-directions [model=<name>] [model.path=<id or dir>] [layers=all] out=<file.safetensors>"""
+    """attnedit-directions [model=<name>] [model.path=<id or dir>] [layers=all] [label=auto] out=<file.safetensors>"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(argv):
+        print(_directions_help(argv))
+        return
+    guarded(lambda: _directions(argv))
+
+
+def _directions_help(argv: list[str]) -> str:
+    """Usage, the model configs and the composed conf/directions.yaml (with any overrides)."""
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    models = sorted(p.stem for p in (Path(conf_dir()) / "model").glob("*.yaml"))
+    try:
+        config = OmegaConf.to_yaml(compose("directions", rest))
+    except Exception as err:  # noqa: BLE001 - help still shows the usage
+        config = f"(cannot compose with {rest}: {err})"
+    return (f"usage: {directions.__doc__}\n\nSAD directions (eigenvectors of Wq^T Wq + Wk^T Wk + Wv^T Wv) of a "
+            f"model's self-attention layers -> one safetensors file; key=value overrides on conf/directions.yaml.\n"
+            f"model: {', '.join(models)}\n\nconfig:\n{config}")
+
+
+def _directions(argv: list[str]) -> None:
     from hydra.utils import instantiate
 
     from attnedit.methods.directions import compute_directions, layer_weight_hash, select_layers, write_directions
+    from attnedit.writable import check_writable_file
 
-    try:
-        cfg = compose("directions", list(sys.argv[1:] if argv is None else argv))
-        if OmegaConf.is_missing(cfg, "out"):
-            raise AttneditError("give the output file: out=<path>.safetensors")
-        backend = instantiate(cfg.model)
-        layers = cfg.layers  # an interpolated default resolves to a plain list
-        layers = OmegaConf.to_object(layers) if OmegaConf.is_config(layers) else layers
-        layers = select_layers(backend.self_attention_layers(), layers)
-        found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
-        if cfg.label not in ("none", "auto"):
-            raise AttneditError(f"label={cfg.label!r} is not one of none, auto")
-        labels = _auto_labels(cfg, backend, list(layers)) if cfg.label == "auto" else None
-        hashes = {name: layer_weight_hash(attn) for name, attn in layers.items()}
-        path = write_directions(cfg.out, found, labels=labels, weight_hashes=hashes)
-    except (AttneditError, MissingMandatoryValue) as err:
-        _fail(err)
+    cfg = compose("directions", argv)
+    if OmegaConf.is_missing(cfg, "out"):
+        raise AttneditError("give the output file: out=<path>.safetensors")
+    if cfg.label not in ("none", "auto"):
+        raise AttneditError(f"label={cfg.label!r} is not one of none, auto")
+    check_writable_file(cfg.out, "out")  # before any computation
+    backend = instantiate(cfg.model)
+    layers = cfg.layers  # an interpolated default resolves to a plain list
+    layers = OmegaConf.to_object(layers) if OmegaConf.is_config(layers) else layers
+    layers = select_layers(backend.self_attention_layers(), layers)
+    found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
+    labels = _auto_labels(cfg, backend, list(layers)) if cfg.label == "auto" else None
+    hashes = {name: layer_weight_hash(attn) for name, attn in layers.items()}
+    path = write_directions(cfg.out, found, labels=labels, weight_hashes=hashes)
     print(f"model: {backend.name} ({backend.path}), weights {backend.describe()['weights_sha256_16']}")
     for name, d in found.items():
         share = d.share_of_trace(cfg.top)
@@ -152,15 +166,18 @@ def tables(argv: list[str] | None = None) -> None:
     from attnedit.tables import write_tables
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        print(f"usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]\n\n{tables.__doc__.split(':', 1)[1].strip()}")
+        return
     out = None
     if "--out" in args:
         at = args.index("--out")
         if at + 1 >= len(args):
-            sys.exit("usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]")
+            _fail(AttneditError("--out needs a folder: attnedit-tables <run dir> [<run dir> ...] --out DIR"))
         out = args.pop(at + 1)
         args.pop(at)
     if not args:
-        sys.exit("usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]")
+        _fail(AttneditError("give at least one run directory: attnedit-tables <run dir> [<run dir> ...] [--out DIR]"))
     try:
         for run_dir in args:
             if not (Path(run_dir) / "manifest.json").exists():
@@ -180,7 +197,7 @@ def tables(argv: list[str] | None = None) -> None:
             models = {RunStore(r).read_json("manifest.json")["model"]["name"] for r in args}
             if len(models) > 1:  # e.g. lsun_sad: the same directions figure for every model
                 print(f"figure: {cross_dataset_figure(args, folder / 'cross_dataset.png').resolve()}")
-    except AttneditError as err:
+    except Exception as err:  # noqa: BLE001 - attnedit.entry: the one line last (a bug keeps its traceback)
         _fail(err)
 
 
@@ -188,7 +205,4 @@ def evaluate(argv: list[str] | None = None) -> None:
     """attnedit-evaluate: score a folder of edited PIE-Bench images (see attnedit.evaluate)."""
     from attnedit.evaluate import main
 
-    try:
-        sys.exit(main(argv))
-    except (AttneditError, MissingMandatoryValue) as err:
-        _fail(err)
+    sys.exit(guarded(lambda: main(argv)))

@@ -33,6 +33,7 @@ from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.metrics.base import PairMetric
 from attnedit.numerical_floor import measure_floor
+from attnedit.secrets import redact
 from attnedit.signature import config_signature, resolved_container
 from attnedit.store import RunStore
 from attnedit.tracking import build_logger
@@ -124,7 +125,7 @@ class Runner:
         random_backbone = any(m.uses_random_weights for m in self.metrics)
         model = check_description(self.backend.describe(), type(self.backend).__name__)
         manifest = build_manifest(
-            self.config,
+            redact(self.config),  # secrets (tokens, passwords) are written as ***
             self.signature,
             model=model,
             method=self.method.describe(),
@@ -136,7 +137,7 @@ class Runner:
             manifest = resumed_manifest(self.store.read_json("manifest.json"), manifest)
         self.session = SessionCost(model["device"], model["device_name"])
         self.store.write_json("manifest.json", manifest)
-        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(self.config))))
         self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
 
         self._check_metric_inputs(self.method.edits())
