@@ -50,8 +50,10 @@ def _multirun_group(cfg: DictConfig) -> None:
 
 def _run(cfg: DictConfig) -> None:
     from attnedit.runner import Runner
+    from attnedit.writable import check_writable_folder
 
     _multirun_group(cfg)
+    check_writable_folder(cfg.paths.runs_dir, "paths.runs_dir")  # before any weights load or edit
     # Errors reach attnedit.entry (through Hydra, HYDRA_FULL_ERROR set): one line, last.
     runner = Runner(cfg)
     if getattr(runner.backend, "random_weights", False):
@@ -67,8 +69,12 @@ def _run(cfg: DictConfig) -> None:
     print(f"run dir: {run_dir}")
 
 
+RUN_OUTPUTS = ("choose folders you can write to: paths.results_dir=<dir> (results, Hydra's logs) "
+               "or paths.runs_dir=<dir> (run directories)")
+
+
 def run() -> None:
-    hydra_app(_run, conf_dir(), "config")
+    hydra_app(_run, conf_dir(), "config", RUN_OUTPUTS)
 
 
 def compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -167,7 +173,8 @@ def tables(argv: list[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
-        print(f"usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]\n\n{tables.__doc__.split(':', 1)[1].strip()}")
+        print(f"usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]\n\n"
+              f"{' '.join(tables.__doc__.split(':', 1)[1].split())}")
         return
     out = None
     if "--out" in args:

@@ -14,6 +14,7 @@ its traceback, followed by a last line that says so.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import sys
 import traceback
@@ -42,9 +43,15 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def explain(err: BaseException) -> str | None:
+#: errno values of a folder that cannot be written (permissions, read-only file system,
+#: a path component that is a file, a full disk).
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT)
+
+
+def explain(err: BaseException, outputs: str = "choose paths you can write to") -> str | None:
     """The one line for an error caused by the input (config, data, weights, device);
-    None for anything else (a bug: its traceback is what helps)."""
+    None for anything else (a bug: its traceback is what helps). ``outputs``: the fix
+    for an output path that cannot be written (which keys choose them)."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
     chain = list(_chain(err))
@@ -66,6 +73,9 @@ def explain(err: BaseException) -> str | None:
         if key is not None and "not in struct" in str(key):
             return _unknown_key(key)
         return _one_line(str(err).splitlines()[0])
+    unwritable = next((e for e in chain if isinstance(e, OSError) and e.errno in UNWRITABLE and e.filename), None)
+    if unwritable is not None:  # e.g. Hydra creating its output folder under a read-only paths.results_dir
+        return f"cannot write {unwritable.filename} ({unwritable.strerror}); {outputs}"
     instantiation = next((e for e in chain if type(e).__name__ == "InstantiationException"), None)
     if instantiation is not None:  # a constructor refused its arguments (unknown or wrong-typed keys)
         cause = instantiation.__cause__
@@ -102,9 +112,9 @@ def _unknown_key(err: OmegaConfBaseException) -> str:
             f"or write +{full_key}=<value> to add a new one")
 
 
-def fail(err: BaseException) -> NoReturn:
+def fail(err: BaseException, outputs: str = "choose paths you can write to") -> NoReturn:
     """Print the error's one line last (after a bug's traceback) and exit."""
-    line = explain(err)
+    line = explain(err, outputs)
     sys.stdout.flush()
     if line is None:
         traceback.print_exception(err)
@@ -116,24 +126,24 @@ def fail(err: BaseException) -> NoReturn:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def guarded(fn: Callable[[], Any]) -> Any:
+def guarded(fn: Callable[[], Any], outputs: str = "choose paths you can write to") -> Any:
     """fn() with every error ending in the one line (SystemExit and Ctrl-C pass through)."""
     try:
         return fn()
     except (SystemExit, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 - every error ends in its one line
-        fail(err)
+        fail(err, outputs)
 
 
-def hydra_app(task: Callable, config_path: str, config_name: str) -> None:
+def hydra_app(task: Callable, config_path: str, config_name: str, outputs: str) -> None:
     """Run ``task`` as a Hydra app whose errors end in the one line (see module doc)."""
     import hydra
 
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own last line
     try:
-        guarded(hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task))
+        guarded(hydra.main(config_path=config_path, config_name=config_name, version_base="1.3")(task), outputs)
     finally:
         if before is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

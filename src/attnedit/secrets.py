@@ -41,18 +41,19 @@ def secret_values(tree: Any, found: set[str] | None = None) -> set[str]:
         for value in tree:
             secret_values(value, found)
     elif isinstance(tree, str):
-        key, eq, value = tree.partition("=")
-        if eq and is_secret_key(key.lstrip("+~")) and value:
-            found.add(value)
+        for part in tree.split(","):  # Hydra's job.override_dirname joins overrides with ","
+            key, eq, value = part.partition("=")
+            if eq and is_secret_key(key.lstrip("+~")) and value:
+                found.add(value)
     return {v for v in found if v and v != MASK}
 
 
 def _mask(text: str, values: Iterable[str]) -> str:
-    key, eq, _ = text.partition("=")
-    if eq and is_secret_key(key.lstrip("+~")):
-        return f"{key}={MASK}"
     for value in sorted(values, key=len, reverse=True):  # longest first: one secret may hold another
         text = text.replace(value, MASK)
+    key, eq, _ = text.partition("=")
+    if eq and "," not in text and is_secret_key(key.lstrip("+~")):  # one override, not a joined list
+        return f"{key}={MASK}"
     return text
 
 
