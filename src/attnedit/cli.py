@@ -209,7 +209,23 @@ def tables(argv: list[str] | None = None) -> None:
 
 
 def evaluate(argv: list[str] | None = None) -> None:
-    """attnedit-evaluate: score a folder of edited PIE-Bench images (see attnedit.evaluate)."""
-    from attnedit.evaluate import main
+    """attnedit-evaluate: score a folder of edited PIE-Bench images (see attnedit.evaluate).
+    A Hydra app like attnedit-run on conf/evaluate/evaluate.yaml (key=value overrides, --help, --cfg
+    job, -m); ``argv`` given: the same config composed without Hydra's app machinery."""
+    from attnedit.evaluate import CONFIG_NAME, config_dir, evaluate as score, main, quote_ids
 
-    sys.exit(guarded(lambda: main(argv)))
+    if argv is not None:
+        sys.exit(guarded(lambda: main(argv), EVALUATE_OUTPUTS))
+    if "help" in sys.argv[1:]:  # the old spelling
+        sys.argv[1:] = ["--help"]
+    sys.argv[1:] = quote_ids(sys.argv[1:])
+    hydra_app(lambda cfg: score(_without_hydra(cfg)), config_dir(), CONFIG_NAME, EVALUATE_OUTPUTS)
+
+
+EVALUATE_OUTPUTS = "choose an out= path in a folder you can write to"
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg

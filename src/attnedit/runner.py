@@ -32,6 +32,7 @@ from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.metrics.base import PairMetric
+from attnedit.metrics.registry import instantiate_metrics
 from attnedit.numerical_floor import measure_floor
 from attnedit.secrets import redact
 from attnedit.signature import config_signature, resolved_container
@@ -48,11 +49,7 @@ def case_id(sample_id: str, method: str, edit: dict[str, Any]) -> str:
 
 
 def build_metrics(cfg_metrics: DictConfig | None) -> list[PairMetric]:
-    metrics = [instantiate(node) for node in (cfg_metrics or {}).values()]
-    names = [m.name for m in metrics]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"two metrics share a column name: {names}")
-    return metrics
+    return instantiate_metrics(cfg_metrics)  # shared with attnedit-evaluate
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
