@@ -164,13 +164,6 @@ def tables(argv: list[str] | None = None) -> None:
     """attnedit-tables <run dir> [<run dir> ...] [--out DIR]: write Markdown, CSV, LaTeX; print
     Markdown. Several runs (or --out) also get one comparison table (a row per method) and
     the editing-time table, in DIR (default: the first run's tables/)."""
-    from attnedit.comparison import write_comparison
-    from attnedit.dcag_report import write_report
-    from attnedit.dcag_runs import study_runs
-    from attnedit.plots import cross_dataset_figure
-    from attnedit.store import RunStore
-    from attnedit.tables import write_tables
-
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
         print(f"usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]\n\n"
@@ -185,6 +178,13 @@ def tables(argv: list[str] | None = None) -> None:
         args.pop(at)
     if not args:
         _fail(AttneditError("give at least one run directory: attnedit-tables <run dir> [<run dir> ...] [--out DIR]"))
+    from attnedit.comparison import write_comparison
+    from attnedit.dcag_report import write_report
+    from attnedit.dcag_runs import study_runs
+    from attnedit.plots import cross_dataset_figure
+    from attnedit.store import RunStore
+    from attnedit.tables import write_tables
+
     try:
         for run_dir in args:
             if not (Path(run_dir) / "manifest.json").exists():
