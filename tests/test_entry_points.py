@@ -118,7 +118,8 @@ RUN_EXPECTED = {
     "weights folder": ["is not an existing directory", "`hf download google/ddpm-ema-celebahq-256 --local-dir {root}/nowhere`"],
     "directions width": ["holds vectors of width 5, this model's layer takes 64 channels", "attnedit-directions"],
     "read-only results": ["cannot write {readonly}/results (Permission denied)", "paths.results_dir=<dir>"],
-    "read-only runs": ["paths.runs_dir={readonly}/runs: cannot write in it (Permission denied)", "paths.runs_dir=<dir>"],
+    "read-only runs": ["paths.runs_dir={readonly}/runs: cannot write in {readonly}/runs (Permission denied)",
+                       "paths.runs_dir=<dir>"],
     "help": ["--help"],
 }
 
