@@ -50,7 +50,7 @@ def test_missing_hub_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
         DDPMBackend("google/ddpm-ema-celebahq-256", device="cpu")
     message = str(err.value)
     assert "google/ddpm-ema-celebahq-256" in message
-    assert "huggingface-cli download google/ddpm-ema-celebahq-256" in message and "model.path=" in message
+    assert "hf download google/ddpm-ema-celebahq-256" in message and "model.path=" in message
 
 
 def test_missing_local_directory_is_a_clear_error(tmp_path):

@@ -172,7 +172,7 @@ def test_lpips_wrapper_equals_lpips_package():
 def test_lpips_random_means_seeded_backbone_with_shipped_heads():
     metric = LPIPS(net="squeeze", weights="random", seed=5)
     state = metric.model.state_dict()
-    heads = torch.load(Path(lpips.__file__).parent / "weights/v0.1/squeeze.pth", map_location="cpu")
+    heads = torch.load(Path(lpips.__file__).parent / "weights/v0.1/squeeze.pth", map_location="cpu", weights_only=True)
     for key, value in heads.items():
         torch.testing.assert_close(state[key], value)
     torch.manual_seed(5)

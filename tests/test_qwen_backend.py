@@ -99,9 +99,11 @@ def test_missing_prompt_field(backend):
 def test_missing_weights_give_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     missing = tmp_path / "nowhere"
-    with pytest.raises(WeightsNotFoundError, match="huggingface-cli download") as err:
+    with pytest.raises(WeightsNotFoundError, match="hf download") as err:
         QwenImageEditBackend(path=str(missing), device="cpu")
-    assert str(missing) in str(err.value) and "model.path=<dir>" in str(err.value)
+    # A folder that does not exist is where the published weights are to go.
+    assert f"`hf download Qwen/Qwen-Image-Edit --local-dir {missing}`" in str(err.value)
+    assert f"model.path={missing}" in str(err.value)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(WeightsNotFoundError, match="model_index.json"):

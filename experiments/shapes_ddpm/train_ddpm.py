@@ -73,7 +73,8 @@ def main() -> None:
     start, losses, elapsed = 0, [], 0.0
     checkpoint = args.work / "checkpoint.pt"
     if checkpoint.exists():  # resume: same seeds per step, so the result does not depend on interruptions
-        state = torch.load(checkpoint, weights_only=False)
+        # Tensors, numbers and lists only: weights_only=True unpickles nothing executable.
+        state = torch.load(checkpoint, weights_only=True)
         unet.load_state_dict(state["unet"]), ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"]), torch.set_rng_state(state["rng"])
         start, losses, elapsed = state["step"], state["losses"], state["elapsed"]

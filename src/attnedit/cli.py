@@ -6,11 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import MissingMandatoryValue
 
 from attnedit.assets import ASSETS_DIR
+from attnedit.entry import fail, guarded, hydra_app, wants_help
 from attnedit.errors import AttneditError
 
 
@@ -34,10 +33,7 @@ def conf_dir() -> str:
 
 
 def _fail(err: Exception) -> None:
-    if isinstance(err, MissingMandatoryValue):  # a `???` key left unset, e.g. dataset.root
-        err = f"the config key '{err.full_key}' has no value; pass {err.full_key}=<value> on the command line"
-    print(f"attnedit: error: {err}", file=sys.stderr)
-    sys.exit(2)
+    fail(err)  # attnedit.entry: the project's one line last
 
 
 #: The failure lines of this process's runs (a multirun has several): the process exits 1 after them.
@@ -58,16 +54,16 @@ def _multirun_group(cfg: DictConfig) -> None:
 
 def _run(cfg: DictConfig) -> None:
     from attnedit.runner import Runner
+    from attnedit.writable import check_writable_folder
 
     _multirun_group(cfg)
-    try:
-        runner = Runner(cfg)
-        if getattr(runner.backend, "random_weights", False):
-            print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
-                  "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
-        run_dir = runner.run().resolve()
-    except (AttneditError, MissingMandatoryValue) as err:
-        _fail(err)
+    check_writable_folder(cfg.paths.runs_dir, "paths.runs_dir")  # before any weights load or edit
+    # Errors reach attnedit.entry (through Hydra, HYDRA_FULL_ERROR set): one line, last.
+    runner = Runner(cfg)
+    if getattr(runner.backend, "random_weights", False):
+        print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
+              "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
+    run_dir = runner.run().resolve()
     tables = run_dir / "tables" / "tables.md"
     print(tables.read_text() if tables.exists() else "")
     figures = sorted((run_dir / "figures").glob("*.png"))
@@ -93,8 +89,12 @@ def _record_run_dir(run_dir: Path) -> None:
         (folder / RUN_DIR_FILE).write_text(f"{run_dir}\n")
 
 
+RUN_OUTPUTS = ("choose folders you can write to: paths.results_dir=<dir> (results, Hydra's logs) "
+               "or paths.runs_dir=<dir> (run directories)")
+
+
 def run() -> None:
-    hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")(_run)()
+    hydra_app(_run, conf_dir(), "config", RUN_OUTPUTS)
     if _FAILURES:  # after every job of a multirun, not in the first that had a failure
         sys.exit(1)
 
@@ -107,27 +107,47 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def directions(argv: list[str] | None = None) -> None:
-    """attnedit-directions [model=<name>] [model.path=<id or dir>] [layers=all] out=<file.safetensors>"""
+    """attnedit-directions [model=<name>] [model.path=<id or dir>] [layers=all] [label=auto] out=<file.safetensors>"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(argv):
+        print(_directions_help(argv))
+        return
+    guarded(lambda: _directions(argv))
+
+
+def _directions_help(argv: list[str]) -> str:
+    """Usage, the model configs and the composed conf/directions.yaml (with any overrides)."""
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    models = sorted(p.stem for p in (Path(conf_dir()) / "model").glob("*.yaml"))
+    try:
+        config = OmegaConf.to_yaml(compose("directions", rest))
+    except Exception as err:  # noqa: BLE001 - help still shows the usage
+        config = f"(cannot compose with {rest}: {err})"
+    return (f"usage: {directions.__doc__}\n\nSAD directions (eigenvectors of Wq^T Wq + Wk^T Wk + Wv^T Wv) of a "
+            f"model's self-attention layers -> one safetensors file; key=value overrides on conf/directions.yaml.\n"
+            f"model: {', '.join(models)}\n\nconfig:\n{config}")
+
+
+def _directions(argv: list[str]) -> None:
     from hydra.utils import instantiate
 
     from attnedit.methods.directions import compute_directions, layer_weight_hash, select_layers, write_directions
+    from attnedit.writable import check_writable_file
 
-    try:
-        cfg = compose("directions", list(sys.argv[1:] if argv is None else argv))
-        if OmegaConf.is_missing(cfg, "out"):
-            raise AttneditError("give the output file: out=<path>.safetensors")
-        backend = instantiate(cfg.model)
-        layers = cfg.layers  # an interpolated default resolves to a plain list
-        layers = OmegaConf.to_object(layers) if OmegaConf.is_config(layers) else layers
-        layers = select_layers(backend.self_attention_layers(), layers)
-        found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
-        if cfg.label not in ("none", "auto"):
-            raise AttneditError(f"label={cfg.label!r} is not one of none, auto")
-        labels = _auto_labels(cfg, backend, list(layers)) if cfg.label == "auto" else None
-        hashes = {name: layer_weight_hash(attn) for name, attn in layers.items()}
-        path = write_directions(cfg.out, found, labels=labels, weight_hashes=hashes)
-    except (AttneditError, MissingMandatoryValue) as err:
-        _fail(err)
+    cfg = compose("directions", argv)
+    if OmegaConf.is_missing(cfg, "out"):
+        raise AttneditError("give the output file: out=<path>.safetensors")
+    if cfg.label not in ("none", "auto"):
+        raise AttneditError(f"label={cfg.label!r} is not one of none, auto")
+    check_writable_file(cfg.out, "out")  # before any computation
+    backend = instantiate(cfg.model)
+    layers = cfg.layers  # an interpolated default resolves to a plain list
+    layers = OmegaConf.to_object(layers) if OmegaConf.is_config(layers) else layers
+    layers = select_layers(backend.self_attention_layers(), layers)
+    found = compute_directions(layers, Path(cfg.paths.cache_dir) / "directions")
+    labels = _auto_labels(cfg, backend, list(layers)) if cfg.label == "auto" else None
+    hashes = {name: layer_weight_hash(attn) for name, attn in layers.items()}
+    path = write_directions(cfg.out, found, labels=labels, weight_hashes=hashes)
     print(f"model: {backend.name} ({backend.path}), weights {backend.describe()['weights_sha256_16']}")
     for name, d in found.items():
         share = d.share_of_trace(cfg.top)
@@ -166,6 +186,20 @@ def tables(argv: list[str] | None = None) -> None:
     """attnedit-tables <run dir> [<run dir> ...] [--out DIR]: write Markdown, CSV, LaTeX; print
     Markdown. Several runs (or --out) also get one comparison table (a row per method) and
     the editing-time table, in DIR (default: the first run's tables/)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        print(f"usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]\n\n"
+              f"{' '.join(tables.__doc__.split(':', 1)[1].split())}")
+        return
+    out = None
+    if "--out" in args:
+        at = args.index("--out")
+        if at + 1 >= len(args):
+            _fail(AttneditError("--out needs a folder: attnedit-tables <run dir> [<run dir> ...] --out DIR"))
+        out = args.pop(at + 1)
+        args.pop(at)
+    if not args:
+        _fail(AttneditError("give at least one run directory: attnedit-tables <run dir> [<run dir> ...] [--out DIR]"))
     from attnedit.comparison import write_comparison
     from attnedit.dcag_report import write_report
     from attnedit.dcag_runs import study_runs
@@ -173,16 +207,6 @@ def tables(argv: list[str] | None = None) -> None:
     from attnedit.store import RunStore
     from attnedit.tables import write_tables
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    out = None
-    if "--out" in args:
-        at = args.index("--out")
-        if at + 1 >= len(args):
-            sys.exit("usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]")
-        out = args.pop(at + 1)
-        args.pop(at)
-    if not args:
-        sys.exit("usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]")
     try:
         for run_dir in args:
             if not (Path(run_dir) / "manifest.json").exists():
@@ -202,15 +226,28 @@ def tables(argv: list[str] | None = None) -> None:
             models = {RunStore(r).read_json("manifest.json")["model"]["name"] for r in args}
             if len(models) > 1:  # e.g. lsun_sad: the same directions figure for every model
                 print(f"figure: {cross_dataset_figure(args, folder / 'cross_dataset.png').resolve()}")
-    except AttneditError as err:
+    except Exception as err:  # noqa: BLE001 - attnedit.entry: the one line last (a bug keeps its traceback)
         _fail(err)
 
 
 def evaluate(argv: list[str] | None = None) -> None:
-    """attnedit-evaluate: score a folder of edited PIE-Bench images (see attnedit.evaluate)."""
-    from attnedit.evaluate import main
+    """attnedit-evaluate: score a folder of edited PIE-Bench images (see attnedit.evaluate).
+    A Hydra app like attnedit-run on conf/evaluate/evaluate.yaml (key=value overrides, --help, --cfg
+    job, -m); ``argv`` given: the same config composed without Hydra's app machinery."""
+    from attnedit.evaluate import CONFIG_NAME, config_dir, evaluate as score, main, quote_ids
 
-    try:
-        sys.exit(main(argv))
-    except (AttneditError, MissingMandatoryValue) as err:
-        _fail(err)
+    if argv is not None:
+        sys.exit(guarded(lambda: main(argv), EVALUATE_OUTPUTS))
+    if "help" in sys.argv[1:]:  # the old spelling
+        sys.argv[1:] = ["--help"]
+    sys.argv[1:] = quote_ids(sys.argv[1:])
+    hydra_app(lambda cfg: score(_without_hydra(cfg)), config_dir(), CONFIG_NAME, EVALUATE_OUTPUTS)
+
+
+EVALUATE_OUTPUTS = "choose an out= path in a folder you can write to"
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg

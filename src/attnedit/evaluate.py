@@ -50,47 +50,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
+from attnedit.backends.loading import pick_device
 from attnedit.data.base import Sample
 from attnedit.data.piebench import NonFinitePixelsError, PIEBench, read_rgb_uint8
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric, check_image_range, check_image_shapes
 from attnedit.metrics.piebench import (
-    OFFICIAL_DEFAULT_METRICS,
     PIEBENCH_METRICS,
     SSIM_CONVENTIONS,
     SSIM_DEFAULT_CONVENTION,
     PIEBenchSSIM,
     match_size,
 )
-from attnedit.metrics.registry import build_metric
+from attnedit.metrics.registry import instantiate_metrics
 from attnedit.piebench_summary import summarize, write_summary
 
-DEFAULTS: dict[str, Any] = {
-    "dataset": {"root": None, "categories": None, "ids": None, "first_n": None},
-    "edited": None,  # folder laid out like annotation_images/, or {method: folder, ...}
-    "out": None,  # the per-image CSV
-    "name": None,  # the method name of a single folder: the CSV columns are "<name>|<metric>"
-    "metrics": list(OFFICIAL_DEFAULT_METRICS),
-    "batch_size": 8,
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "weights": "pretrained",  # pretrained | random (seeded random backbones, marked everywhere)
-    "seed": 0,
-    "missing": "error",  # error | skip: what a missing edited image does
-    # auto: non-square -> bottom-right crop (official), other sizes -> resize | resize | crop | error
-    "edited_size": "auto",
-    "ssim_convention": SSIM_DEFAULT_CONVENTION,  # torchmetrics_legacy_crop (published numbers) | current
-    "nonfinite": "error",  # error | nan: an edited image with NaN/inf pixels stops the run, or is a failure
-    "workers": None,  # decoding threads; null: min(8, usable cores); 0: decode in the main thread
-    "lpips_net": "squeeze",
-    "clip_model": "openai/clip-vit-large-patch14",
-    "dino_model": "vit_base_patch8_224.dino",
-    "dino_antialias": False,
-    "progress": True,
-}
 CHOICES = {
     "missing": ("error", "skip"),
     "edited_size": ("auto", "resize", "crop", "error"),
@@ -107,24 +84,68 @@ CELLS = {
 USAGE = __doc__.split("\n\n")[1]
 
 
-def parse_args(argv: list[str]) -> Any:
-    """key=value overrides (OmegaConf dotlist) on DEFAULTS; unknown keys are errors."""
+CONFIG_NAME = "evaluate"  # conf/evaluate/evaluate.yaml: the keys, their defaults and the --help text
+
+
+def config_dir() -> str:
+    """conf/evaluate/: a folder of its own, as conf/ holds a ``metrics`` group and here
+    ``metrics=[...]`` is a list of names."""
+    from attnedit.cli import conf_dir
+
+    return str(Path(conf_dir()) / "evaluate")
+
+
+def quote_ids(argv: list[str]) -> list[str]:
+    """PIE-Bench ids are 12-digit strings; Hydra's grammar would read 111000000001 as a
+    number: ``dataset.ids=[a,b]`` (or one id) becomes ``dataset.ids=['a','b']``."""
+    out = []
+    for arg in argv:
+        if arg.startswith("dataset.ids="):
+            value = arg.split("=", 1)[1].strip()
+            if value not in ("", "null"):
+                ids = [i.strip(" '\"") for i in value.strip("[] ").split(",") if i.strip()]
+                arg = "dataset.ids=[" + ",".join(f"'{i}'" for i in ids) + "]"
+        out.append(arg)
+    return out
+
+
+def compose_config(argv: list[str]) -> DictConfig:
+    """conf/evaluate/evaluate.yaml with key=value overrides, as Hydra composes attnedit-run's
+    (typos are errors); for ``main(argv)`` called from Python (the console script is a
+    Hydra app on the same config: attnedit.cli.evaluate)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from attnedit.entry import explain
+
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise ConfigError(f"attnedit-evaluate takes key=value arguments, got {bad}.\nUsage:\n{USAGE}")
-    # PIE-Bench ids are 12-digit strings; YAML would read 000000000011 as a number.
-    ids = [a.split("=", 1)[1] for a in argv if a.startswith("dataset.ids=")]
-    argv = [a for a in argv if not a.startswith("dataset.ids=")]
-    cfg = OmegaConf.create(DEFAULTS)
-    OmegaConf.set_struct(cfg, True)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(argv)))
-        if ids and ids[-1].strip() not in ("", "null"):
-            cfg.dataset.ids = [i.strip(" '\"") for i in ids[-1].strip("[] ").split(",") if i.strip()]
-    except OmegaConfBaseException as err:
-        keys = ", ".join(sorted(_flat_keys(DEFAULTS)))
-        reason = getattr(err, "msg", str(err))
-        raise ConfigError(f"attnedit-evaluate: {reason}. Valid keys: {keys}.") from None
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name=CONFIG_NAME, overrides=quote_ids(list(argv)))
+    except HydraException as err:
+        keys = ", ".join(sorted(_flat_keys(_defaults())))
+        raise ConfigError(f"attnedit-evaluate: {explain(err)}. Valid keys: {keys}.") from None
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def _defaults() -> dict:
+    tree = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / f"{CONFIG_NAME}.yaml"))
+    return {k: v for k, v in tree.items() if k not in ("defaults", "hydra")}
+
+
+def parse_args(argv: list[str]) -> Any:
+    """key=value overrides on conf/evaluate/evaluate.yaml, checked (check_config)."""
+    return check_config(compose_config(argv))
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Values Hydra cannot check: required keys, choices, ranges, the edited= shape."""
+    if isinstance(cfg.dataset.ids, str):  # one id
+        cfg.dataset.ids = [cfg.dataset.ids]
     for key in ("dataset.root", "edited", "out"):
         if OmegaConf.select(cfg, key) in (None, ""):
             raise ConfigError(f"attnedit-evaluate: {key}=... is required.\nUsage:\n{USAGE}")
@@ -134,6 +155,8 @@ def parse_args(argv: list[str]) -> Any:
     if not several and cfg.name in (None, ""):
         raise ConfigError(f"attnedit-evaluate: name=... is required with a single edited= folder.\nUsage:\n{USAGE}")
     for key, allowed in CHOICES.items():
+        if isinstance(cfg[key], float) and math.isnan(cfg[key]):  # Hydra's grammar reads nonfinite=nan as a float
+            cfg[key] = "nan"
         if cfg[key] not in allowed:
             raise ConfigError(f"attnedit-evaluate: {key}={cfg[key]!r} must be one of {allowed}.")
     if int(cfg.batch_size) < 1:
@@ -183,20 +206,27 @@ def metric_options(cfg: Any) -> dict[str, dict[str, Any]]:
 
 
 def build_metrics(cfg: Any) -> list[PairMetric]:
+    """Metric names -> config nodes built as attnedit-run builds its ``metrics`` group."""
     options = metric_options(cfg)
-    metrics = []
+    nodes = {}
     for name in cfg.metrics:
         family = next((f for f in options if name.startswith(f)), None)
         kwargs = options[family] if family else {}
         # PIE-Bench names directly: the registry would first import every metric module.
-        metrics.append(PIEBENCH_METRICS[name](**kwargs) if name in PIEBENCH_METRICS else build_metric(name, **kwargs))
-    return metrics
+        target = PIEBENCH_METRICS[name] if name in PIEBENCH_METRICS else None
+        nodes[name] = {"_target_": "attnedit.metrics.registry.build_metric", "name": name, **kwargs} if target is None \
+            else {"_target_": "attnedit.evaluate.piebench_metric", "name": name, **kwargs}
+    return instantiate_metrics(nodes)
+
+
+def piebench_metric(name: str, **kwargs) -> PairMetric:
+    return PIEBENCH_METRICS[name](**kwargs)
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """As attnedit-run's models (attnedit.backends.loading.pick_device): CUDA asked for
+    where there is none is one line, not a traceback in the first batch."""
+    return pick_device(str(device), "device")
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -470,7 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(USAGE)
         return 0
-    cfg = parse_args(argv)
+    return evaluate(parse_args(argv))
+
+
+def evaluate(cfg: DictConfig) -> int:
+    """Score, write the CSV and its summaries; ``cfg``: conf/evaluate/evaluate.yaml composed."""
+    cfg = check_config(cfg)
+    device = resolve_device(cfg.device)  # before any work
     out = Path(cfg.out)
     prepare_output(out)
     dataset = PIEBench(cfg.dataset.root, cfg.dataset.categories, cfg.dataset.ids, cfg.dataset.first_n)
@@ -482,7 +518,6 @@ def main(argv: list[str] | None = None) -> int:
                 "<PIE-Bench root>/annotation_images/."
             )
     metrics = build_metrics(cfg)
-    device = resolve_device(cfg.device)
     names = [m.name for m in metrics]
     check_meta(meta_path(out), run_settings(cfg, dataset, metrics), out)
     log = CsvLog(out, ["file_id"] + [f"{method}|{n}" for method in methods for n in names])

@@ -45,7 +45,9 @@ from attnedit.failures import ERROR, FAILED, failure_line, run_cases, successful
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.metric_settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
 from attnedit.metrics.base import PairMetric
+from attnedit.metrics.registry import instantiate_metrics
 from attnedit.numerical_floor import measure_floor
+from attnedit.secrets import redact
 from attnedit.signature import config_signature, resolved_container
 from attnedit.status import work_plan
 from attnedit.store import RunStore
@@ -62,11 +64,7 @@ def case_id(sample_id: str, method: str, edit: dict[str, Any]) -> str:
 
 
 def build_metrics(cfg_metrics: DictConfig | None) -> list[PairMetric]:
-    metrics = [instantiate(node) for node in (cfg_metrics or {}).values()]
-    names = [m.name for m in metrics]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"two metrics share a column name: {names}")
-    return metrics
+    return instantiate_metrics(cfg_metrics)  # shared with attnedit-evaluate
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
@@ -142,7 +140,7 @@ class Runner:
         random_backbone = any(m.uses_random_weights for m in self.metrics)
         model = check_description(self.backend.describe(), type(self.backend).__name__)
         manifest = build_manifest(
-            self.config,
+            redact(self.config),  # secrets (tokens, passwords) are written as ***
             self.signature,
             model=model,
             method=self.method.describe(),
@@ -163,7 +161,7 @@ class Runner:
         # under the run's lock: writers starting together record one first run and resumes
         manifest = self.store.update_json("manifest.json", merge)
         self.session = SessionCost(model["device"], model["device_name"])
-        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(self.config))))
         self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
 
         self._check_metric_inputs(self.method.edits())

@@ -23,6 +23,7 @@ NON_RESULT_KEYS = (
     "tables",
     "figures",
     "model.device",
+    "model.hub_id",  # where the weights are published; model.path (and the weight hash) say what ran
     "model.cpu_offload",
     "method.progress",
     "metrics_batch_size",

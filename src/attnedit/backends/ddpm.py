@@ -98,6 +98,7 @@ class DDPMBackend:
         allow_tf32: bool = False,
         share_prefix: bool = True,
         prefix_memory_mb: int = 1024,
+        hub_id: str | None = None,
     ) -> None:
         if num_inference_steps < 1:
             raise ConfigError(f"model.num_inference_steps must be >= 1, got {num_inference_steps}")
@@ -111,10 +112,10 @@ class DDPMBackend:
         self.edit_layers = list(edit_layers) if edit_layers is not None else None
         if build_if_missing is not None and not Path(self.path).expanduser().exists():
             build_if_missing(self.path)
-        self.model_dir = resolve_model_dir(self.path, f"model '{name}'")
+        self.model_dir = resolve_model_dir(self.path, f"model '{name}'", hub_id=hub_id)
         unet_dir = self.model_dir / "unet" if (self.model_dir / "unet" / "config.json").exists() else self.model_dir
         sched_dir = self.model_dir / "scheduler" if (self.model_dir / "scheduler").is_dir() else self.model_dir
-        self.device = pick_device(device)
+        self.device = pick_device(device, "model.device")
         self.dtype = pick_dtype(dtype, self.device)
         self.unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=self.dtype).to(self.device).eval().requires_grad_(False)
         self.scheduler = DDIMScheduler.from_pretrained(sched_dir)

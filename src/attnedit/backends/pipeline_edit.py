@@ -36,7 +36,7 @@ from PIL import Image
 from torch import Tensor
 
 from attnedit.backends.base import device_name
-from attnedit.backends.loading import WEIGHT_SUFFIXES, hash_files, pick_device, pick_dtype
+from attnedit.backends.loading import WEIGHT_SUFFIXES, download_command, hash_files, pick_device, pick_dtype
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, DataError, NonFiniteOutputError, WeightsNotFoundError
 
@@ -120,7 +120,7 @@ class PipelineEditBackend(abc.ABC):
         self.cpu_offload = bool(cpu_offload)
         self.cache_conditions = bool(cache_conditions)
         self._conditions: dict[tuple, dict[str, Any]] = {}  # text-encoder outputs of the current image(s)
-        self.device = pick_device(device)
+        self.device = pick_device(device, "model.device")
         if self.cpu_offload and self.device.type != "cuda":
             raise ConfigError(f"model.cpu_offload=true offloads to the CPU between GPU uses; device is {self.device}")
         self.dtype = pick_dtype(dtype, self.device, gpu_default="bfloat16")
@@ -249,11 +249,14 @@ class PipelineEditBackend(abc.ABC):
         from huggingface_hub.constants import HF_HUB_CACHE
 
         path = self.path
-        hub_id = path if path.count("/") == 1 and not path.startswith((".", "/", "~")) else self.hub_id
+        is_hub_id = path.count("/") == 1 and not path.startswith((".", "/", "~"))
+        hub_id = path if is_hub_id else self.hub_id
+        # A local folder (existing or not) is where the download goes; a hub id needs a folder.
+        local_dir = "<dir>" if is_hub_id else path
         return WeightsNotFoundError(
             f"{self.display_name} weights '{path}' could not be loaded: {why}. Looked in the local directory / the "
             f"Hugging Face cache ({HF_HUB_CACHE}). On a machine with internet run "
-            f"`huggingface-cli download {hub_id} --local-dir <dir>` and pass model.path=<dir> "
+            f"`{download_command(hub_id, local_dir)}` and pass model.path={local_dir} "
             "(a directory in diffusers layout with model_index.json)."
         )
 

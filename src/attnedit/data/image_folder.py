@@ -9,7 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from attnedit.data.base import Dataset, Sample
-from attnedit.errors import DataError
+from attnedit.errors import ConfigError, DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -34,8 +34,15 @@ def load_image(path: Path, size: int | None = None) -> torch.Tensor:
 class ImageFolder(Dataset):
     name = "image_folder"
 
-    def __init__(self, root: str, size: int = 256, max_images: int | None = None, name: str = "image_folder") -> None:
+    def __init__(self, root: str, size: int = 256, num_samples: int | None = None, name: str = "image_folder",
+                 max_images: int | None = None) -> None:
+        """``num_samples``: the first n images (sorted by path), null: all; the key every
+        dataset has, so recipes that set dataset.num_samples (quickstart) take a folder too.
+        ``max_images``: its former name."""
         self.name = name
+        limit = num_samples if num_samples is not None else max_images
+        if limit is not None and int(limit) < 1:
+            raise ConfigError(f"dataset.num_samples must be >= 1 or null (all images), got {limit}")
         self.root = Path(root).expanduser()
         self.size = size
         if not self.root.is_dir():
@@ -43,7 +50,7 @@ class ImageFolder(Dataset):
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in EXTENSIONS)
         if not files:
             raise DataError(f"dataset.root={self.root} holds no images ({', '.join(EXTENSIONS)})")
-        self.files = {str(p.relative_to(self.root).with_suffix("")): p for p in files[:max_images]}
+        self.files = {str(p.relative_to(self.root).with_suffix("")): p for p in files[:limit]}
 
     def sample_ids(self) -> list[str]:
         return list(self.files)

@@ -159,6 +159,14 @@ class SAD(DirectionMethod):
             missing = [n for n in self.layers if n not in stored]
             if missing:
                 raise ConfigError(f"{self.directions_file} holds no directions for layers {missing}")
+            for name, attn in self.layers.items():  # a file of another model: its vectors do not fit
+                width, fits = stored[name].eigenvectors.shape[-1], attn.to_q.in_features
+                if width != fits:
+                    raise ConfigError(
+                        f"directions file {self.directions_file}: layer '{name}' holds vectors of width {width}, "
+                        f"this model's layer takes {fits} channels; recompute it for this model with "
+                        f"`attnedit-directions model=<this model> out={self.directions_file}`"
+                    )
             hashes = read_metadata(self.directions_file, "weight_hashes")
             stale = [n for n, attn in self.layers.items() if n in hashes and hashes[n] != layer_weight_hash(attn)]
             if stale:

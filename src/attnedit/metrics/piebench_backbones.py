@@ -25,6 +25,7 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
+from attnedit.backends.loading import download_command
 from attnedit.errors import ConfigError
 from attnedit.metrics.weights import (
     check_weights_mode,
@@ -162,7 +163,7 @@ def _build_clip(model: str, weights: str, seed: int, overrides: dict):
             f"CLIP score ({model})",
             model,
             hf_hub_cache(),
-            f"Run `huggingface-cli download {model}` where there is network (it fills HF_HUB_CACHE), "
+            f"Run `{download_command(model, None)}` where there is network (it fills HF_HUB_CACHE), "
             "or set clip_model=<local folder holding config.json, the weights and the processor files>.",
         ) from err
     return network.eval().requires_grad_(False), processor
@@ -196,6 +197,6 @@ def _build_dino(model: str, weights: str, seed: int, overrides: dict) -> nn.Modu
             f"structure distance (DINO {model})",
             f"{repo} (model.safetensors)",
             hf_hub_cache(),
-            f"Run `huggingface-cli download {repo}` where there is network (it fills HF_HUB_CACHE).",
+            f"Run `{download_command(repo, None)}` where there is network (it fills HF_HUB_CACHE).",
         ) from err
     return network.eval().requires_grad_(False)

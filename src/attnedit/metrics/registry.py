@@ -34,6 +34,27 @@ def build_metric(name: str, **kwargs) -> PairMetric:
     return _REGISTRY[name](**kwargs)
 
 
+def instantiate_metrics(nodes) -> list[PairMetric]:
+    """Metric objects from config nodes (``{column: {_target_: ..., **kwargs}}``), in
+    order, column names unique: attnedit-run's ``metrics`` group and attnedit-evaluate's
+    ``metrics=[names]`` (as ``_target_: attnedit.metrics.registry.build_metric``) both."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from attnedit.errors import AttneditError
+
+    try:
+        metrics = [instantiate(node) for node in (nodes or {}).values()]
+    except InstantiationException as err:  # the metric's own error, not Hydra's wrapper
+        if isinstance(err.__cause__, AttneditError):
+            raise err.__cause__ from None
+        raise
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two metrics share a column name: {names}")
+    return metrics
+
+
 def _import_builtin() -> None:
     # Importing the modules runs their @register_metric decorators.
     import importlib
