@@ -144,6 +144,8 @@ class Runner:
         done = self.store.done_case_ids()
         method_name = self.method.name
         pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
+        resumed = {sid for sid, e in all_cases if case_id(sid, method_name, e) in done}  # rows in earlier parts
+        sample_rows: dict[str, list[dict[str, Any]]] = {}  # this session's rows, until the sample's figure
         self.cases_done = 0
         remaining_per_sample: dict[str, int] = {}
         for sid, _ in pending:
@@ -165,6 +167,8 @@ class Runner:
             self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
             rows = self._run_batch(batch, batch_samples, references, weights, random_backbone)
             self.store.append(rows)
+            for row in rows:
+                sample_rows.setdefault(row["sample_id"], []).append(row)
             self.cases_done += len(rows)
             self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
             bar.update(len(batch))
@@ -173,7 +177,7 @@ class Runner:
                 if remaining_per_sample[sid] == 0:  # sample finished: free memory, draw its figure now
                     references.pop(sid, None)
                     samples.pop(sid, None)
-                    self._sample_figure(sid)
+                    self._sample_figure(sid, sample_rows.pop(sid, []), sid in resumed)
         bar.close()
         return self.finish()
 
@@ -269,12 +273,14 @@ class Runner:
             rows.append(row)
         return rows
 
-    def _sample_figure(self, sample_id: str) -> None:
+    def _sample_figure(self, sample_id: str, rows: list[dict[str, Any]], resumed: bool) -> None:
+        """The sample's alpha sweep from its rows: this session's, or (a resumed sample) its
+        rows in the store, read alone rather than the whole store after every sample."""
         if not self.cfg.get("figures", True) or not self.cfg.get("save_images", True):
             return
-        from attnedit.plots import alpha_sweep_figure
+        from attnedit.report.plots import alpha_sweep_figure
 
-        frame = self.store.read()
+        frame = self.store.read(sample_id=sample_id) if resumed else pd.DataFrame(rows)
         if "alpha" not in frame or "direction" not in frame:
             return
         path = alpha_sweep_figure(frame[frame.sample_id == sample_id], self.run_dir, self.store.figures_dir)
@@ -282,7 +288,7 @@ class Runner:
             self.logger.log_figure(f"alpha_sweep/{sample_id}", str(path))
 
     def finish(self) -> Path:
-        from attnedit.tables import write_tables
+        from attnedit.report.studies import write_tables
 
         frame = self.store.read()
         self._record_cost(frame)

@@ -54,14 +54,16 @@ class RunStore:
         os.replace(tmp, self.cases_dir / name)
         return self.cases_dir / name
 
-    def read(self) -> pd.DataFrame:
-        """All rows, one per case id (a duplicate could only come from two processes
-        racing on one case; the first written wins), in write order."""
+    def read(self, sample_id: str | None = None) -> pd.DataFrame:
+        """All rows (or one sample's: parts whose statistics exclude it are skipped, not
+        decoded), one per case id (a duplicate could only come from two processes racing
+        on one case; the first written wins), in write order."""
         parts = self.part_files()
         if not parts:
             return pd.DataFrame()
+        filters = None if sample_id is None else [("sample_id", "==", str(sample_id))]
         try:
-            frames = [pq.read_table(p).to_pandas() for p in parts]
+            frames = [pq.read_table(p, filters=filters).to_pandas() for p in parts]
         except Exception as err:
             raise DataError(f"cannot read results in {self.cases_dir}: {err}") from err
         frame = pd.concat(frames, ignore_index=True)
