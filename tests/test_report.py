@@ -7,7 +7,6 @@ and alpha scale and never overlap."""
 from __future__ import annotations
 
 import ast
-import json
 import math
 from pathlib import Path
 

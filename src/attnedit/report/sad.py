@@ -42,14 +42,12 @@ from attnedit.numerical_floor import floor_title
 from attnedit.report.cells import group_cell, paired_cell, spread_cell
 from attnedit.report.columns import ALPHA, DIRECTION, METHOD, N, SAMPLE_ID, SAMPLES
 from attnedit.report.plots import figure_note
-from attnedit.report.marks import NO_EDIT_MARK, RANDOM_BACKBONE_MARK, RANDOM_MODEL_MARK, scale_note, title_marks
+from attnedit.report.marks import scale_note, title_marks
 from attnedit.report.reference import read_reference, with_reference
 from attnedit.report.render import Figure, Report, Table, json_text
 from attnedit.report.runs import Run, differing_keys, load_runs, run_labels
 from attnedit.report.stats import paired
 from attnedit.report.timing import timing_table, timing_title
-
-__all__ = ["RANDOM_BACKBONE_MARK", "RANDOM_MODEL_MARK", "NO_EDIT_MARK"]
 
 EDIT_KEYS = ("layers", "position", "alpha_scale", "window_lo", "window_hi")
 POOLED_MARK = "[pooled over every alpha: not the paper's one-strength Table 2; set tables.table2_alpha]"
