@@ -4,7 +4,11 @@ weights: time does not depend on the weights), saved with save_pretrained and lo
 through DDPMBackend, at batch 1; CPU by default (reduced steps, rank, iterations),
 ``--device cuda`` for the study's settings.
 
-Measured (fastest of ``--rounds``; the machine may be shared):
+Measured in interleaved rounds (``--rounds``, default 5): each round times every method
+once, in an order rotated from round to round, so machine load (other jobs on a shared
+host) falls on all methods alike instead of on whichever ran while it peaked; printed as
+the median with its interquartile range and the minimum, with the host's load average
+(``os.getloadavg()``) before and after. Ratios divide medians. Timed:
 - unedited sampling: one DDIM run;
 - SAD discovery: the eigendecomposition of one layer (no cache); SAD edit: one DDIM run
   with the injection hooks;
@@ -27,12 +31,14 @@ and the final product cost about one iteration); an extrapolation, labeled as su
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import socket
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
@@ -52,17 +58,37 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
-def timed(fn, rounds: int, device: torch.device) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def once(fn, device: torch.device) -> tuple[float, object]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def interleaved(fns: dict, rounds: int, device: torch.device) -> tuple[dict[str, list[float]], dict]:
+    """{name: seconds per round}, {name: the last result}: every round runs each fn once,
+    the order rotated by one per round."""
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    results: dict = {}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            seconds, results[name] = once(fns[name], device)
+            times[name].append(seconds)
+    return times, results
+
+
+def spread(seconds: list[float]) -> tuple[float, float, float, float]:
+    """(median, q25, q75, minimum)."""
+    q25, median, q75 = np.quantile(seconds, [0.25, 0.5, 0.75])
+    return float(median), float(q25), float(q75), float(min(seconds))
+
+
+def load() -> str:
+    return "/".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def main() -> None:
@@ -72,7 +98,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=2, help="vectors iterated (the protocol: 50)")
     parser.add_argument("--guidance-steps", type=int, default=16, help="x-space guidance steps (the protocol: 16)")
     parser.add_argument("--t-edit", type=float, default=1.0, help="fraction of T (the protocol's default: 1.0)")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median and IQR over them)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -85,49 +111,60 @@ def main() -> None:
         device = backend.device
         print(f"ddpm_celebahq architecture, random weights, {sum(p.numel() for p in backend.unet.parameters()) / 1e6:.1f}M "
               f"parameters; {device} ({backend.describe()['device_name']}), {args.threads} CPU threads, host "
-              f"{socket.gethostname()} ({platform.machine()}); {args.steps} DDIM steps, batch 1, fastest of {args.rounds}")
+              f"{socket.gethostname()} ({platform.machine()}); {args.steps} DDIM steps, batch 1")
 
         backend.generate(sample)  # warm-up (allocator, kernels)
-        unedited, _ = timed(lambda: backend.generate(sample), args.rounds, device)
-
         sad = SAD(directions=[0], alphas=[0.4])
-        discovery, _ = timed(lambda: sad.setup(backend, cache_dir=None), args.rounds, device)
+        sad.setup(backend, cache_dir=None)
+        pullback = Pullback(directions=[0], alphas=[1.0], t_edit=args.t_edit, rank=args.rank, min_iters=0,
+                            max_iters=args.iters, tol=1e-30, guidance_steps=args.guidance_steps)
+        pullback.setup(backend)
+        reference = pullback.discovery_seconds  # the sign reference's decomposition, once per run
+        decompositions: list[float] = []
 
         def sad_edit():
             with sad.control(backend, sad.edits()[:1]):
                 return backend.generate(sample)
 
-        sad_seconds, _ = timed(sad_edit, args.rounds, device)
-
-        pullback = Pullback(directions=[0], alphas=[1.0], t_edit=args.t_edit, rank=args.rank, min_iters=0,
-                            max_iters=args.iters, tol=1e-30, guidance_steps=args.guidance_steps)
-        pullback.setup(backend)
-        reference = pullback.discovery_seconds  # the sign reference's decomposition, once per run
-
         def pullback_edit():
             pullback.cache.clear()  # count the decomposition every round
             with pullback.control(backend, pullback.edits()[:1]) as control:
                 backend.generate(sample, control)
+            decompositions.append(control.row_extras[0]["discovery_seconds_per_sample"])
             return control.row_extras[0]
 
-        pullback_seconds, extras = timed(pullback_edit, args.rounds, device)
-        decomposition = extras["discovery_seconds_per_sample"]
+        load_before = load()
+        times, results = interleaved({"unedited": lambda: backend.generate(sample),
+                                      "sad_discovery": lambda: sad.setup(backend, cache_dir=None),
+                                      "sad_edit": sad_edit, "pullback_edit": pullback_edit}, args.rounds, device)
+        load_after = load()
+        extras = results["pullback_edit"]
         edit_steps = sum(t <= pullback.timestep for t in backend.timesteps())
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
+    unedited, discovery, sad_seconds, pullback_seconds = (spread(times[k])[0] for k in
+                                                          ("unedited", "sad_discovery", "sad_edit", "pullback_edit"))
+    decomposition = spread(decompositions)[0]
     evals = extras["guidance_unet_evals"] + edit_steps
-    print(f"unedited sampling        {unedited:9.3f} s  ({args.steps} UNet evaluations)")
-    print(f"SAD discovery (once)     {discovery:9.4f} s")
-    print(f"SAD edit                 {sad_seconds:9.3f} s  ({args.steps} UNet evaluations)")
+    print(f"{args.rounds} interleaved rounds; load average (1/5/15 min) before {load_before}, after {load_after}")
+    print("                         median s  [q25, q75]            min s")
+
+    def line(name: str, seconds: list[float], note: str = "") -> None:
+        median, q25, q75, best = spread(seconds)
+        print(f"{name:<24} {median:9.4f}  [{q25:9.4f}, {q75:9.4f}]  {best:9.4f}  {note}")
+
+    line("unedited sampling", times["unedited"], f"({args.steps} UNet evaluations)")
+    line("SAD discovery (once)", times["sad_discovery"])
+    line("SAD edit", times["sad_edit"], f"({args.steps} UNet evaluations)")
     print(f"pullback sign reference  {reference:9.3f} s  (once per run)")
-    print(f"pullback decomposition   {decomposition:9.3f} s  (rank {args.rank}, {extras['pullback_iterations']} "
-          f"iteration(s), t={pullback.timestep})")
-    print(f"pullback edit (incl.)    {pullback_seconds:9.3f} s  ({evals} UNet evaluations: {extras['guidance_unet_evals']} "
-          f"guidance + {edit_steps} sampling steps from t_edit)")
+    line("pullback decomposition", decompositions, f"(rank {args.rank}, {extras['pullback_iterations']} iteration(s), "
+         f"t={pullback.timestep})")
+    line("pullback edit (incl.)", times["pullback_edit"], f"({evals} UNet evaluations: {extras['guidance_unet_evals']} "
+         f"guidance + {edit_steps} sampling steps from t_edit)")
     if peak is not None:
         print(f"peak GPU memory          {peak:9.2f} GiB")
-    print(f"ratio SAD edit / unedited sampling:  {sad_seconds / unedited:.3f}")
-    print(f"ratio pullback / SAD edit:           {pullback_seconds / sad_seconds:.2f}")
+    print(f"ratio SAD edit / unedited sampling (medians):  {sad_seconds / unedited:.3f}")
+    print(f"ratio pullback / SAD edit (medians):           {pullback_seconds / sad_seconds:.2f}")
     print(f"ratio pullback edit without its decomposition / SAD edit: {(pullback_seconds - decomposition) / sad_seconds:.2f}")
 
     # Extrapolation to the study's settings by linear scaling (labeled as such).

@@ -641,14 +641,17 @@ def test_one_comparison_table_and_the_editing_time_table(all_runs, tmp_path, cap
     assert "comparison:" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "comparison.csv", keep_default_na=False)
     assert table.method.tolist() == [*COMPARED, "SAD", "Riemannian pullback"]
-    assert list(table.columns) == ["method", "n", "samples", "ssim", "psnr", "source"]
+    stats = ["mean", "std", "ci_low", "ci_high", "n", "n_nan", "n_failed"]  # CSV: numeric columns (14.8)
+    assert list(table.columns) == ["method", "n", "samples", *(f"{m}_{s}" for m in ("ssim", "psnr") for s in stats),
+                                   "source"]
     n = len(COMPARED)
     assert table.source[:n].str.startswith("measured").all() and table.source[n].startswith("SAD paper")
     table = table[:n].astype({"n": int})
     assert (table.n == 4).all()
     for method, run_dir in all_runs.items():
         frame = pd.read_parquet(run_dir / "cases")
-        mean, std = (float(v) for v in table.set_index("method").psnr[method].split(" ± "))
+        row = table.set_index("method").loc[method]
+        mean, std = float(row.psnr_mean), float(row.psnr_std)
         assert mean == pytest.approx(frame.psnr.mean(), abs=1e-4) and std == pytest.approx(frame.psnr.std(ddof=0), abs=1e-4)
     assert comparison_table(dirs).method.tolist() == table.method.tolist(), "published rows only in the files"
     for name in ("comparison", "comparison_by_alpha", "comparison_editing_time"):

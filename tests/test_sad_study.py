@@ -54,17 +54,19 @@ def test_table2_is_one_edit_per_sample_and_direction_at_the_label_sign(study_run
     tables([str(study_run)])
     printed = capsys.readouterr().out
     table2 = pd.read_csv(study_run / "tables" / "table2.csv", keep_default_na=False)
-    assert list(table2.columns) == ["method", "n", "ssim", "psnr", "id_sim", "directional_clip", "lpips", "source"]
+    metrics = ["ssim", "psnr", "id_sim", "directional_clip", "lpips"]  # CSV: numbers in numeric columns (14.8)
+    stats = ["mean", "std", "ci_low", "ci_high", "n", "n_nan", "n_failed"]
+    assert list(table2.columns) == ["method", "n", *(f"{m}_{s}" for m in metrics for s in stats), "source"]
     assert table2.method.tolist() == ["sad", "SAD", "Riemannian pullback"]
     assert table2.source[0].startswith("measured") and "arXiv 2510.22650" in table2.source[1]
     frame = pd.read_parquet(study_run / "cases")
     chosen = frame[(frame.direction == 0) & (frame.alpha == 0.4) | (frame.direction == 1) & (frame.alpha == -0.4)]
     assert int(table2.n[0]) == len(chosen) == 2
     for metric in ("ssim", "directional_clip"):
-        mean, std = (float(x) for x in table2[metric][0].split(" ± "))
+        mean, std = float(table2[f"{metric}_mean"][0]), float(table2[f"{metric}_std"][0])
         assert mean == pytest.approx(chosen[metric].mean(), abs=1e-4)
         assert std == pytest.approx(chosen[metric].std(ddof=0), abs=1e-4)
-    assert table2.ssim[1] == ""  # unknown published numbers stay empty, never invented
+    assert table2.ssim_mean[1] == ""  # unknown published numbers stay empty, never invented
     text = (study_run / "tables" / "table2.md").read_text()
     assert "Table 2 protocol" in text and "2 cases = 2 directions x 1 samples" in text
     for name in ("table2", "by_direction", "summary", "by_abs_alpha"):
@@ -100,7 +102,7 @@ def test_comparison_table_follows_the_table2_protocol(study_run, tmp_path):
     assert table.method[0] == "sad" and int(table.n[0]) == 2 and int(table.samples[0]) == 1
     frame = pd.read_parquet(study_run / "cases")
     chosen = frame[frame.alpha == frame.direction.map(SIGN) * 0.4]
-    mean = float(table.psnr[0].split(" ± ")[0])
+    mean = float(table.psnr_mean[0])
     assert mean == pytest.approx(chosen.psnr.mean(), abs=1e-4)
     caption = (folder / "comparison.md").read_text().splitlines()[0]
     assert "Table 2 protocol" in caption and "[alpha_scale=token_norm]" in caption

@@ -183,49 +183,47 @@ def _auto_labels(cfg: DictConfig, backend, layer_names: list[str]) -> dict:
 
 
 def tables(argv: list[str] | None = None) -> None:
-    """attnedit-tables <run dir> [<run dir> ...] [--out DIR]: write Markdown, CSV, LaTeX; print
-    Markdown. Several runs (or --out) also get one comparison table (a row per method) and
-    the editing-time table, in DIR (default: the first run's tables/)."""
+    """attnedit-tables <run dir> [<run dir> ...] [--out DIR] [--pair A B ...]: write Markdown, CSV,
+    LaTeX; print Markdown. Several runs (or --out) also get one comparison table (a row per
+    method) and the editing-time table, in DIR (default: the first run's tables/). --pair
+    (DCAG study): grid point B against A, paired on images, e.g. --pair dk=1,dv=1 dk=1.1,dv=1.15."""
+    usage = "usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR] [--pair <point A> <point B>]"
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
-        print(f"usage: attnedit-tables <run dir> [<run dir> ...] [--out DIR]\n\n"
-              f"{' '.join(tables.__doc__.split(':', 1)[1].split())}")
+        print(f"{usage}\n\n{' '.join(tables.__doc__.split(':', 1)[1].split())}")
         return
     out = None
     if "--out" in args:
         at = args.index("--out")
         if at + 1 >= len(args):
-            _fail(AttneditError("--out needs a folder: attnedit-tables <run dir> [<run dir> ...] --out DIR"))
+            _fail(AttneditError(f"--out needs a folder: {usage.removeprefix('usage: ')}"))
         out = args.pop(at + 1)
         args.pop(at)
+    pairs = []
+    while "--pair" in args:
+        at = args.index("--pair")
+        if len(args[at + 1:at + 3]) < 2:
+            _fail(AttneditError("--pair needs two grid points, e.g. --pair dk=1,dv=1 dk=1.1,dv=1.15"))
+        pairs.append((args[at + 1], args[at + 2]))
+        del args[at:at + 3]
     if not args:
-        _fail(AttneditError("give at least one run directory: attnedit-tables <run dir> [<run dir> ...] [--out DIR]"))
-    from attnedit.comparison import write_comparison
-    from attnedit.dcag_report import write_report
-    from attnedit.dcag_runs import study_runs
-    from attnedit.plots import cross_dataset_figure
-    from attnedit.store import RunStore
-    from attnedit.tables import write_tables
+        _fail(AttneditError(f"give at least one run directory: {usage.removeprefix('usage: ')}"))
+    from attnedit.report.runs import load_runs
+    from attnedit.report.studies import cross_model_figure, write_study, write_tables
 
     try:
-        for run_dir in args:
-            if not (Path(run_dir) / "manifest.json").exists():
-                raise AttneditError(f"{run_dir} is not a run directory (no manifest.json); "
-                                    "give the path printed as 'run dir:' by attnedit-run")
-            write_tables(run_dir)
-            print((Path(run_dir) / "tables" / "tables.md").read_text())
-            print(f"tables: {(Path(run_dir) / 'tables').resolve()}")
-        if (len(args) > 1 or out is not None) and study_runs(args):  # GRAG/DCAG: one study over all runs
-            report = write_report(args, out)
-            print(report.text)
-            print(f"study: {report.folder.resolve()}")
-        elif len(args) > 1 or out is not None:
-            folder, text = write_comparison(args, out)
+        runs = load_runs(args)  # each run read once, handed to its tables and the joint report
+        for run in runs:
+            write_tables(run)
+            print((run.run_dir / "tables" / "tables.md").read_text())
+            print(f"tables: {(run.run_dir / 'tables').resolve()}")
+        if len(args) > 1 or out is not None or pairs:  # one report over all runs: the DCAG study or a comparison
+            kind, folder, text = write_study(runs, out, pairs)
             print(text)
-            print(f"comparison: {folder.resolve()}")
-            models = {RunStore(r).read_json("manifest.json")["model"]["name"] for r in args}
-            if len(models) > 1:  # e.g. lsun_sad: the same directions figure for every model
-                print(f"figure: {cross_dataset_figure(args, folder / 'cross_dataset.png').resolve()}")
+            print(f"{kind}: {folder.resolve()}")
+            figure = cross_model_figure(runs, folder) if kind == "comparison" else None
+            if figure is not None:  # e.g. lsun_sad: the same directions figure for every model
+                print(f"figure: {figure.resolve()}")
     except Exception as err:  # noqa: BLE001 - attnedit.entry: the one line last (a bug keeps its traceback)
         _fail(err)
 

@@ -7,6 +7,7 @@ import platform
 import socket
 import subprocess
 import sys
+import os
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -116,6 +117,8 @@ class SessionCost:
             "cases": int(cases),
             "peak_gpu_memory_bytes": peak,
             "device_name": self.device_name,
+            # 1/5/15-minute load of the host: a loaded machine slows every case (timing.py states it)
+            "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         }
 
 

@@ -170,6 +170,8 @@ class Runner:
         failed_before = self.store.failed_case_ids()  # retried below, their rows replaced
         method_name = self.method.name
         pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
+        resumed = {sid for sid, e in all_cases if case_id(sid, method_name, e) in done}  # rows in earlier parts
+        sample_rows: dict[str, list[dict[str, Any]]] = {}  # this session's rows, until the sample's figure
         self.cases_done = 0
         if done:
             print(f"resuming {self.run_dir}: {len(all_cases) - len(pending)} of {len(all_cases)} cases already done")
@@ -180,12 +182,17 @@ class Runner:
         references: dict[str, torch.Tensor] = {}
         self._numerical_floor(manifest, samples, references, {sid for sid, _ in pending})
 
+        resumed = {sid for sid, e in all_cases if case_id(sid, method_name, e) in done}  # rows in earlier parts
+        sample_rows: dict[str, list[dict[str, Any]]] = {}  # this session's rows, until the sample's figure
+
         def complete(sid: str, computed: bool) -> None:  # a sample's rows are all on disk
             references.pop(sid, None)
             samples.pop(sid, None)
+            rows = sample_rows.pop(sid, [])
             faults.die_at("before_figure")
             if computed or not self._figure_path(sid).exists():
-                self._sample_figure(sid)
+                # from this session's rows; a sample finished earlier (or by another writer) is read alone
+                self._sample_figure(sid, rows, resumed=sid in resumed or not computed)
 
         position = {case_id(sid, method_name, e): i for i, (sid, e) in enumerate(all_cases)}
         units = WorkUnits(pending, self.batch_size, self.claims, self.store, lambda sid, e: case_id(sid, method_name, e),
@@ -199,6 +206,8 @@ class Runner:
                                                                          random_backbone),
                                  lambda case, error: self._failed_row(case, samples, error, weights, random_backbone))
                 part = self.store.append(rows)
+                for row in rows:
+                    sample_rows.setdefault(row["sample_id"], []).append(row)
                 retried = {row["case_id"] for row in rows} & failed_before
                 if retried:  # one row per case: the retry's row replaces the failed one
                     self.store.drop_failed(retried, keep=part)
@@ -348,7 +357,7 @@ class Runner:
         return rows
 
     def _figure_path(self, sample_id: str) -> Path:
-        from attnedit.plots import alpha_sweep_path
+        from attnedit.report.plots import alpha_sweep_path
 
         return alpha_sweep_path(self.store.figures_dir, sample_id)
 
@@ -362,12 +371,14 @@ class Runner:
         open_ids = {sid for sid, _ in pending}
         return [s for s in self.sample_ids() if s not in open_ids and not self._figure_path(s).exists()]
 
-    def _sample_figure(self, sample_id: str) -> None:
+    def _sample_figure(self, sample_id: str, rows: list[dict[str, Any]], resumed: bool) -> None:
+        """The sample's alpha sweep from its rows: this session's, or (a resumed sample) its
+        rows in the store, read alone rather than the whole store after every sample."""
         if not self.cfg.get("figures", True) or not self.cfg.get("save_images", True):
             return
-        from attnedit.plots import alpha_sweep_figure
+        from attnedit.report.plots import alpha_sweep_figure
 
-        frame = self.store.read()
+        frame = self.store.read(sample_id=sample_id) if resumed else pd.DataFrame(rows)
         if "alpha" not in frame or "direction" not in frame:
             return
         frame = successful(frame)  # a failed case has no image
@@ -376,7 +387,7 @@ class Runner:
             self.logger.log_figure(f"alpha_sweep/{sample_id}", str(path))
 
     def finish(self) -> Path:
-        from attnedit.tables import write_tables
+        from attnedit.report.studies import write_tables
 
         frame = self.store.read()
         self._record_cost(frame)

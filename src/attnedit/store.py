@@ -118,15 +118,18 @@ class RunStore:
                 self._write_part(table.filter(pa.array(~drop)), part)
         return removed
 
-    def read(self) -> pd.DataFrame:
-        """All rows, one per case id, in write order. A case's successful row wins over its
+    def read(self, sample_id: str | None = None) -> pd.DataFrame:
+        """All rows (or one sample's: parts whose statistics exclude it are skipped, not
+        decoded), one per case id, in write order. A case's successful row wins over its
         failed rows (a retry not yet followed by ``drop_failed``), the newest failed row over
         older ones; of two successful rows (two processes racing on one case) the first
         written wins."""
         parts = sorted(self.part_files(), key=_written_at)
         if not parts:
             return pd.DataFrame()
-        frames = [table.to_pandas() for table in map(self._read_part, parts) if table is not None]
+        filters = None if sample_id is None else [("sample_id", "==", str(sample_id))]
+        frames = [table.to_pandas() for table in (self._read_part(p, filters=filters) for p in parts)
+                  if table is not None]
         if not frames:
             return pd.DataFrame()
         frame = pd.concat(frames, ignore_index=True)
@@ -145,10 +148,10 @@ class RunStore:
         present = {p.name for p in self.part_files()}
         return set().union(*(ids for name, ids in self._done.items() if name in present))
 
-    def _read_part(self, part: Path, columns: list[str] | None = None) -> pa.Table | None:
+    def _read_part(self, part: Path, columns: list[str] | None = None, filters=None) -> pa.Table | None:
         """The part's table, or None after moving an unreadable part to quarantine."""
         try:
-            return pq.read_table(part, columns=columns)
+            return pq.read_table(part, columns=columns, filters=filters)
         except FileNotFoundError:
             return None  # another writer quarantined it a moment ago
         except (pa.ArrowException, OSError) as err:

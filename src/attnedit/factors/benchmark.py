@@ -81,9 +81,23 @@ def method_summary(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def factor_figure(scores: pd.DataFrame, out_path: Path, cell: float = 0.55) -> Path:
+def factor_figure(scores: pd.DataFrame, out_path: Path, cell: float = 0.55, note: str = "") -> Path:
+    """factor_plot saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = factor_plot(scores, note, cell)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out_path
+
+
+def factor_plot(scores: pd.DataFrame, note: str = "", cell: float = 0.55):
     """Per method, a heatmap of directions x factors: each factor's part of the direction's
-    total change; the number is the share of the dominant factor."""
+    total change; the number is the share of the dominant factor. ``note``: the model,
+    layers and alpha scale shown, in the title."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +106,7 @@ def factor_figure(scores: pd.DataFrame, out_path: Path, cell: float = 0.55) -> P
     methods = sorted(scores.method.unique())
     height = max(len(scores[scores.method == m]) for m in methods)
     fig, axes = plt.subplots(1, len(methods), figsize=(len(methods) * cell * (len(FACTORS) + 2.5), cell * height + 1.6),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")  # constrained: the suptitle gets its own row
     for ax, method in zip(axes[0], methods):
         group = scores[scores.method == method].sort_values("direction")
         parts = group[[f"change_{k}" for k in FACTORS]].to_numpy() / group.total.to_numpy()[:, None]
@@ -101,8 +115,6 @@ def factor_figure(scores: pd.DataFrame, out_path: Path, cell: float = 0.55) -> P
         ax.set_yticks(range(len(group)), [f"{d} ({s:.2f})" for d, s in zip(group.direction, group.share)], fontsize=7)
         ax.set_title(f"{method}\nshare {group.share.mean():.2f}, linearity {group.linearity.mean():.2f}", fontsize=8)
     fig.colorbar(image, ax=list(axes[0]), fraction=0.03, label="part of the direction's total change")
-    fig.suptitle("Factor benchmark: rows are directions (share of their dominant factor)", fontsize=8)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out_path
+    title = "Factor benchmark: rows are directions (share of their dominant factor)" + (f"; {note}" if note else "")
+    fig.suptitle("\n".join(textwrap.wrap(title, 70)), fontsize=8)
+    return fig

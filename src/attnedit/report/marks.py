@@ -1,0 +1,56 @@
+"""Title marks every table shares: random weights, alpha's scale, metric settings that
+are not the reference's, the SSIM convention."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
+from attnedit.report.columns import ALPHA, METHOD, MODEL_RANDOM_WEIGHTS, RANDOM_BACKBONE
+
+RANDOM_BACKBONE_MARK = "[RANDOM-BACKBONE METRICS: test-only, not comparable to published numbers]"
+RANDOM_MODEL_MARK = "[RANDOM MODEL WEIGHTS: demonstrates the machinery, not the method]"
+NO_EDIT_MARK = "[alpha = 0 rows (no edit) left out of the means over alphas]"
+# Per-row metric settings (column suffix -> is this value the reference's?): any other
+# value is a named deviation that every title shows.
+METRIC_SETTINGS = {
+    "_templates": lambda v: v.startswith("stylegan_nada("),  # metrics/clip.py: StyleGAN-NADA's templates
+    "_border": lambda v: v == "crop",  # metrics/fidelity.py: SSIM over the valid windows (Wang et al.)
+}
+
+
+def title_marks(frame: pd.DataFrame) -> str:
+    marks = []
+    if RANDOM_BACKBONE in frame and frame[RANDOM_BACKBONE].astype(bool).any():
+        marks.append(RANDOM_BACKBONE_MARK)
+    if MODEL_RANDOM_WEIGHTS in frame and frame[MODEL_RANDOM_WEIGHTS].astype(bool).any():
+        marks.append(RANDOM_MODEL_MARK)
+    if ALPHA in frame and (frame[ALPHA] == 0).any() and (frame[ALPHA] != 0).any():
+        marks.append(NO_EDIT_MARK)
+    for suffix, is_reference in METRIC_SETTINGS.items():
+        for column in (c for c in frame.columns if c.endswith(suffix)):
+            other = sorted({str(v) for v in frame[column].dropna() if not is_reference(str(v))})
+            if other:
+                marks.append(f"[{column[: -len(suffix)]}: {suffix[1:]} {', '.join(other)}, not the reference's]")
+    marks += ssim_marks(frame)
+    return " ".join(marks)
+
+
+def scale_note(frame: pd.DataFrame) -> str:
+    """What alpha means in these rows: "[alpha_scale=token_norm]", per method when they differ."""
+    if "alpha_scale" not in frame or frame.alpha_scale.dropna().empty:
+        return ""
+    scales = frame.dropna(subset=["alpha_scale"])
+    if METHOD in scales and scales.alpha_scale.nunique() > 1:
+        per_method = scales.groupby(METHOD, sort=False).alpha_scale.unique()
+        return "[alpha_scale: " + ", ".join(f"{m}={'/'.join(map(str, v))}" for m, v in per_method.items()) + "]"
+    return f"[alpha_scale={scales.alpha_scale.iloc[0]}]"
+
+
+def ssim_marks(frame: pd.DataFrame) -> list[str]:
+    """How PIE-Bench SSIM columns averaged their map: rows record it in ``<metric>_convention``."""
+    conventions = {}
+    for column in (c for c in frame.columns if c.startswith("ssim") and c.endswith("_convention")):
+        for convention in frame[column].dropna().unique():
+            conventions.setdefault(str(convention), []).append(column.removesuffix("_convention"))
+    return [f"[{', '.join(names)}: {SSIM_CONVENTION_TEXT.get(c, c)}]" for c, names in sorted(conventions.items())]
