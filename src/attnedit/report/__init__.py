@@ -1,0 +1,1 @@
+"""Reporting: tables, figures and pages built from run directories."""
