@@ -35,6 +35,7 @@ import pandas as pd
 
 from attnedit.errors import AttneditError, DataError
 from attnedit.store import RunStore
+from attnedit.tables import RANDOM_BACKBONE_MARK, RANDOM_MODEL_MARK
 
 ASSETS = Path(__file__).with_name("html_assets")
 MARKER = "attnedit-report.json"  # written in every report folder: only such a folder is ever cleared
@@ -43,6 +44,9 @@ GRID_KEYS = ("dk", "dv", "bk", "bv", "dq", "bq")  # bias-delta scales (attnedit.
 # (facet key, label) in the order the filters are shown; a facet with one value is not shown.
 FACETS = (("run", "run"), ("method", "method"), ("category", "category"), ("direction", "direction"),
           ("alpha", "alpha"), ("point", "grid point (dk, dv)"), ("status", "status"))
+# per-case marks of rows computed with random weights (the tables' titles carry the same marks)
+ROW_MARKS = {"model_random_weights": "random model weights", "random_backbone": "random metric backbones"}
+PAGE_MARKS = {"model_random_weights": RANDOM_MODEL_MARK, "random_backbone": RANDOM_BACKBONE_MARK}
 USAGE = "usage: attnedit-report <run dir> [<run dir> ...] [--out DIR]"
 
 
@@ -215,6 +219,7 @@ def case_entries(run: RunPage, out: Path) -> list[dict[str, Any]]:
             "image": images["image_path"],
             "metrics": [[m, _metric_text(row.get(m))] for m in metrics],
             "error": str(row["error"]) if failed and not _missing(row.get("error")) else None,
+            "marks": [mark for column, mark in ROW_MARKS.items() if _is_true(row.get(column))],
         })
     return entries
 
@@ -307,8 +312,10 @@ def write_html_report(run_dirs, out: str | Path | None = None) -> Path:
     for name in ("report.css", "report.js"):
         shutil.copyfile(ASSETS / name, out / "assets" / name)
     failed = sum(c["facets"]["status"] == "failed" for c in cases)
-    summary = (f"{len(runs)} run(s), {len(cases)} cases" + (f", {failed} failed" if failed else "")
-               + " · " + ", ".join(html.escape(r.key) for r in runs))
+    marks = [mark for column, mark in PAGE_MARKS.items()
+             if any(column in r.frame and r.frame[column].map(_is_true).any() for r in runs)]
+    summary = html.escape(f"{len(runs)} run(s), {len(cases)} cases" + (f", {failed} failed" if failed else "")
+                          + " · " + ", ".join(r.key for r in runs) + "".join(f" {m}" for m in marks))
     values = {"TITLE": html.escape(", ".join(r.key for r in runs)), "SUMMARY": summary,
               "TABLES": _section("Tables", "tables", tables_html(groups, out)),
               "FIGURES": _section("Figures", "figures", figures_html(figures, out)),

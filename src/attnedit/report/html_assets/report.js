@@ -53,6 +53,7 @@
     pair.appendChild(image(failed ? null : c.image, failed ? "failed" : "edited"));
     node.appendChild(pair);
     if (c.error) node.appendChild(el("p", { class: "error" }, c.error));
+    if (c.marks.length) node.appendChild(el("p", { class: "mark" }, "[" + c.marks.join(", ") + "]"));
     var list = el("dl");
     c.metrics.forEach(function (m) { list.appendChild(el("dt", {}, m[0])); list.appendChild(el("dd", {}, m[1])); });
     node.appendChild(list);
