@@ -42,7 +42,7 @@ def test_the_study_reproduces_its_reference(study):
     reference = pd.read_csv(SHIPPED)
     metrics = [c for c in ("ssim", "psnr", "factor_change") if c in reference]
     assert code == 0, text
-    assert text.count(f"| {PASS} ") == len(reference) * len(metrics), text
+    assert (printed_table(text).status == PASS).sum() == len(reference) * len(metrics), text
     assert "source" in text and reference.source.notna().all()
     # the measured means, recomputed from the stored cases with numpy
     rows = pd.read_parquet(run_dir / "cases")
@@ -69,10 +69,17 @@ def test_a_failing_tolerance_a_missing_reference_and_an_unmeasured_row(study, tm
     edited.to_csv(path, index=False)
     code, text = run_main("shapes_smoke", str(run_dir), "--reference", str(path))
     assert code == 1, text
-    failing = [line for line in text.splitlines() if f"| {FAIL} " in line]
-    assert len(failing) == 1 and f"alpha={first.alpha:g}" in failing[0] and "| ssim " in failing[0], text
-    assert text.count(f"| {NO_REFERENCE} ") == 3
-    assert text.count(f"| {NOT_MEASURED} ") == 3
+    table = printed_table(text)
+    failing = table[table.status == FAIL]
+    assert failing[["row", "metric"]].values.tolist() == [[f"method=sad, alpha={first.alpha:g}", "ssim"]], text
+    assert float(failing.published.iloc[0]) == pytest.approx(shifted.ssim, rel=1e-5)
+    assert (table.status == NO_REFERENCE).sum() == 3 and (table.status == NOT_MEASURED).sum() == 3
+    assert (table.status == PASS).sum() == len(table) - 7
+
+
+def printed_table(text: str) -> pd.DataFrame:
+    lines = [[cell.strip() for cell in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("|")]
+    return pd.DataFrame(lines[2:], columns=lines[0])
 
 
 def test_tolerance_rule_is_numpys_isclose_on_planted_values():
