@@ -35,10 +35,12 @@ def runs(tiny_ddpm_dir, tmp_path_factory):
     small = ("dataset.num_samples=1", "method.directions=1", "numerical_floor.samples=0")
     sad = Runner(compose("config", run_overrides(root, tiny_ddpm_dir, *small))).run()
     random = Runner(compose("config", run_overrides(root, tiny_ddpm_dir, "method=random", *small))).run()
-    RunStore(random).append([{"case_id": "seed000009|random|planted", "sample_id": "seed000009", "method": "random",
+    # its image_path names a file that exists (a stale one): a failed case must still show no edit
+    RunStore(random).append([{"case_id": "seed000000|random|planted", "sample_id": "seed000000", "method": "random",
                               "direction": 0, "label": "dir0", "alpha": 0.4, "ssim": float("nan"),
-                              "psnr": float("nan"), "failed": True, "error": FAILED_ERROR, "image_path": None,
-                              "reference_path": "images/seed000009/reference.png"}])
+                              "psnr": float("nan"), "failed": True, "error": FAILED_ERROR,
+                              "image_path": "images/seed000000/reference.png",
+                              "reference_path": "images/seed000000/reference.png"}])
     return sad, random
 
 
@@ -49,7 +51,7 @@ def report(runs, tmp_path_factory):
 
 
 def rows(runs) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(r / "cases") for r in runs], ignore_index=True)
+    return pd.concat([RunStore(r).read() for r in runs], ignore_index=True)
 
 
 def cases_data(index: Path) -> dict:
@@ -70,11 +72,10 @@ def test_every_referenced_file_is_inside_the_report_and_exists(runs, report):
     frame = rows(runs)
     assert len(data["cases"]) == len(frame)
     # every saved edit of the runs is in the report, byte for byte
-    saved = frame.dropna(subset=["image_path"])
-    saved = saved[[(r / p).is_file() for r, p in zip([runs[0] if m == "sad" else runs[1] for m in saved.method],
-                                                      saved.image_path)]]
+    saved = frame[frame.failed.isna()]
     assert len(saved) == len(frame) - 1
     by_case = {c["case"]: c for c in data["cases"]}
+    assert by_case["seed000000|random|planted"]["image"] is None
     for case_id, method, path in zip(saved.case_id, saved.method, saved.image_path):
         run = runs[0] if method == "sad" else runs[1]
         assert (out / by_case[case_id]["image"]).read_bytes() == (run / path).read_bytes()
@@ -129,7 +130,7 @@ def test_page_loads_cleanly_and_filters_change_the_cases(runs, report, browser):
     failed = browser.evaluate("(() => { const c = document.querySelector('#case-grid .case');"
                               " return [c.className, c.querySelector('.error').textContent,"
                               " c.querySelectorAll('img').length]; })()")
-    assert failed == ["case failed", FAILED_ERROR, 0]  # no edited image; its reference was never saved either
+    assert failed == ["case failed", FAILED_ERROR, 1]  # its reference, no edited image
     assert browser.problems == []
     browser.open(report.as_uri())
     shot = browser.screenshot(ARTIFACTS / "html_report.png")
