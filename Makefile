@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 # Re-install whenever the lock or the project metadata changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install install-pip demo test bench gpu-check lock clean
+.PHONY: install install-pip demo browser test bench gpu-check lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,10 +33,22 @@ install-pip:  ## the same install without uv (the fallback path, measured in ben
 
 install: $(STAMP)
 
-demo: install  ## the built-in default job: quickstart on the CPU, offline
-	HF_HUB_OFFLINE=1 $(BIN)/attnedit-run experiment=quickstart
+demo: install  ## the built-in default job: quickstart on the CPU, offline; then its HTML report (ARGS: more overrides)
+	run_dir="$$(HF_HUB_OFFLINE=1 $(BIN)/attnedit-run experiment=quickstart $(ARGS) | tee /dev/stderr \
+	  | sed -n 's/^run dir: //p')"; test -n "$$run_dir" && HF_HUB_OFFLINE=1 $(BIN)/attnedit-report "$$run_dir"
 
-test: install  ## the whole test suite, offline
+# tests/test_html_report.py opens the HTML report in a headless Chromium: Debian's package,
+# installed here when missing (root or password-less sudo); elsewhere that test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	command -v google-chrome >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  echo "installing Chromium for the HTML report's browser test (apt-get install chromium)"; \
+	  { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } >/dev/null || \
+	  echo "note: Chromium could not be installed (needs apt and root): the HTML report's browser test will be skipped"; }
+
+test: install browser  ## the whole test suite, offline
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
 bench: install  ## speed benchmarks (print ratios measured side by side; several minutes on a CPU)
