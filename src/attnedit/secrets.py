@@ -6,13 +6,18 @@ api_key; ``attnedit.tracking.is_secret_key``) keeps its name and has its value w
 Hydra writes its files before the job starts (hydra/core/utils.py ``run_job``: ``_save_config``
 then ``callbacks.on_job_start``), so the callback ``RedactSecrets`` rewrites them at
 ``on_job_start``, before any computation, and the sweep file again at ``on_multirun_end``.
+Hydra's launcher also logs each job's overrides to the console (and so to SLURM logs):
+from ``on_run_start`` / ``on_multirun_start`` a logging filter on the root logger's
+handlers masks every ``key=value`` whose key is a secret.
 A secret's value is also masked wherever else it appears in those files (Hydra's
 ``job.override_dirname`` joins the overrides into one string).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -88,11 +93,40 @@ def _config_values(config: DictConfig) -> set[str]:
     return secret_values(OmegaConf.to_container(config, resolve=False))
 
 
+_OVERRIDE = re.compile(r"(?P<key>[+~]*[\w.]+)=(?P<value>\S+)")
+
+
+class RedactLogs(logging.Filter):
+    """Masks the value of every ``key=value`` in a log record whose key is a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _OVERRIDE.sub(
+            lambda m: f"{m['key']}={MASK}" if is_secret_key(m["key"].lstrip("+~").rsplit(".", 1)[-1]) else m[0],
+            message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def redact_console_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactLogs) for f in handler.filters):
+            handler.addFilter(RedactLogs())
+
+
 class RedactSecrets(Callback):
     """Hydra callback (conf/hydra/default.yaml ``callbacks``): mask secrets in the files
     Hydra wrote for this job (and for its sweep) before the job runs."""
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_console_logs()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_console_logs()
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_console_logs()
         values = _config_values(config)
         hydra = config.hydra
         if hydra.output_subdir is not None:
