@@ -33,6 +33,8 @@ SKIPPED = [
                         "in tests/test_entry_points.py"),
     (r"^python -c .*weights=", "downloads torchvision weights (no network here)"),
     (r"hydra/launcher=submitit_slurm", "needs a SLURM cluster"),
+    (r"^export ", "sets the cluster's shared paths for the commands after it"),
+    (r"\$ATTNEDIT_ROOT", "reads the runs of the SLURM commands above (a shared cluster folder)"),
     (r"experiments/shapes_ddpm/train_(ddpm|regressor)\.py", "trains the shipped model (minutes to hours of CPU)"),
     (r"experiments/shapes_ddpm/evaluate_model\.py", "samples the shipped model at full size (minutes of CPU)"),
     (r"experiments/celebahq_sad/measure_alpha_scale\.py", "a GPU measurement on the CelebA-HQ weights"),
