@@ -171,9 +171,22 @@ class RunStore:
               "its cases will be recomputed by the next attnedit-run of this config", file=sys.stderr)
 
     def failed_case_ids(self) -> set[str]:
-        """Case ids whose rows are all failed (what a resume retries besides missing cases)."""
-        frame = self.read()
-        return set(frame.case_id[failed_mask(frame)]) if not frame.empty else set()
+        """Case ids whose rows are all failed (what a resume retries besides missing cases);
+        reads only the ``case_id`` and ``failed`` columns."""
+        failed: set[str] = set()
+        for part in self.part_files():
+            try:
+                names = pq.read_schema(part).names
+            except FileNotFoundError:
+                continue
+            except (pa.ArrowException, OSError) as err:
+                self.quarantine(part, err)
+                continue
+            table = self._read_part(part, columns=["case_id", FAILED]) if FAILED in names else None
+            if table is not None:
+                frame = table.to_pandas()
+                failed.update(frame.case_id[failed_mask(frame)])
+        return failed - self.done_case_ids()
 
     def write_json(self, name: str, payload: dict[str, Any]) -> Path:
         path = self.run_dir / name
