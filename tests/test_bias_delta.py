@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -295,32 +297,10 @@ def test_method_grid_and_control(transformer):
 
 
 # -- the fused in-place rescale against the implementation it replaced ----------------------
-def legacy_bias_delta(x, start, delta, bias):
-    """attnedit's bias-delta before the fused rescale (commit 150ab91), kept verbatim as the
-    reference: a float32 copy of the condition tokens, four element-wise passes, a cat."""
-    cond = x[:, start:].float()
-    mean = cond.mean(dim=1, keepdim=True)
-    delta = delta.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
-    bias = bias.to(cond.device, cond.dtype).view(-1, 1, 1, 1)
-    guided = cond + (delta - 1) * (cond - mean) + (bias - 1) * mean
-    return torch.cat([x[:, :start], guided.to(x.dtype)], dim=1)
-
-
-class LegacyCall:
-    """The per-call state of that implementation: scales moved to the device on every call,
-    each guided tensor replaced by a new one."""
-
-    def __init__(self, length, scales, device):
-        self.length = length
-        self.scales = {k: v.to(device) for k, v in scales.items()}
-
-    def guide(self, query, key, value):
-        out = {"query": query, "key": key, "value": value}
-        for channel, (d, b) in {"key": ("dk", "bk"), "value": ("dv", "bv"), "query": ("dq", "bq")}.items():
-            if not (bool((self.scales[d] == 1).all()) and bool((self.scales[b] == 1).all())):
-                x = out[channel]
-                out[channel] = legacy_bias_delta(x, x.shape[1] - self.length, self.scales[d], self.scales[b])
-        return out["query"], out["key"], out["value"]
+# the implementation the fused rescale replaced (commit 150ab91), kept verbatim in the benchmark
+# that measures both: a float32 copy of the condition tokens, four element-wise passes, a cat
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_bias_delta import LegacyCall, legacy_bias_delta  # noqa: E402
 
 
 def run_legacy(model, inputs, guidance):

@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from attnedit.errors import ConfigError
 from attnedit.methods.auto_labels import auto_label
-from attnedit.methods.labeling import case_texts
+from attnedit.methods.labeling import LabeledEdits, case_texts
 from attnedit.methods.base import EditMethod
 from attnedit.methods.injection import timestep_of_call
 
@@ -117,7 +117,7 @@ def align_to_first_step(components: Tensor) -> Tensor:
     return components * signs[..., None]
 
 
-class HSpacePCA(EditMethod):
+class HSpacePCA(LabeledEdits, EditMethod):
     def __init__(
         self,
         name: str = "hspace_pca",
@@ -258,16 +258,6 @@ class HSpacePCA(EditMethod):
             return std
         rows = self.num_samples if self.singular_value_samples is None else self.singular_value_samples
         return std * math.sqrt(rows - 1)
-
-    def label(self, k: int) -> str:
-        return str(self.labels.get(k, {}).get("label", f"dir{k}"))
-
-    def texts(self, k: int) -> tuple[str | None, str | None]:
-        entry = self.labels.get(k, {})
-        return entry.get("source"), entry.get("target")
-
-    def is_identity(self, edit: dict[str, Any]) -> bool:
-        return float(edit["alpha"]) == 0.0
 
     def edits(self) -> list[dict[str, Any]]:
         shared = {

@@ -69,6 +69,23 @@ def case_texts(entry: Mapping[str, Any] | None, alpha: float) -> dict[str, Any]:
     return {"label_sign": sign, "source_text": source, "target_text": target}
 
 
+class LabeledEdits:
+    """Label lookups of a method whose ``labels`` map a direction index to {label, source,
+    target}, and whose edits scale with ``alpha`` (alpha = 0 changes nothing)."""
+
+    labels: dict
+
+    def label(self, k: int) -> str:
+        return str(self.labels.get(k, {}).get("label", f"dir{k}"))
+
+    def texts(self, k: int) -> tuple[str | None, str | None]:
+        entry = self.labels.get(k, {})
+        return entry.get("source"), entry.get("target")
+
+    def is_identity(self, edit: dict[str, Any]) -> bool:
+        return float(edit["alpha"]) == 0.0
+
+
 def label_directions(
     render: Callable[[int, float], Tensor],
     directions: Sequence[int],

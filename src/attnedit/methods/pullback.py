@@ -77,7 +77,7 @@ from torch import Tensor
 from attnedit.errors import ConfigError
 from attnedit.methods.auto_labels import auto_label
 from attnedit.methods.base import EditMethod
-from attnedit.methods.labeling import case_texts
+from attnedit.methods.labeling import LabeledEdits, case_texts
 from attnedit.methods.local_basis import (
     LocalBasis,
     align_signs,
@@ -165,7 +165,7 @@ def x_space_guidance(unet, x: Tensor, timestep: int, probe: Tensor, scale: float
     return x
 
 
-class _PerSampleDirections(EditMethod):
+class _PerSampleDirections(LabeledEdits, EditMethod):
     """What both pullback methods share: direction indices, alphas, labels, the edit step."""
 
     def __init__(self, name, directions, alphas, t_edit, labels, labeling, cache_samples) -> None:
@@ -198,16 +198,6 @@ class _PerSampleDirections(EditMethod):
     def _label(self, backend) -> None:
         if self.labeling:
             self.labeling_seconds = auto_label(self, backend, self.labeling)
-
-    def label(self, k: int) -> str:
-        return str(self.labels.get(k, {}).get("label", f"dir{k}"))
-
-    def texts(self, k: int) -> tuple[str | None, str | None]:
-        entry = self.labels.get(k, {})
-        return entry.get("source"), entry.get("target")
-
-    def is_identity(self, edit: dict[str, Any]) -> bool:
-        return float(edit["alpha"]) == 0.0
 
     def _edits(self, shared: dict[str, Any]) -> list[dict[str, Any]]:
         if self.timestep is None:
