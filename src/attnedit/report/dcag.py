@@ -129,6 +129,13 @@ def point_columns(frame: pd.DataFrame) -> list[str]:
     return ["run", "guidance", "dk", "dv", *extras]
 
 
+def guided_points(frame: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """({point column: value}, cases) of every grid point but the unedited one, in reading order."""
+    columns = point_columns(frame)
+    rows = [(dict(zip(columns, key)), group) for key, group in points(frame)]
+    return [(row, group) for row, group in rows if row["guidance"] != "none"]
+
+
 def points(frame: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     """(key, cases) per grid point in reading order: guidance, dk, dv, then the rest."""
     columns = point_columns(frame)
@@ -262,12 +269,8 @@ def relative_table(frame: pd.DataFrame, metrics: list[str], reference: pd.DataFr
         return None
     shown = [(b, f"{b}_{region}") for b in FIDELITY if f"{b}_{region}" in metrics]
     published_none = _published_row(reference, 1.0, 1.0, True)
-    columns = point_columns(frame)
     rows = []
-    for key, group in points(frame):
-        row = dict(zip(columns, key))
-        if row["guidance"] == "none":
-            continue
+    for row, group in guided_points(frame):
         row["images"] = len(set(group.sample_id) & set(identity.sample_id))
         extras_identity = all(row.get(k, 1.0) == 1 for k in EXTRA_KEYS)
         published = _published_row(reference, row["dk"], row["dv"], extras_identity)
@@ -385,12 +388,8 @@ def paired_table(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame | None
     if region is None or identity.empty:
         return None
     shown = [f"{b}_{region}" for b in FIDELITY if f"{b}_{region}" in metrics]
-    columns = point_columns(frame)
     rows = []
-    for key, group in points(frame):
-        row = dict(zip(columns, key))
-        if row["guidance"] == "none":
-            continue
+    for row, group in guided_points(frame):
         rows.append({**row, **{f"{header(m)} Δ": _paired(group, identity, m) for m in shown}})
     return pd.DataFrame(rows) if rows else None
 
@@ -402,12 +401,8 @@ def paired_category_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame | No
         return None
     categories = sorted(frame[CATEGORY].dropna().astype(str).unique(), key=lambda c: (not c.isdigit(), c.zfill(4)))
     unit = scale_of(metric)[1]
-    columns = point_columns(frame)
     rows = []
-    for key, group in points(frame):
-        row = dict(zip(columns, key))
-        if row["guidance"] == "none":
-            continue
+    for row, group in guided_points(frame):
         for category in categories:
             part = group[group[CATEGORY].astype(str) == category]
             base = identity[identity[CATEGORY].astype(str) == category]
