@@ -21,7 +21,9 @@ The per-image numbers of both sides must agree to 1e-5.
         [--workers 0 2] [--images 16] [--methods 1 5] [--rounds 3]
 
 From a script (e.g. a GPU check): ``measure("cuda", workers=8, images=64)`` returns both
-times, the ratio and the largest difference as a dict.
+times, the ratio and the largest difference as a dict, and splits attnedit's time into the
+fixed cost of a call (a one-image run) and the cost of each further image, from which it
+projects the ratio of a whole PIE-Bench call (700 images).
 """
 
 from __future__ import annotations
@@ -223,12 +225,21 @@ def measure(
         calc = OfficialCalculator(lpips_seed=SEED, device=device)
         warm_up(fixture, calc, device, batch_size, workers)
         result = compare(fixture, calc, methods, device, [workers], rounds, batch_size)
+        editeds = dict(list(fixture.folders.items())[:methods])
+        one = fixture.dir / "one.csv"
+        one_image = min(
+            clock(lambda: ours(fixture.root, editeds, one, batch_size, device, workers, first_n=1), device)[0]
+            for _ in range(rounds)
+        )
     finally:
         fixture.close()
     (side,) = [s for s in result["times"] if s != "official"]
     per = images * methods / 1000
     official = [w / per for w, _ in result["times"]["official"]]
     attnedit = [w / per for w, _ in result["times"][side]]
+    # A one-image run is attnedit's fixed cost per call (config, networks, summary) plus one
+    # image; the rest of the n-image run is what each further image costs.
+    marginal = (min(attnedit) * images * methods - 1000 * one_image) / ((images - 1) * methods)
     return {
         "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(device),
         "usable_cores": usable_cores(),
@@ -238,6 +249,11 @@ def measure(
         "official_ms_per_image": min(official),
         "attnedit_ms_per_image": min(attnedit),
         "ratio": min(official) / min(attnedit),
+        "attnedit_one_image_run_ms": 1000 * one_image,
+        "attnedit_marginal_ms_per_image": marginal,
+        "ratio_marginal": min(official) / marginal,
+        # PIE-Bench's 700 entries in one call: the fixed cost once, the per-image cost 699 times.
+        "ratio_at_700_images": min(official) * 700 * methods / (1000 * one_image + marginal * 699 * methods),
         "official_rounds_ms": official,
         "attnedit_rounds_ms": attnedit,
         "max_abs_diff": result["max_abs_diff"],

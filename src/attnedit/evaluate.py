@@ -33,6 +33,7 @@ of the batch being scored; each batch goes to the device as uint8 and becomes fl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -57,7 +58,7 @@ from attnedit.backends.loading import pick_device
 from attnedit.data.base import Sample
 from attnedit.data.piebench import NonFinitePixelsError, PIEBench, read_rgb_uint8
 from attnedit.errors import ConfigError, DataError
-from attnedit.metrics.base import PairMetric, check_image_range, check_image_shapes
+from attnedit.metrics.base import PairMetric, check_image_shapes
 from attnedit.metrics.piebench import (
     PIEBENCH_METRICS,
     SSIM_CONVENTIONS,
@@ -379,20 +380,20 @@ def run_settings(cfg: Any, dataset: PIEBench, metrics: list[PairMetric]) -> dict
 
 def score_group(
     metrics: list[PairMetric], editeds: list[torch.Tensor], reference: torch.Tensor, context: dict[str, Any]
-) -> list[list[torch.Tensor]]:
-    """Every metric on one batch of equal-sized images, for every method: per method, one
-    tensor per metric. The input checks are made once per image batch, not per metric."""
+) -> torch.Tensor:
+    """Every metric on one batch of equal-sized images, for every method: [n, methods x
+    metrics] float64 on the device, method-major (the CSV's column order), without waiting
+    for the device. The images' range is not checked: each is uint8 / 255 or a clamped
+    resize of one, in [0, 1] by construction (a check would wait for the device)."""
     label = ", ".join(m.name for m in metrics)
-    check_image_range(reference, "reference", label)
     for edited in editeds:
         check_image_shapes(edited, reference, label)
-        check_image_range(edited, "edited", label)
-    columns = [[] for _ in editeds]
+    columns: list[list[torch.Tensor]] = [[] for _ in editeds]
     for m in metrics:
         needed = {k: context[k] for k in m.needs}
         for method, scores in zip(columns, m.score_each(editeds, reference, **needed)):
-            method.append(scores[m.name].cpu())
-    return columns
+            method.append(torch.as_tensor(scores[m.name], dtype=torch.float64, device=reference.device))
+    return torch.stack([value for method in columns for value in method], dim=1)
 
 
 @dataclass
@@ -450,49 +451,94 @@ def ahead(fn: Callable[[str], Item], keys: Iterable[str], workers: int, depth: i
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def to_float(images: torch.Tensor, device) -> torch.Tensor:
-    """uint8 images -> float in [0, 1] on ``device`` (a quarter of the bytes cross to a GPU)."""
-    return images.to(device).float().div_(255)
+class Staging:
+    """uint8 batches to the device. On CUDA through pinned host memory without waiting, so
+    the copy is queued behind the previous batch's kernels instead of stopping the host;
+    elsewhere a plain stack."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.pinned = device, device.type == "cuda"
+
+    def stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        if not self.pinned:
+            return torch.stack(tensors).to(self.device)
+        # Pinned blocks come from torch's caching host allocator, which keeps each one
+        # until the copy reading it has run.
+        host = torch.empty((len(tensors), *tensors[0].shape), dtype=tensors[0].dtype, pin_memory=True)
+        return torch.stack(tensors, out=host).to(self.device, non_blocking=True)
+
+    def to_float(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """uint8 images -> float in [0, 1] on the device (a quarter of the bytes cross)."""
+        return self.stack(tensors).float().div_(255)
 
 
-def edited_batch(images: list[torch.Tensor], size, cfg: Any, paths: list[Path], device, fitted: Counter) -> torch.Tensor:
-    """One method's uint8 edited images -> float NCHW at the source size on ``device``."""
+def edited_batch(images: list[torch.Tensor], size, cfg: Any, paths: list[Path], staging: Staging,
+                 fitted: Counter) -> torch.Tensor:
+    """One method's uint8 edited images -> float NCHW at the source size on the device."""
     if all(tuple(image.shape[-2:]) == tuple(size) for image in images):
-        return to_float(torch.stack(images), device)
+        return staging.to_float(images)
     out = []
     for image, path in zip(images, paths):
         action = fit_mode(image, size, cfg.edited_size)
         if action is not None:
             fitted[action] += 1
-        out.append(fit_edited(to_float(image, device), size, cfg.edited_size, path))
+        out.append(fit_edited(staging.to_float([image])[0], size, cfg.edited_size, path))
     return torch.stack(out)
 
 
-def score_items(items: list[Item], cfg: Any, metrics: list[PairMetric], device, fitted: Counter) -> list[list[str]]:
-    """Score decoded entries for every method; returns their CSV rows."""
-    rows = []
-    n_methods = len(items[0].edited) if items else 0
+@dataclass
+class Scored:
+    """One batch's scores on their way to the host: ``values`` [n, methods x metrics] is
+    complete once ``ready`` (a CUDA event; None elsewhere) has passed."""
+
+    ids: list[str]
+    failed: list[list[bool]]  # per entry, per method: not scored (NaN/inf pixels)
+    values: torch.Tensor
+    ready: Any = None
+
+    def rows(self) -> list[list[str]]:
+        """The batch's CSV rows (waits for the device)."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        values = self.values.tolist()
+        per_method = len(values[0]) // len(self.failed[0]) if values and self.failed[0] else 0
+        rows = []
+        for entry, failed, cells in zip(self.ids, self.failed, values):
+            row = [entry]
+            for k, skip in enumerate(failed):
+                row += ["" if skip else format_value(v) for v in cells[k * per_method : (k + 1) * per_method]]
+            rows.append(row)
+        return rows
+
+
+def score_items(items: list[Item], cfg: Any, metrics: list[PairMetric], staging: Staging, fitted: Counter) -> Scored:
+    """Queue the scoring of decoded entries for every method; :meth:`Scored.rows` gives
+    their CSV rows (grouped by image size, sizes in order of first appearance)."""
+    n_methods = len(items[0].edited)
+    order, blocks = [], []
     for size in dict.fromkeys(tuple(it.sample.image.shape[-2:]) for it in items):  # a batch holds one size
         group = [it for it in items if tuple(it.sample.image.shape[-2:]) == size]
-        reference = to_float(torch.stack([it.sample.image for it in group]), device)
+        reference = staging.to_float([it.sample.image for it in group])
         editeds = []
         for k in range(n_methods):
-            # A failed image is scored as the source (in range, right size); its cells are blanked below.
+            # A failed image is scored as the source (in range, right size); its cells are blanked.
             images = [it.sample.image if it.edited[k] is None else it.edited[k] for it in group]
-            editeds.append(edited_batch(images, size, cfg, [it.paths[k] for it in group], device, fitted))
+            editeds.append(edited_batch(images, size, cfg, [it.paths[k] for it in group], staging, fitted))
         context = {
-            "mask": torch.stack([it.sample.fields["mask"] for it in group]).to(device),
+            "mask": staging.stack([it.sample.fields["mask"] for it in group]),
             "original_prompt": [it.sample.fields["original_prompt"] for it in group],
             "editing_prompt": [it.sample.fields["editing_prompt"] for it in group],
         }
-        columns = score_group(metrics, editeds, reference, context)
-        for i, it in enumerate(group):
-            cells = [it.sample.id]
-            for k, method in enumerate(columns):
-                failed = it.edited[k] is None
-                cells += ["" if failed else format_value(float(v[i])) for v in method]
-            rows.append(cells)
-    return rows
+        blocks.append(score_group(metrics, editeds, reference, context))
+        order += group
+    values, ready = torch.cat(blocks), None
+    if staging.pinned:  # copied back without waiting; Scored.rows waits for this event only
+        host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+        values = host.copy_(values, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(staging.device))
+    failed = [[edited is None for edited in it.edited] for it in order]
+    return Scored([it.sample.id for it in order], failed, values, ready)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -525,24 +571,42 @@ def evaluate(cfg: DictConfig) -> int:
     batch_size, workers = int(cfg.batch_size), resolve_workers(cfg.workers)
     bar = tqdm(total=len(todo), desc=f"PIE-Bench {', '.join(methods)}", unit="img", disable=not cfg.progress)
     fitted: Counter = Counter()
+    staging = Staging(device)
     decoded = ahead(lambda i: read_item(dataset, i, methods, cfg), todo, workers, max(2 * batch_size, 2 * workers))
-    with closing(decoded):
-        batch: list[Item] = []
-        for item in decoded:
-            for message in item.failed:
-                warnings.warn(message, stacklevel=2)
-            if item.skipped:
-                warnings.warn(item.skipped, stacklevel=2)
-                bar.update(1)
-                continue
-            batch.append(item)
-            if len(batch) == batch_size:
-                log.append(score_items(batch, cfg, metrics, device, fitted))
-                bar.update(len(batch))
-                batch = []
-        if batch:
-            log.append(score_items(batch, cfg, metrics, device, fitted))
-            bar.update(len(batch))
+    # Batch N's rows are written once batch N+1 is queued: on a GPU the host prepares the
+    # next batch while the device scores this one.
+    queued: deque[Scored] = deque()
+
+    def write(scored: Scored) -> None:
+        log.append(scored.rows())
+        bar.update(len(scored.ids))
+
+    try:
+        with closing(decoded):
+            batch: list[Item] = []
+            for item in decoded:
+                for message in item.failed:
+                    warnings.warn(message, stacklevel=2)
+                if item.skipped:
+                    warnings.warn(item.skipped, stacklevel=2)
+                    bar.update(1)
+                    continue
+                batch.append(item)
+                if len(batch) == batch_size:
+                    queued.append(score_items(batch, cfg, metrics, staging, fitted))
+                    batch = []
+                    while len(queued) > 1:
+                        write(queued.popleft())
+            if batch:
+                queued.append(score_items(batch, cfg, metrics, staging, fitted))
+    except BaseException:
+        # Whatever stopped the loop, the rows already scored are written; the first error is the one reported.
+        with contextlib.suppress(Exception):
+            while queued:
+                write(queued.popleft())
+        raise
+    while queued:
+        write(queued.popleft())
     bar.close()
     random_weights = sorted({m.weights for m in metrics if m.uses_random_weights})
     table = summarize(out, dataset, list(methods), names)

@@ -77,10 +77,11 @@ def region_weights(mask: Tensor | None, region: str) -> Tensor | None:
 
 
 def empty_region(weights: Tensor | None, n: int) -> Tensor:
-    """Rows whose region holds no pixel: the official script writes "nan" for them."""
+    """Rows whose region holds no pixel (the official script writes "nan" for them), on
+    the weights' device."""
     if weights is None:
         return torch.zeros(n, dtype=torch.bool)
-    return (weights.flatten(1).sum(1) == 0).cpu()
+    return weights.flatten(1).sum(1) == 0
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -125,14 +126,10 @@ class RegionMetric(PIEBenchMetric):
             w = None if weights is None else weights[i : i + step]
             source = self.prepare(in_region(reference[i : i + step], w))
             for column, edited in zip(values, editeds):
-                column.append(self.compare(in_region(edited[i : i + step], w), source).double().cpu())
-        empty = empty_region(weights, len(reference))
-        out = []
-        for column in values:
-            column = torch.cat(column)
-            column[empty] = float("nan")
-            out.append({self.name: column})
-        return out
+                column.append(self.compare(in_region(edited[i : i + step], w), source).double())
+        # Values stay on the device, NaN set without a boolean index: nothing here waits for a GPU.
+        empty = empty_region(weights, len(reference)).to(reference.device)
+        return [{self.name: torch.where(empty, float("nan"), torch.cat(column))} for column in values]
 
     def prepare(self, reference: Tensor) -> Any:
         """The reference-only part of the metric, computed once per source image for all methods."""
