@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import platform
 import statistics
 import time
@@ -134,6 +135,22 @@ def inputs(model, batch: int, grid: int, text_tokens: int, device, dtype) -> dic
     )
 
 
+def median_ci95(values: list[float]) -> tuple[float, float] | None:
+    """Distribution-free 95% confidence interval of the median: the order statistics
+    x_(k) and x_(n+1-k) with k the largest such that P(Binomial(n, 1/2) < k) <= 0.025
+    (None below 6 values, where no such interval exists)."""
+    n, xs = len(values), sorted(values)
+    below = [sum(math.comb(n, i) for i in range(k)) / 2**n for k in range(n + 1)]  # P(B < k)
+    k = max((k for k in range(1, n + 1) if below[k] <= 0.025), default=0)
+    return (xs[k - 1], xs[n - k]) if k else None
+
+
+def paired(variant: list[float], stock: list[float]) -> dict[str, Any]:
+    """Per-round ratios variant / stock: their median and its 95% interval (:func:`median_ci95`)."""
+    ratios = [v / s for v, s in zip(variant, stock)]
+    return {"median": statistics.median(ratios), "ci95": median_ci95(ratios), "rounds": ratios}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -204,6 +221,9 @@ def measure(device: str = "cuda", config: str = "real", batch: int = 1, rounds: 
         "ratio": {name: ms[name]["median"] / ms["stock"]["median"] for name in ms if name != "stock"},
         "ratio_cpu_time": {name: ms[name]["cpu_median"] / ms["stock"]["cpu_median"] for name in ms if name != "stock"},
         "ratio_fastest": {name: ms[name]["min"] / ms["stock"]["min"] for name in ms if name != "stock"},
+        # Each round times every variant back to back: the ratio within a round cancels the
+        # drift between rounds (clocks, other tenants); its median and the 95% interval of that median.
+        "ratio_paired": {name: paired(times[name], times["stock"]) for name in ms if name != "stock"},
         "identity_max_abs_diff_vs_stock": float((identity - outputs["stock"]).abs().max()),
         "guided_changes_output_by": float((outputs["guided"] - outputs["stock"]).abs().max()),
     }
@@ -277,6 +297,12 @@ def measure_rescale(device: str = "cuda", batch: int = 1, blocks: int = 60, toke
             "timing": "GPU time (CUDA events)" if device.type == "cuda" else "wall time"}
 
 
+def paired_text(result: dict[str, Any], name: str) -> str:
+    pair = result["ratio_paired"][name]
+    ci = "no 95% interval below 6 rounds" if pair["ci95"] is None else f"95% CI {pair['ci95'][0]:.3f}-{pair['ci95'][1]:.3f}"
+    return f"per-round ratio median {pair['median']:.3f}x, {ci}"
+
+
 def report(result: dict[str, Any]) -> str:
     ms = result["ms"]
     lines = [f"{result['config']} ({result['blocks']} blocks, {result['heads']} heads, {result['dtype']}), "
@@ -285,7 +311,7 @@ def report(result: dict[str, Any]) -> str:
     for name, t in ms.items():
         ratio = "" if name == "stock" else (f"  {result['ratio'][name]:.3f}x stock (CPU time "
                                             f"{result['ratio_cpu_time'][name]:.3f}x, fastest rounds "
-                                            f"{result['ratio_fastest'][name]:.3f}x)")
+                                            f"{result['ratio_fastest'][name]:.3f}x, {paired_text(result, name)})")
         lines.append(f"  {name:7s} median {t['median']:9.2f} ms  (min {t['min']:.2f}, max {t['max']:.2f}; "
                      f"CPU time {t['cpu_median']:.2f} ms){ratio}")
     lines.append(f"  (1, 1) vs stock max |diff| {result['identity_max_abs_diff_vs_stock']:.3g}; guided moves the "

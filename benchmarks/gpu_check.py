@@ -111,7 +111,7 @@ def bias_delta(device: str, quick: bool, options: argparse.Namespace) -> dict[st
     dev = torch.device(device)
     model = bench.build(config, dev, torch.bfloat16 if dev.type == "cuda" else torch.float32)
     result = {"batch1": bench.measure(device, config, batch=1, rounds=options.rounds, model=model)}
-    result["batch4"] = bench.measure(device, config, batch=4, rounds=max(3, options.rounds // 2), legacy=False,
+    result["batch4"] = bench.measure(device, config, batch=4, rounds=max(7, options.rounds // 2), legacy=False,
                                      model=model)
     return result
 
@@ -159,13 +159,16 @@ def table(results: dict[str, Any]) -> list[str]:
                      f"700 images {r['ratio_at_700_images']:.2f}x", ">= 8x, diff <= 1e-5"))
     r = results.get("bias_delta")
     if isinstance(r, dict) and "error" not in r:
+        from bench_bias_delta import paired_text
+
         for key in ("batch1", "batch4"):
             m = r[key]
             legacy = f", previous {m['ratio']['legacy']:.3f}x" if "legacy" in m["ratio"] else ""
             rows.append((f"bias-delta guided / stock ({m['config']}, {m['blocks']} blocks, batch {m['batch']}, "
                          f"median of {m['rounds']})",
                          f"{m['ms']['stock']['median']:.1f} / {m['ms']['guided']['median']:.1f} ms = "
-                         f"{m['ratio']['guided']:.3f}x (fastest {m['ratio_fastest']['guided']:.3f}x){legacy}; "
+                         f"{m['ratio']['guided']:.3f}x (fastest {m['ratio_fastest']['guided']:.3f}x; "
+                         f"{paired_text(m, 'guided')}){legacy}; "
                          f"(1, 1) vs stock max diff "
                          f"{m['identity_max_abs_diff_vs_stock']:.2g}", "<= 1.02x, (1, 1) identical"))
     for name, r in results.items():
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny models and sizes (to test the script itself)")
     parser.add_argument("--budget", type=float, default=450.0, help="seconds; sections that cannot finish are skipped")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of the bias-delta calls at batch 1")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="timed rounds of the bias-delta calls at batch 1 (half, at least 7, at batch 4)")
     parser.add_argument("--workers", type=int, default=None,
                         help="evaluator decoding threads (default: attnedit-evaluate's, min(8, cores))")
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))

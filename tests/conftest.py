@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -24,6 +25,22 @@ def tiny_ddpm_dir(tmp_path_factory) -> Path:
     from attnedit.backends.tiny import build_tiny_ddpm
 
     return build_tiny_ddpm(tmp_path_factory.mktemp("models") / "tiny_ddpm")
+
+
+#: The environment of commands the tests run: offline, W&B off, one thread, the venv's scripts first.
+COMMAND_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@pytest.fixture(scope="session")
+def zygote():
+    """Runs console-script commands as processes forked from one interpreter that imported
+    torch, diffusers and attnedit once (tests/zygote.py): the same call, without ~5 s of
+    imports per command."""
+    from zygote import Zygote
+
+    with Zygote(COMMAND_ENV) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""Every console entry point, in real processes: a bad input of each kind ends stderr with
-the project's one line naming the thing and the fix (never Hydra's wrapper or a
-traceback), --help answers with the usage, secrets never reach a file, no unsafe load.
+"""Every console entry point, in processes of their own: a bad input of each kind ends
+stderr with the project's one line naming the thing and the fix (never Hydra's wrapper or
+a traceback), --help answers with the usage, secrets never reach a file, no unsafe load.
 
-The processes of one entry point start together (most of their time is importing)."""
+The processes of one entry point start together. They are forked from the ``zygote``
+fixture's server (the console script's own call, without importing torch each time),
+except those that run as another user (setpriv) and the secrets run (fresh processes)."""
 
 from __future__ import annotations
 
@@ -29,16 +31,23 @@ UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] i
 CAN_DROP = not UNPRIVILEGED or shutil.which("setpriv") is not None
 
 
-def _run(entry: str, args: list[str], unprivileged: bool = False, cwd: Path | None = None) -> tuple[int, str, str]:
+def _run(entry: str, args: list[str], unprivileged: bool = False, cwd: Path | None = None,
+         zygote=None) -> tuple[int, str, str]:
+    """One command: forked from ``zygote`` when given, else a fresh process (always as nobody)."""
+    cwd = cwd or tempfile.gettempdir()
+    if zygote is not None and not unprivileged:
+        done = zygote.run([entry, *args], cwd=cwd, env=ENV, timeout=900)
+        return done.returncode, done.stdout, done.stderr
     command = [*(UNPRIVILEGED if unprivileged else []), str(BIN / entry), *args]
     env = {**ENV, "HOME": tempfile.gettempdir()} if unprivileged else ENV
-    done = subprocess.run(command, env=env, cwd=cwd or tempfile.gettempdir(), text=True, capture_output=True, timeout=900)
+    done = subprocess.run(command, env=env, cwd=cwd, text=True, capture_output=True, timeout=900)
     return done.returncode, done.stdout, done.stderr
 
 
-def _all(entry: str, cases: dict[str, tuple[list[str], bool]]) -> dict[str, tuple[int, str, str]]:
-    with ThreadPoolExecutor(3) as pool:  # most of a process is importing torch: 2 cores
-        futures = {name: pool.submit(_run, entry, args, unprivileged) for name, (args, unprivileged) in cases.items()}
+def _all(entry: str, cases: dict[str, tuple[list[str], bool]], zygote) -> dict[str, tuple[int, str, str]]:
+    with ThreadPoolExecutor(3) as pool:  # 2 cores
+        futures = {name: pool.submit(_run, entry, args, unprivileged, zygote=zygote)
+                   for name, (args, unprivileged) in cases.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -86,7 +95,7 @@ def _check(result: tuple[int, str, str], expected: list[str]) -> None:
 # -- attnedit-run ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run_results(tiny_ddpm_dir, tmp_path_factory, folders, wrong_width):
+def run_results(tiny_ddpm_dir, tmp_path_factory, folders, wrong_width, zygote):
     root = tmp_path_factory.mktemp("run_errors")
     writable, readonly = folders
     tiny = ["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"paths.root_dir={root}", "dataset.num_samples=1"]
@@ -106,7 +115,7 @@ def run_results(tiny_ddpm_dir, tmp_path_factory, folders, wrong_width):
     }
     if not CAN_DROP:
         cases = {k: v for k, v in cases.items() if not v[1]}
-    return _all("attnedit-run", cases), root, readonly
+    return _all("attnedit-run", cases, zygote), root, readonly
 
 
 RUN_EXPECTED = {
@@ -155,7 +164,7 @@ DIRECTIONS_EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def directions_results(folders, tiny_ddpm_dir):
+def directions_results(folders, tiny_ddpm_dir, zygote):
     _, readonly = folders
     cases = {}
     for name, (args, _) in DIRECTIONS_EXPECTED.items():
@@ -165,7 +174,7 @@ def directions_results(folders, tiny_ddpm_dir):
         if name == "read-only out" and not CAN_DROP:
             continue
         cases[name] = (args, name == "read-only out")
-    return _all("attnedit-directions", cases), readonly
+    return _all("attnedit-directions", cases, zygote), readonly
 
 
 @pytest.mark.slow
@@ -186,13 +195,20 @@ def test_attnedit_directions_errors_end_in_one_line(directions_results, case):
 # -- attnedit-tables and attnedit-evaluate ---------------------------------------------------
 
 @pytest.mark.slow
-def test_attnedit_tables_errors_and_help(tmp_path):
+def test_attnedit_tables_errors_and_help(tmp_path, zygote):
     results = _all("attnedit-tables", {"not a run": ([str(tmp_path)], False), "no folder": (["--out"], False),
-                                       "help": (["--help"], False)})
+                                       "help": (["--help"], False)}, zygote)
     _check(results["not a run"], [f"{tmp_path} is not a run directory (no manifest.json)", "'run dir:'"])
     _check(results["no folder"], ["--out needs a folder"])
     code, out, err = results["help"]
     assert code == 0 and out.startswith("usage: attnedit-tables <run dir>"), err
+
+
+def test_a_forked_command_is_what_a_fresh_process_gives(zygote, tmp_path):
+    """The zygote's children: the exit code, stdout and stderr of the console script run fresh."""
+    for args in (["--help"], [str(tmp_path)], ["--out"]):
+        fresh = _run("attnedit-tables", args, cwd=tmp_path)
+        assert _run("attnedit-tables", args, cwd=tmp_path, zygote=zygote) == fresh, args
 
 
 EVALUATE_EXPECTED = {
@@ -205,7 +221,7 @@ EVALUATE_EXPECTED = {
 
 
 @pytest.mark.slow
-def test_attnedit_evaluate_errors_and_help(folders, tmp_path):
+def test_attnedit_evaluate_errors_and_help(folders, tmp_path, zygote):
     from piebench_fixture import write_edited, write_piebench_fixture
 
     _, readonly = folders
@@ -225,7 +241,7 @@ def test_attnedit_evaluate_errors_and_help(folders, tmp_path):
             cases[name] = (args, False)
     if not CAN_DROP:
         cases.pop("read-only out")
-    results = _all("attnedit-evaluate", cases)
+    results = _all("attnedit-evaluate", cases, zygote)
     for name, result in results.items():
         if name == "cuda" and torch.cuda.is_available():
             continue

@@ -5,15 +5,15 @@ Commands that need weights this offline machine cannot have must end in the docu
 weights error (`hf download <id> ...`); commands listed in SKIPPED say why they are not run.
 
 The commands of one README run in order in one folder (the tables of a study read the
-runs of the command before); the READMEs run side by side."""
+runs of the command before); the READMEs run side by side. Each command is a process of
+its own, forked from a server that imported torch, diffusers and attnedit once (the
+``zygote`` fixture, tests/zygote.py): the same console-script call, without ~5 s of
+imports per command."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from PIL import Image
 
 from conftest import REPO
 
-BIN = Path(sys.executable).parent
 READMES = [REPO / "README.md", *sorted((REPO / "experiments").glob("*/README.md"))]
 
 #: (regex on the command, why it is not run here).
@@ -110,35 +109,32 @@ def localize(command: str, data: dict) -> list[str]:
     return out
 
 
-def run_readme(readme: Path, data: dict, cwd: Path) -> list[tuple[str, str | None, int, str, str]]:
+def run_readme(readme: Path, data: dict, cwd: Path, zygote) -> list[tuple[str, str | None, int, str, str]]:
     """(command, skip reason, exit code, stdout, stderr) per command, in order, in ``cwd``."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    results = []
-    for command in readme_commands(readme):
-        why = skip_reason(command)
-        if why:
-            results.append((command, why, 0, "", ""))
-            continue
-        words = localize(command, data)
-        # Shell globs (results/runs/<study>/*) as the shell expands them; <signature>: the run folder.
-        expanded = []
-        for word in words:
-            word = word.replace("<signature>", "*")
-            hits = sorted(str(p.relative_to(cwd)) for p in cwd.glob(word)) if "*" in word and "=" not in word else []
-            expanded += hits or [word]
-        if expanded[0] == "python":
-            expanded[0] = sys.executable
-        done = subprocess.run(expanded, cwd=cwd, env=env, text=True, capture_output=True, timeout=1200)
-        results.append((command, None, done.returncode, done.stdout, done.stderr))
-    return results
+    return [run_command(command, data, cwd, zygote) for command in readme_commands(readme)]
+
+
+def run_command(command: str, data: dict, cwd: Path, zygote) -> tuple[str, str | None, int, str, str]:
+    """One README command, localized, run as its own process (forked from ``zygote``)."""
+    why = skip_reason(command)
+    if why:
+        return command, why, 0, "", ""
+    words = localize(command, data)
+    # Shell globs (results/runs/<study>/*) as the shell expands them; <signature>: the run folder.
+    expanded = []
+    for word in words:
+        word = word.replace("<signature>", "*")
+        hits = sorted(str(p.relative_to(cwd)) for p in cwd.glob(word)) if "*" in word and "=" not in word else []
+        expanded += hits or [word]
+    done = zygote.run(expanded, cwd=cwd, timeout=1200)
+    return command, None, done.returncode, done.stdout, done.stderr
 
 
 @pytest.fixture(scope="module")
-def outcomes(data, tmp_path_factory):
+def outcomes(data, tmp_path_factory, zygote):
     folders = {readme: tmp_path_factory.mktemp(readme.parent.name) for readme in READMES}
     with ThreadPoolExecutor(len(READMES)) as pool:
-        futures = {readme: pool.submit(run_readme, readme, data, folders[readme]) for readme in READMES}
+        futures = {readme: pool.submit(run_readme, readme, data, folders[readme], zygote) for readme in READMES}
         return {readme: future.result() for readme, future in futures.items()}
 
 

@@ -16,10 +16,6 @@ reflection-padded image instead, which counts a 5-pixel border of mirrored windo
 from __future__ import annotations
 
 from torch import Tensor
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
 
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
@@ -49,6 +45,10 @@ class SSIM(PairMetric):
         if min(edited.shape[-2:]) <= 2 * pad:
             raise DataError(f"metric '{self.name}': images of {tuple(edited.shape[-2:])} px are too small for an "
                             f"11x11 SSIM window; give images of at least {2 * pad + 1} px per side.")
+        # Imported here: torchmetrics' package import (all of its metrics, torchvision, scipy)
+        # takes ~3 s, which a run that stops before scoring (a config or weights error) spares.
+        from torchmetrics.functional.image import structural_similarity_index_measure
+
         values, full = structural_similarity_index_measure(
             edited.float(), reference.float(), sigma=SSIM_SIGMA, data_range=1.0, reduction="none",
             return_full_image=True,
@@ -68,6 +68,8 @@ class PSNR(PairMetric):
         self.name = name
 
     def score(self, edited: Tensor, reference: Tensor) -> dict[str, Tensor]:
+        from torchmetrics.functional.image import peak_signal_noise_ratio  # imported late: see SSIM.score
+
         values = peak_signal_noise_ratio(
             edited.float(), reference.float(), data_range=1.0, reduction="none", dim=(1, 2, 3)
         )
