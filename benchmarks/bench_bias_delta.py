@@ -92,6 +92,9 @@ class LegacyCall:
                 out[channel] = legacy_bias_delta(x, x.shape[1] - self.length, self.scales[d], self.scales[b])
         return out["query"], out["key"], out["value"]
 
+    def guide_text(self, key):
+        return key  # text tokens were never touched
+
 
 @contextlib.contextmanager
 def legacy_guidance(transformer, **scales):

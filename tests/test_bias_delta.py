@@ -196,6 +196,62 @@ def test_only_condition_tokens_change(transformer, monkeypatch):
     assert not torch.equal(calls[0][1], stock[1])
 
 
+def official_block(key_or_value, txt_len, img_len, bias, delta, text=None):
+    """The official scripts' lines on one sample, typed from leeguandong/DCAG dcag/models.py
+    lines 336-350 (2b0782e): ``x`` is (txt, img) of [1, S, heads, head_dim] in bfloat16."""
+    txt_key, img_key = key_or_value
+    if text is not None:  # keys: the text-stream rescale with grag_scale's txt (512, 1.0, 1.0)
+        txt_key_mean = txt_key[:, :txt_len, :, :].mean(dim=1)
+        txt_key[:, :txt_len, :, :] = 1.0 * txt_key_mean + (txt_key[:, :txt_len, :, :] - txt_key_mean) * 1.0
+    cond_key_mean = img_key[:, -1 * img_len:, :, :].mean(dim=1)
+    img_key[:, -1 * img_len:, :, :] = bias * cond_key_mean + (img_key[:, -1 * img_len:, :, :] - cond_key_mean) * delta
+    return torch.cat([txt_key, img_key], dim=1)
+
+
+def test_official_arithmetic_is_the_official_scripts_expression(transformer, monkeypatch):
+    """arithmetic='official' against the official lines applied to the stock run's Q/K/V of
+    block 0 (identical inputs there), bit for bit in bfloat16; fused at (1, 1) is the stock
+    output, official is not (its identity rescale rounds), and the two arithmetics differ
+    by bfloat16 rounding only."""
+    model = copy.deepcopy(transformer).to(torch.bfloat16)
+    noisy, cond, text = (1, 4, 4), (1, 3, 5), 7
+    inputs = {k: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v)
+              for k, v in make_inputs(1, noisy, cond, text, pad=False).items()}
+    calls = record_attention(monkeypatch, transformer_qwenimage)
+    stock_out = run(model, inputs)
+    q, k, v = calls[0]
+    length, split = math.prod(cond), text
+    for scales in ({"dk": 1.0, "dv": 1.0}, {"dk": 1.3, "dv": 1.0, "bk": 0.9}, {"dk": 1.1, "dv": 1.15}):
+        calls.clear()
+        with bias_delta_guidance(model, arithmetic="official", blocks=[0], **scales):
+            official_out = run(model, inputs)
+        gq, gk, gv = calls[0]
+        want_k = official_block((k[:, :split].clone(), k[:, split:].clone()), 512, length,
+                                scales.get("bk", 1.0), scales["dk"], text=True)
+        assert torch.equal(gq, q)
+        assert torch.equal(gk, want_k)
+        if scales["dv"] == 1.0:  # the official code skips V at (bv, dv) = (1, 1)
+            assert torch.equal(gv, v)
+        else:
+            assert torch.equal(gv, official_block((v[:, :split].clone(), v[:, split:].clone()), 512, length,
+                                                  1.0, scales["dv"]))
+        assert not torch.equal(gk, k)  # even (1, 1) rounds the keys
+        with bias_delta_guidance(model, arithmetic="fused", blocks=[0], **scales):
+            fused_out = run(model, inputs)
+        if scales == {"dk": 1.0, "dv": 1.0}:
+            assert torch.equal(fused_out, stock_out) and not torch.equal(official_out, stock_out)
+        else:  # bfloat16 rounding apart, much less than what the guidance itself changes
+            rounding = (official_out.float() - fused_out.float()).abs().max()
+            assert rounding < 0.25 * (fused_out.float() - stock_out.float()).abs().max()
+    with pytest.raises(ConfigError, match="no Query rescale"), \
+            bias_delta_guidance(model, arithmetic="official", dq=1.1):
+        pass
+    with pytest.raises(ConfigError, match="arithmetic='exact' is not one of"), \
+            bias_delta_guidance(model, arithmetic="exact"):
+        pass
+    assert BiasDelta(grid={"dk": [1.1]}, arithmetic="official").edits()[0]["guidance_arithmetic"] == "official"
+
+
 def test_restores_processors_and_hooks_after_exception(transformer):
     before = processors(transformer)
     inputs = make_inputs(1)
@@ -280,7 +336,8 @@ def test_method_grid_and_control(transformer):
     method = BiasDelta(name="dcag", grid={"dk": [1.10, 1.15], "dv": [1.0, 1.15]})
     edits = method.edits()
     assert [(e["dk"], e["dv"]) for e in edits] == [(1.10, 1.0), (1.10, 1.15), (1.15, 1.0), (1.15, 1.15)]
-    assert all(set(e) == {"dk", "dv", "bk", "bv", "dq", "bq"} and e["bk"] == e["bq"] == 1.0 for e in edits)
+    assert all(set(e) == {"dk", "dv", "bk", "bv", "dq", "bq", "guidance_arithmetic"} for e in edits)
+    assert all(e["bk"] == e["bq"] == 1.0 and e["guidance_arithmetic"] == "fused" for e in edits)
     backend = SimpleNamespace(transformer=transformer, num_inference_steps=3)
     inputs = make_inputs(2, pad=False)
     with method.control(backend, edits[1:3]):

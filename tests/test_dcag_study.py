@@ -25,6 +25,7 @@ from attnedit.errors import DataError
 from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS
 from attnedit.runner import Runner, build_metrics
 from attnedit.store import RunStore
+from attnedit.report.marks import FUSED_ARITHMETIC_MARK, title_marks
 from attnedit.tables import RANDOM_BACKBONE_MARK
 from piebench_fixture import write_piebench_fixture
 from qwen_tiny import save_tiny_pipeline
@@ -191,8 +192,12 @@ def test_main_table_equals_the_rows_with_published_beside(report):
     assert (not_run[HEADERS["lpips_whole"] + "_mean"] == "").all()  # nothing measured: no number
     assert "| not run " in (out / "tables" / "main.md").read_text()
     title = (out / "tables" / "main.md").read_text().splitlines()[0]
-    for words in ("region: whole image", "secondary source, unverified", RANDOM_BACKBONE_MARK, "piebench_dcag"):
+    for words in ("region: whole image", "secondary source, unverified", RANDOM_BACKBONE_MARK, "piebench_dcag",
+                  FUSED_ARITHMETIC_MARK):  # the guided rows' arithmetic is not the official scripts'
         assert words in title, words
+    assert set(rows.guidance_arithmetic.dropna()) == {"fused"}
+    official = rows.assign(guidance_arithmetic=rows.guidance_arithmetic.where(rows.guidance_arithmetic.isna(), "official"))
+    assert FUSED_ARITHMETIC_MARK not in title_marks(official) and FUSED_ARITHMETIC_MARK in title_marks(rows)
 
 
 def test_relative_change_equals_the_paired_rows(report):

@@ -194,6 +194,32 @@ def test_parallel_decoding_gives_the_serial_rows(bench, tmp_path):
         main(args(root, edited_dir, tmp_path / "w.csv", "workers=-1"))
 
 
+def test_queued_batches_are_written_when_a_later_entry_fails(bench, tmp_path, monkeypatch):
+    """On a GPU batch N's rows wait until batch N+1 is queued (Staging.ahead = 1); run that
+    order here: the same CSV as writing at once, and an error in a later entry still
+    writes every batch scored before it."""
+    from attnedit import evaluate as evaluate_module
+
+    root, edited_dir, _ = bench
+    fast = ["metrics=[psnr_unedit_part,ssim_unedit_part]", "batch_size=2", "workers=0"]
+    main(args(root, edited_dir, tmp_path / "at_once.csv", *fast))
+    init = evaluate_module.Staging.__init__
+
+    def one_ahead(self, device):
+        init(self, device)
+        self.ahead = 1
+
+    monkeypatch.setattr(evaluate_module.Staging, "__init__", one_ahead)
+    main(args(root, edited_dir, tmp_path / "queued.csv", *fast))
+    assert (tmp_path / "queued.csv").read_text() == (tmp_path / "at_once.csv").read_text()
+    broken = tmp_path / "broken"
+    write_edited(root, broken)["811000000000"].write_bytes(b"not an image")
+    with pytest.raises(DataError, match="811000000000: cannot read image"):
+        main(args(root, broken, tmp_path / "b.csv", *fast))
+    # entries before 811000000000 in order, two per batch: both batches before it are written
+    assert [r[0] for r in read_rows(tmp_path / "b.csv")[1:]] == sorted(ENTRIES)[:4]
+
+
 # Real attnedit-evaluate processes --------------------------------------------------------
 BIN = Path(sys.executable).parent
 

@@ -33,7 +33,6 @@ of the batch being scored; each batch goes to the device as uint8 and becomes fl
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -458,6 +457,12 @@ class Staging:
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.pinned = device, device.type == "cuda"
+        # Batches queued ahead of the one whose rows are written: on a GPU one, so the host
+        # prepares batch N+1 while the device scores batch N; on a CPU scoring is done when
+        # it returns, and a row written late could only be lost to a kill.
+        self.ahead = 1 if self.pinned else 0
+        if self.pinned and device.index is not None:
+            torch.cuda.set_device(device)  # pinned memory and events belong to the chosen GPU, not GPU 0
 
     def stack(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         if not self.pinned:
@@ -573,8 +578,7 @@ def evaluate(cfg: DictConfig) -> int:
     fitted: Counter = Counter()
     staging = Staging(device)
     decoded = ahead(lambda i: read_item(dataset, i, methods, cfg), todo, workers, max(2 * batch_size, 2 * workers))
-    # Batch N's rows are written once batch N+1 is queued: on a GPU the host prepares the
-    # next batch while the device scores this one.
+    # On a GPU, batch N's rows are written once batch N+1 is queued (Staging.ahead).
     queued: deque[Scored] = deque()
 
     def write(scored: Scored) -> None:
@@ -595,15 +599,18 @@ def evaluate(cfg: DictConfig) -> int:
                 if len(batch) == batch_size:
                     queued.append(score_items(batch, cfg, metrics, staging, fitted))
                     batch = []
-                    while len(queued) > 1:
+                    while len(queued) > staging.ahead:
                         write(queued.popleft())
             if batch:
                 queued.append(score_items(batch, cfg, metrics, staging, fitted))
     except BaseException:
         # Whatever stopped the loop, the rows already scored are written; the first error is the one reported.
-        with contextlib.suppress(Exception):
+        try:
             while queued:
                 write(queued.popleft())
+        except Exception as err:
+            warnings.warn(f"rows of {len(queued) + 1} scored batch(es) could not be written to {out} ({err}); "
+                          "a rerun scores them again", stacklevel=2)
         raise
     while queued:
         write(queued.popleft())

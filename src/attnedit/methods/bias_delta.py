@@ -11,7 +11,19 @@ single-stream blocks alike). For those L tokens, per sample, head and channel::
     Q' = bq * mean_Q + dq * (Q - mean_Q)     optional (the DCAG paper's future work)
 
 Text tokens and noisy-latent tokens are untouched. GRAG is dv = bv = 1; (1, 1)
-reproduces the stock processor bit for bit. L is read from each transformer call (never
+reproduces the stock processor bit for bit.
+
+``arithmetic`` says how the rescale is computed. "fused" (the default): one pass in
+float32, rounded once to the tokens' dtype, identity scales skipped (bitwise stock at
+(1, 1)), at ~1% of a Qwen-Image-Edit call. "official": the official scripts' expression
+op by op in the tokens' dtype (bfloat16 in their pipelines), Qwen-Image-Edit only:
+leeguandong/DCAG dcag/models.py lines 331-350 and little-misfit/GRAG-Image-Editing
+Qwen-Edit-GRAG/hacked_models/models.py lines 330-341: in every guided block the first 512
+text-stream keys get ``1.0 * mean + (K - mean) * 1.0`` (identity up to rounding), the
+condition keys ``bk * mean + (K - mean) * dk`` even at (1, 1), the condition values the
+same only where (bv, dv) != (1, 1); each of ``-``, ``*``, ``+`` rounds to bfloat16. The
+two differ by bfloat16 rounding only; rows record ``guidance_arithmetic`` and tables built
+from "fused" rows say so in their titles. L is read from each transformer call (never
 a constant): Qwen's ``img_shapes``, Kontext's ``img_ids`` (condition tokens carry
 first coordinate 1), so non-square and multi-sample batches work, and each batch
 element may carry its own scales.
@@ -44,6 +56,9 @@ from attnedit.methods.bias_delta_kernel import rescale_
 from attnedit.methods.base import EditMethod
 
 PARAMS = ("dk", "dv", "bk", "bv", "dq", "bq")
+ARITHMETIC = ("fused", "official")
+#: The official scripts' text span: grag_scale's txt_len (leeguandong/DCAG inference.py line 50).
+OFFICIAL_TEXT_TOKENS = 512
 CHANNELS = {"key": ("dk", "bk"), "value": ("dv", "bv"), "query": ("dq", "bq")}
 QKV = ("query", "key", "value")  # the order the processors hand them over
 BRANCHES = ("both", "cond", "uncond")
@@ -68,6 +83,14 @@ def bias_delta_(x: Tensor, length: int, delta: Tensor, offset: Tensor) -> Tensor
     return x
 
 
+def official_rescale_(x: Tensor, start: int, stop: int, bias: float, delta: float) -> None:
+    """Tokens start:stop of the one-sample ``x`` ([1, S, heads, head_dim]) in place, as the
+    official scripts write it (leeguandong/DCAG dcag/models.py lines 337-350): each
+    operation in x's dtype, the scales Python floats."""
+    mean = x[:, start:stop, :, :].mean(dim=1)
+    x[:, start:stop, :, :] = bias * mean + (x[:, start:stop, :, :] - mean) * delta
+
+
 @dataclass
 class _Call:
     """What the processors need to know about the transformer call in progress."""
@@ -75,14 +98,31 @@ class _Call:
     length: int  # L: the condition tokens are the last L of every guided sequence
     # (index into (query, key, value), delta, bias - delta) per channel that is not identity
     factors: tuple[tuple[int, Tensor, Tensor], ...]
+    # arithmetic="official": per sample (bk, dk, bv, dv) as Python floats; None: fused
+    official: tuple[tuple[float, float, float, float], ...] | None = None
 
     def guide(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Q, K, V of [B, S, heads, head_dim] sequences whose last L tokens are the condition
         image; the guided channels are rescaled in place."""
+        if self.official is not None:
+            stop = key.shape[1]
+            for b, (bk, dk, bv, dv) in enumerate(self.official):  # the official code runs one sample per call
+                official_rescale_(key[b : b + 1], stop - self.length, stop, bk, dk)
+                if bv != 1.0 or dv != 1.0:
+                    official_rescale_(value[b : b + 1], stop - self.length, stop, bv, dv)
+            return query, key, value
         qkv = (query, key, value)
         for index, delta, offset in self.factors:
             bias_delta_(qkv[index], self.length, delta, offset)
         return qkv
+
+    def guide_text(self, key: Tensor) -> Tensor:
+        """Text-stream keys: untouched, except under the official arithmetic, whose identity
+        rescale of the first 512 tokens rounds them (dcag/models.py lines 337, 340)."""
+        if self.official is not None:
+            for b in range(key.shape[0]):
+                official_rescale_(key[b : b + 1], 0, OFFICIAL_TEXT_TOKENS, 1.0, 1.0)
+        return key
 
 
 class _Guided:
@@ -154,6 +194,7 @@ class BiasDeltaAttnProcessor(_Guided, QwenDoubleStreamAttnProcessor2_0):
         call = self.controller.call
         if call is not None:  # the one change to the stock computation
             img_query, img_key, img_value = call.guide(img_query, img_key, img_value)
+            txt_key = call.guide_text(txt_key)
 
         joint_query = torch.cat([txt_query, img_query], dim=1)
         joint_key = torch.cat([txt_key, img_key], dim=1)
@@ -348,6 +389,7 @@ class BiasDeltaGuidance:
     steps: Any = None
     branches: str = "both"
     num_steps: int | None = None
+    arithmetic: str = "fused"
     call: _Call | None = None
     branch: str | None = None  # set while the pipeline runs a cache_context("cond"/"uncond")
     step: int = -1
@@ -369,6 +411,16 @@ class BiasDeltaGuidance:
         self._factors_on: dict[torch.device, tuple] = {}
         self._per_sample = {v.numel() for v in self.scales.values()} - {1}
         self._signature = inspect.signature(type(self.transformer).forward)
+        if self.arithmetic not in ARITHMETIC:
+            raise ConfigError(f"bias-delta guidance: arithmetic={self.arithmetic!r} is not one of {ARITHMETIC}")
+        if self.arithmetic == "official":
+            if self._architecture.guided is not BiasDeltaAttnProcessor:
+                raise ConfigError("bias-delta guidance: arithmetic='official' follows the official scripts, which "
+                                  "exist for Qwen-Image-Edit only; use arithmetic=fused with "
+                                  f"{type(self.transformer).__name__}")
+            if any(bool((self.scales[p] != 1).any()) for p in ("dq", "bq")):
+                raise ConfigError("bias-delta guidance: the official scripts have no Query rescale; "
+                                  "dq and bq need arithmetic=fused")
 
     # -- per call -------------------------------------------------------------------
     def _pre_forward(self, module, args, kwargs) -> None:
@@ -381,10 +433,16 @@ class BiasDeltaGuidance:
         self.log.append({"branch": self.branch, "step": self.step if self.steps is not None else None,
                          "guided": guided, "condition_tokens": length})
         self.call = None
-        if guided and self._factors:
-            if self._per_sample and self._per_sample != {hidden.shape[0]}:
+        official = self.arithmetic == "official"  # guides every selected call, identity scales included
+        if guided and (self._factors or official):
+            batch = hidden.shape[0]
+            if self._per_sample and self._per_sample != {batch}:
                 raise ConfigError(f"bias-delta guidance: scales for {sorted(self._per_sample)} samples but the "
-                                  f"transformer batch holds {hidden.shape[0]}")
+                                  f"transformer batch holds {batch}")
+            if official:
+                per_sample = [self.scales[p].expand(batch).tolist() for p in ("bk", "dk", "bv", "dv")]
+                self.call = _Call(length, (), tuple(zip(*per_sample)))
+                return
             device = hidden.device
             if device not in self._factors_on:
                 self._factors_on[device] = tuple((i, d.to(device), o.to(device)) for i, d, o in self._factors)
@@ -519,6 +577,7 @@ def bias_delta_guidance(
     steps: Sequence[int] | Mapping[str, float] | None = None,
     branches: str = "both",
     num_steps: int | None = None,
+    arithmetic: str = "fused",
 ) -> Iterator[BiasDeltaGuidance]:
     """Guide every call of a QwenImageTransformer2DModel or FluxTransformer2DModel (FLUX.1
     Kontext) made inside the block.
@@ -534,8 +593,9 @@ def bias_delta_guidance(
     or None for all. ``steps``: step indices, a window
     ``{"start": f0, "end": f1}`` of the fraction step/num_steps (needs ``num_steps``),
     or None for all; steps are counted from the timesteps the transformer sees.
-    ``branches``: "both", "cond" or "uncond" CFG passes. On exit, also after an
-    exception, the original processors are back and every hook is removed.
+    ``branches``: "both", "cond" or "uncond" CFG passes. ``arithmetic``: "fused" or
+    "official" (module docstring). On exit, also after an exception, the original
+    processors are back and every hook is removed.
     """
     if branches not in BRANCHES:
         raise ConfigError(f"bias-delta guidance: branches={branches!r} is not one of {BRANCHES}")
@@ -551,6 +611,7 @@ def bias_delta_guidance(
         steps=_steps(steps, num_steps),
         branches=branches,
         num_steps=num_steps,
+        arithmetic=arithmetic,
     )
     guidance.install()
     try:
@@ -575,6 +636,7 @@ class BiasDelta(EditMethod):
         blocks: Sequence[int] | None = None,
         steps: Sequence[int] | Mapping[str, float] | None = None,
         branches: str = "both",
+        arithmetic: str = "fused",
     ) -> None:
         self.name = name
         grid = dict(grid or {})
@@ -593,9 +655,16 @@ class BiasDelta(EditMethod):
         self.steps = None if steps is None else (dict(steps) if isinstance(steps, Mapping)
                                                  else [int(s) for s in _as_list(steps)])
         self.branches = branches
+        if arithmetic not in ARITHMETIC:
+            raise ConfigError(f"method '{name}': arithmetic={arithmetic!r} is not one of {ARITHMETIC}")
+        if arithmetic == "official" and any(v != 1.0 for v in self.grid["dq"] + self.grid["bq"]):
+            raise ConfigError(f"method '{name}': the official scripts have no Query rescale; "
+                              "grid.dq and grid.bq need arithmetic=fused")
+        self.arithmetic = arithmetic
 
     def edits(self) -> list[dict[str, Any]]:
-        return [dict(zip(PARAMS, combo)) for combo in itertools.product(*(self.grid[p] for p in PARAMS))]
+        return [{**dict(zip(PARAMS, combo)), "guidance_arithmetic": self.arithmetic}
+                for combo in itertools.product(*(self.grid[p] for p in PARAMS))]
 
     def control(self, backend, edits: list[dict[str, Any]]) -> contextlib.AbstractContextManager:
         per_sample = {p: [float(e.get(p, 1.0)) for e in edits] for p in PARAMS}
@@ -606,11 +675,12 @@ class BiasDelta(EditMethod):
             steps=self.steps,
             branches=self.branches,
             num_steps=getattr(backend, "num_inference_steps", None),
+            arithmetic=self.arithmetic,
         )
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "grid": self.grid, "blocks": self.blocks, "steps": self.steps,
-                "branches": self.branches}
+                "branches": self.branches, "arithmetic": self.arithmetic}
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -76,11 +76,11 @@ def region_weights(mask: Tensor | None, region: str) -> Tensor | None:
     return weights[:, None]
 
 
-def empty_region(weights: Tensor | None, n: int) -> Tensor:
+def empty_region(weights: Tensor | None, n: int, device: torch.device | str = "cpu") -> Tensor:
     """Rows whose region holds no pixel (the official script writes "nan" for them), on
-    the weights' device."""
+    the weights' device (``device`` for the whole image)."""
     if weights is None:
-        return torch.zeros(n, dtype=torch.bool)
+        return torch.zeros(n, dtype=torch.bool, device=device)
     return weights.flatten(1).sum(1) == 0
 
 
@@ -128,7 +128,7 @@ class RegionMetric(PIEBenchMetric):
             for column, edited in zip(values, editeds):
                 column.append(self.compare(in_region(edited[i : i + step], w), source).double())
         # Values stay on the device, NaN set without a boolean index: nothing here waits for a GPU.
-        empty = empty_region(weights, len(reference)).to(reference.device)
+        empty = empty_region(weights, len(reference), reference.device)
         return [{self.name: torch.where(empty, float("nan"), torch.cat(column))} for column in values]
 
     def prepare(self, reference: Tensor) -> Any:
@@ -449,7 +449,7 @@ class StructureDistance(PIEBenchMetric):
         out = []
         for edited in editeds:
             sim_edited = self.key_self_similarity(to_uint8(edited).float())
-            out.append({self.name: (sim_edited - sim_source).pow(2).flatten(1).mean(1).double().cpu()})
+            out.append({self.name: (sim_edited - sim_source).pow(2).flatten(1).mean(1).double()})  # stays on the device
         return out
 
 
