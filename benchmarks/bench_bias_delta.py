@@ -210,6 +210,8 @@ def measure(device: str = "cuda", config: str = "real", batch: int = 1, rounds: 
                 del out
         with bias_delta_guidance(model):  # (1, 1): guidance installed, identity scales
             identity = model(**kw)[0].float().cpu()
+        with bias_delta_guidance(model, arithmetic="official", **scales):  # the official scripts' rounding
+            official = model(**kw)[0].float().cpu()
 
     ms = {name: {"median": statistics.median(t), "min": min(t), "max": max(t),
                  "cpu_median": statistics.median(cpu_times[name])} for name, t in times.items()}
@@ -229,6 +231,7 @@ def measure(device: str = "cuda", config: str = "real", batch: int = 1, rounds: 
         "ratio_paired": {name: paired(times[name], times["stock"]) for name in ms if name != "stock"},
         "identity_max_abs_diff_vs_stock": float((identity - outputs["stock"]).abs().max()),
         "guided_changes_output_by": float((outputs["guided"] - outputs["stock"]).abs().max()),
+        "official_arithmetic_vs_fused_max_abs_diff": float((official - outputs["guided"]).abs().max()),
     }
     if legacy:
         result["guided_vs_legacy_max_abs_diff"] = float((outputs["guided"] - outputs["legacy"]).abs().max())
@@ -318,7 +321,8 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"  {name:7s} median {t['median']:9.2f} ms  (min {t['min']:.2f}, max {t['max']:.2f}; "
                      f"CPU time {t['cpu_median']:.2f} ms){ratio}")
     lines.append(f"  (1, 1) vs stock max |diff| {result['identity_max_abs_diff_vs_stock']:.3g}; guided moves the "
-                 f"output by {result['guided_changes_output_by']:.3g}")
+                 f"output by {result['guided_changes_output_by']:.3g}; arithmetic=official vs fused "
+                 f"{result['official_arithmetic_vs_fused_max_abs_diff']:.3g}")
     if "guided_vs_legacy_max_abs_diff" in result:
         lines.append(f"  guided vs legacy max |diff| {result['guided_vs_legacy_max_abs_diff']:.3g} "
                      f"(outputs up to {result['output_max_abs']:.3g})")

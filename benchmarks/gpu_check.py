@@ -170,7 +170,9 @@ def table(results: dict[str, Any]) -> list[str]:
                          f"{m['ratio']['guided']:.3f}x (fastest {m['ratio_fastest']['guided']:.3f}x; "
                          f"{paired_text(m, 'guided')}){legacy}; "
                          f"(1, 1) vs stock max diff "
-                         f"{m['identity_max_abs_diff_vs_stock']:.2g}", "<= 1.02x, (1, 1) identical"))
+                         f"{m['identity_max_abs_diff_vs_stock']:.2g}; one call's output: guided moves it by "
+                         f"{m['guided_changes_output_by']:.2g}, arithmetic=official vs fused "
+                         f"{m['official_arithmetic_vs_fused_max_abs_diff']:.2g}", "<= 1.02x, (1, 1) identical"))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             rows.append((name, f"FAILED: {r['error']}", ""))
