@@ -211,6 +211,44 @@ def test_a_forked_command_is_what_a_fresh_process_gives(zygote, tmp_path):
         assert _run("attnedit-tables", args, cwd=tmp_path, zygote=zygote) == fresh, args
 
 
+#: The other console scripts: (args, expected exit code, words of the last stderr line, or of stdout's first line for --help).
+OTHER_COMMANDS = {
+    "attnedit-status": [([], 2, ["give a run directory", "attnedit-status <run dir>"]),
+                        (["{tmp}", "--shards"], 2, ["--shards needs a number"]),
+                        (["{tmp}"], 2, ["{tmp} is not a run directory (no manifest.json)"]),
+                        (["--help"], 0, ["usage: attnedit-status"])],
+    "attnedit-report": [([], 2, ["give at least one run directory"]),
+                        (["--bogus", "{tmp}"], 2, ["unknown option --bogus"]),
+                        (["{tmp}", "--out"], 2, ["--out needs a folder"]),
+                        (["{tmp}"], 2, ["{tmp} is not a run directory"]),
+                        (["--help"], 0, ["usage: attnedit-report"])],
+    "attnedit-reproduce": [([], 2, ["give a study name"]),
+                           (["nosuch"], 2, ["no study 'nosuch'", "shapes_smoke"]),
+                           (["shapes_smoke", "--reference"], 2, ["--reference needs a CSV file"]),
+                           (["--help"], 0, ["usage: attnedit-reproduce"])],
+    "attnedit-rescore": [([], 2, ["give a run directory"]),
+                         (["{tmp}"], 2, ["{tmp} is not a run directory"]),
+                         (["--help"], 0, ["usage: attnedit-rescore"])],
+}
+
+
+@pytest.mark.parametrize("entry", list(OTHER_COMMANDS))
+def test_other_commands_errors_and_help(entry, zygote, tmp_path):
+    """status, report, reproduce, rescore: a bad command line or input is one line with the
+    usage and exit 2; --help prints the usage on stdout and exits 0."""
+    for args, expected_code, words in OTHER_COMMANDS[entry]:
+        args = [a.format(tmp=tmp_path) for a in args]
+        code, out, err = _run(entry, args, cwd=tmp_path, zygote=zygote)
+        assert code == expected_code, (args, code, err)
+        if expected_code == 0:
+            assert out.startswith(words[0]) and not err.strip(), (args, out[:200], err)
+            continue
+        last = _last_line(err)
+        assert last.startswith("attnedit: error: ") and len(err.strip().splitlines()) == 1, (args, err)
+        for w in words:
+            assert w.format(tmp=tmp_path) in last, (args, w, last)
+
+
 EVALUATE_EXPECTED = {
     "typo": (["batchsize=2"], ["batchsize is not a key", "did you mean batch_size?"]),
     "bad value": (["missing=maybe"], ["missing='maybe' must be one of ('error', 'skip')"]),

@@ -153,3 +153,27 @@ def hydra_app(task: Callable, config_path: str, config_name: str, outputs: str) 
 
 def wants_help(argv: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
+
+
+def usage_error(what: str, usage: str) -> NoReturn:
+    """A command line a console script cannot read: one line, what is wrong and the usage, exit 2."""
+    fail(AttneditError(f"{what}: {usage.removeprefix('usage: ')}"))
+
+
+def take_option(args: list[str], flag: str, usage: str, what: str) -> str | None:
+    """Remove ``flag VALUE`` from ``args`` and return VALUE (None when absent); a flag
+    without its value is a :func:`usage_error`."""
+    if flag not in args:
+        return None
+    at = args.index(flag)
+    if at + 1 >= len(args) or args[at + 1].startswith("-"):
+        usage_error(f"{flag} needs {what}", usage)
+    value = args.pop(at + 1)
+    args.pop(at)
+    return value
+
+
+def help_text(usage: str, doc: str | None) -> str:
+    """--help: the usage line, then the module docstring after its first paragraph."""
+    rest = (doc or "").split("\n\n", 1)
+    return usage + ("\n\n" + rest[1].strip() if len(rest) > 1 else "")

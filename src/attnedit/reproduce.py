@@ -182,16 +182,18 @@ def reproduce(name: str, run_dirs: list[str], overrides: list[str], reference: s
 
 
 def main(argv: list[str] | None = None) -> None:
+    from attnedit.entry import fail, help_text, take_option, usage_error, wants_help
+
     args = list(sys.argv[1:] if argv is None else argv)
-    reference = None
-    if "--reference" in args:
-        at = args.index("--reference")
-        if at + 1 >= len(args):
-            sys.exit(USAGE)
-        reference = args.pop(at + 1)
-        args.pop(at)
-    if not args or args[0].startswith("-"):
-        sys.exit(USAGE)
+    if wants_help(args):
+        print(help_text(USAGE, __doc__))
+        return
+    reference = take_option(args, "--reference", USAGE, "a CSV file")
+    unknown = [a for a in args if a.startswith("-")]
+    if unknown:
+        usage_error(f"unknown option {unknown[0]}", USAGE)
+    if not args:
+        usage_error("give a study name", USAGE)
     name, rest = args[0], args[1:]
     overrides = [a for a in rest if "=" in a]
     run_dirs = [a for a in rest if "=" not in a]
@@ -200,8 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError("give run directories or run overrides, not both (overrides only change new runs)")
         table = reproduce(name, run_dirs, overrides, reference)
     except AttneditError as err:
-        print(f"attnedit: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(err)
     print(render(table))
     counts = table.status.value_counts()
     failed = int(sum(counts.get(s, 0) for s in (FAIL, NOT_MEASURED)))

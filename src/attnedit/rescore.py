@@ -221,11 +221,14 @@ def _merge_json(value: Any, update: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     from attnedit.cli import _fail
 
+    from attnedit.entry import help_text, usage_error, wants_help
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        print(__doc__.split("\n\n", 2)[1] if __doc__ else "")
+    if wants_help(args):
+        print(help_text(USAGE, __doc__))
         return
+    if not args:
+        usage_error("give a run directory", USAGE)
     try:
         entry = rescore(args[0], args[1:])
         from attnedit.tables import write_tables

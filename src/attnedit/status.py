@@ -87,20 +87,20 @@ def _stale_seconds(run_dir) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from attnedit.entry import fail, help_text, take_option, usage_error, wants_help
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        print(__doc__.split("\n\n", 1)[1].strip())
-        sys.exit(0 if args else 2)
-    shards = None
-    if "--shards" in args:
-        at = args.index("--shards")
-        try:
-            shards = int(args[at + 1])
-        except (IndexError, ValueError):
-            print(f"attnedit: error: --shards needs a number; {USAGE}", file=sys.stderr)
-            sys.exit(2)
-        del args[at : at + 2]
+    if wants_help(args):
+        print(help_text(USAGE, __doc__))
+        return
+    if not args:
+        usage_error("give a run directory", USAGE)
+    shards = take_option(args, "--shards", USAGE, "a number")
+    if shards is not None and not shards.isdigit():
+        usage_error(f"--shards needs a number, got {shards!r}", USAGE)
+    shards = None if shards is None else int(shards)
+    if not args:
+        usage_error("give a run directory", USAGE)
     try:
         for run_dir in args:
             if not (Path(run_dir) / "manifest.json").exists():
@@ -108,5 +108,4 @@ def main(argv: list[str] | None = None) -> None:
                                     "give the path printed as 'run dir:' by attnedit-run")
             print(render(run_dir, shards))
     except AttneditError as err:
-        print(f"attnedit: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(err)

@@ -327,19 +327,20 @@ def write_html_report(run_dirs, out: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from attnedit.entry import fail, help_text, take_option, usage_error, wants_help
+
     args = list(sys.argv[1:] if argv is None else argv)
-    out = None
-    if "--out" in args:
-        at = args.index("--out")
-        if at + 1 >= len(args):
-            sys.exit(USAGE)
-        out = args.pop(at + 1)
-        args.pop(at)
-    if not args or any(a.startswith("-") for a in args):
-        sys.exit(USAGE)
+    if wants_help(args):
+        print(help_text(USAGE, __doc__))
+        return
+    out = take_option(args, "--out", USAGE, "a folder")
+    unknown = [a for a in args if a.startswith("-")]
+    if unknown:
+        usage_error(f"unknown option {unknown[0]}", USAGE)
+    if not args:
+        usage_error("give at least one run directory", USAGE)
     try:
         index = write_html_report(args, out)
     except AttneditError as err:
-        print(f"attnedit: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(err)
     print(f"report: {index.resolve()}")
