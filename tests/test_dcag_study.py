@@ -25,7 +25,7 @@ from attnedit.errors import DataError
 from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS
 from attnedit.runner import Runner, build_metrics
 from attnedit.store import RunStore
-from attnedit.report.marks import FUSED_ARITHMETIC_MARK, title_marks
+from attnedit.report.marks import FUSED_ARITHMETIC_MARK, PNG_EDITS_MARK, title_marks
 from attnedit.tables import RANDOM_BACKBONE_MARK
 from piebench_fixture import write_piebench_fixture
 from qwen_tiny import save_tiny_pipeline
@@ -113,6 +113,8 @@ def study(tmp_path_factory):
         "model.num_inference_steps=1", f"dataset.root={base / 'PIE-Bench'}",
         f"dataset.ids=[{','.join(repr(i) for i in IDS)}]",  # quoted: ids are strings, not numbers
         "metric_weights=random", "device=cpu", "progress=false",
+        # lossless: the tiny model's guidance moves pixels by less than JPEG q75 keeps (the default, tested below)
+        "dataset.edited_format=png",
         *(f"+metrics.{m}.config_overrides={TINY_CLIP}"
           for m in ("clip_similarity_target_image", "clip_similarity_target_image_edit_part")),
     ]
@@ -120,6 +122,60 @@ def study(tmp_path_factory):
     dcag = Runner(compose("config", [*common, "dcag_row=dcag", "batch_size=4"])).run()
     none = Runner(compose("config", [*common, "dcag_row=none", "batch_size=2"])).run()
     return base, dcag, none
+
+
+def test_edits_are_saved_and_scored_as_the_official_scripts_jpeg(tmp_path):
+    """dataset.edited_format=jpeg (the default): each edit is saved as the official scripts'
+    ``image.save("<id>.jpg")`` writes it (PIL, quality 75) and the row's metrics are those of
+    that file: attnedit-evaluate on the saved files (read from disk) gives the same numbers."""
+    from attnedit.evaluate import main as evaluate
+
+    model_dir = save_tiny_pipeline(tmp_path / "tiny_qwen_image_edit")
+    root = tmp_path / "PIE-Bench"
+    write_piebench_fixture(root, size=64)
+    run = Runner(compose("config", [
+        "experiment=piebench_dcag", "dcag_row=none", f"paths.root_dir={tmp_path}", f"model.path={model_dir}",
+        "model.num_inference_steps=1", f"dataset.root={root}", f"dataset.ids=[{','.join(repr(i) for i in IDS)}]",
+        "metric_weights=random", "device=cpu", "progress=false",
+        *(f"+metrics.{m}.config_overrides={TINY_CLIP}"
+          for m in ("clip_similarity_target_image", "clip_similarity_target_image_edit_part")),
+    ])).run()
+    rows = pd.read_parquet(run / "cases")
+    assert set(rows.edited_format) == {"jpeg_q75"} and rows.image_path.str.endswith(".jpg").all()
+    assert PNG_EDITS_MARK not in title_marks(rows)
+    mapping = json.loads((root / "mapping_file.json").read_text())
+    edited = tmp_path / "edited"
+    for row in rows.itertuples():  # the saved files, laid out as annotation_images/ for attnedit-evaluate
+        assert Image.open(run / row.image_path).format == "JPEG"
+        target = edited / mapping[row.sample_id]["image_path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((run / row.image_path).read_bytes())
+    out = tmp_path / "scores.csv"
+    pixel_metrics = ["psnr_whole", "mse_whole", "ssim_whole", "psnr_unedit_part", "ssim_unedit_part"]
+    evaluate([f"dataset.root={root}", f"edited={edited}", "name=none", f"metrics=[{','.join(pixel_metrics)}]",
+              f"out={out}", "weights=random", "progress=false", f"dataset.ids=[{','.join(IDS)}]"])
+    scores = pd.read_csv(out, dtype={"file_id": str}).set_index("file_id")
+    for row in rows.itertuples():
+        for metric in pixel_metrics:
+            assert getattr(row, metric) == pytest.approx(scores.loc[row.sample_id, f"none|{metric}"], abs=1e-6), metric
+
+
+def test_the_jpeg_a_run_saves_is_pils_save_of_a_jpg_file(tmp_path):
+    """encode_saved against PIL writing ``<name>.jpg`` with its defaults (the official scripts' call)."""
+    import torch
+
+    from attnedit.metric_settings import encode_saved
+
+    image = torch.rand(3, 48, 40, generator=torch.Generator().manual_seed(0))
+    data, scored = encode_saved(image, "jpeg", 75)
+    array = image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(array).save(tmp_path / "x.jpg")  # format and quality from PIL's defaults
+    assert data == (tmp_path / "x.jpg").read_bytes()
+    expected = np.asarray(Image.open(tmp_path / "x.jpg").convert("RGB")).astype(np.float32) / np.float32(255)
+    np.testing.assert_array_equal(scored.permute(1, 2, 0).numpy(), expected)
+    _, lossless = encode_saved(image, "png")
+    np.testing.assert_array_equal(lossless.permute(1, 2, 0).numpy(), array.astype(np.float32) / np.float32(255))
+    assert not np.array_equal(expected, array.astype(np.float32) / np.float32(255))  # JPEG q75 is lossy
 
 
 def test_rows_hold_category_scales_and_metrics(study):
@@ -193,7 +249,7 @@ def test_main_table_equals_the_rows_with_published_beside(report):
     assert "| not run " in (out / "tables" / "main.md").read_text()
     title = (out / "tables" / "main.md").read_text().splitlines()[0]
     for words in ("region: whole image", "secondary source, unverified", RANDOM_BACKBONE_MARK, "piebench_dcag",
-                  FUSED_ARITHMETIC_MARK):  # the guided rows' arithmetic is not the official scripts'
+                  FUSED_ARITHMETIC_MARK, PNG_EDITS_MARK):  # arithmetic and file format: not the official scripts'
         assert words in title, words
     assert set(rows.guidance_arithmetic.dropna()) == {"fused"}
     official = rows.assign(guidance_arithmetic=rows.guidance_arithmetic.where(rows.guidance_arithmetic.isna(), "official"))

@@ -9,7 +9,8 @@ under different settings (a rescored run resumed with its original config, a res
 killed part way) are seen and tables refuse to average them (:func:`check_uniform`).
 
 Scored images are 8-bit: the edited image and its reference are rounded to the PNGs
-the run saves before they are scored, as the official PIE-Bench evaluator scores the
+the run saves (PIE-Bench edits: the JPEG files the official scripts save,
+:func:`encode_saved`; the ``images`` setting says which) before they are scored, as the official PIE-Bench evaluator scores the
 saved files (cure-lab/PnPInversion @ 07f97f4, evaluation/evaluate.py lines 261 and 270:
 ``Image.open`` of the source and edited files; evaluation/matrics_calculator.py line
 305: ``np.array(img).astype(np.float32)/255``), and so ``attnedit-rescore`` recomputes
@@ -31,8 +32,35 @@ from attnedit.failures import failed_mask
 
 #: The row column holding ``{metric column: settings hash}`` as JSON.
 SETTINGS_COLUMN = "metric_settings"
-#: What the runner and attnedit-rescore score: images rounded to 8 bits, as saved.
+#: What the runner and attnedit-rescore score: images rounded to 8 bits, as saved (PNG).
 SCORED_IMAGES = "uint8"
+
+
+def scored_images_label(image_format: str = "png", quality: int = 75) -> str:
+    """The ``images`` entry of a column's settings: "uint8" (PNG, lossless) or "jpeg_q<quality>"."""
+    return SCORED_IMAGES if image_format == "png" else f"jpeg_q{int(quality)}"
+
+
+def encode_saved(image: Tensor, image_format: str = "png", quality: int = 75) -> tuple[bytes, Tensor]:
+    """One float CHW image as the file the run saves (PNG, or JPEG as PIL's ``save`` writes
+    it at ``quality``) and the float image that file decodes to: what is scored."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    array = image.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    buffer = io.BytesIO()
+    if image_format == "png":
+        Image.fromarray(array).save(buffer, format="PNG")
+        decoded = array
+    else:
+        Image.fromarray(array).save(buffer, format="JPEG", quality=int(quality))
+        buffer.seek(0)
+        with Image.open(buffer) as saved:
+            decoded = np.asarray(saved.convert("RGB"))
+    scored = torch.from_numpy(decoded.copy()).permute(2, 0, 1).float().div(255).to(image.device)
+    return buffer.getvalue(), scored
 
 
 def quantize(images: Tensor) -> Tensor:
@@ -57,8 +85,9 @@ def weights_fingerprint(metric: Any) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def metric_settings(metric: Any, config: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings of one metric's columns (``config``: its resolved config node)."""
+def metric_settings(metric: Any, config: dict[str, Any] | None, images: str = SCORED_IMAGES) -> dict[str, Any]:
+    """The settings of one metric's columns (``config``: its resolved config node;
+    ``images``: :func:`scored_images_label` of the files scored)."""
     params = {k: v for k, v in (config or {}).items() if k != "_target_"}
     settings = {
         "metric": f"{type(metric).__module__}.{type(metric).__qualname__}",
@@ -69,7 +98,7 @@ def metric_settings(metric: Any, config: dict[str, Any] | None) -> dict[str, Any
         "convention": getattr(metric, "convention", getattr(metric, "border", None)),
         "resize": ("bicubic antialiased to the reference size" if _resizes(metric)
                    else "none (sizes must match)"),
-        "images": SCORED_IMAGES,
+        "images": images,
     }
     settings["hash"] = settings_hash(settings)
     return settings
@@ -86,10 +115,10 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def all_settings(metrics: list, configs: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+def all_settings(metrics: list, configs: dict[str, Any] | None, images: str = SCORED_IMAGES) -> dict[str, dict[str, Any]]:
     """``{column: settings}`` of metrics built from the config group ``configs`` (same order)."""
     nodes = list((configs or {}).values())
-    return {m.name: metric_settings(m, nodes[i] if i < len(nodes) else None) for i, m in enumerate(metrics)}
+    return {m.name: metric_settings(m, nodes[i] if i < len(nodes) else None, images) for i, m in enumerate(metrics)}
 
 
 def row_settings(settings: dict[str, dict[str, Any]]) -> str:

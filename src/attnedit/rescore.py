@@ -41,7 +41,7 @@ from PIL import Image
 
 from attnedit.errors import AttneditError, ConfigError, DataError
 from attnedit.failures import failed_mask
-from attnedit.metric_settings import SETTINGS_COLUMN, all_settings
+from attnedit.metric_settings import SETTINGS_COLUMN, all_settings, scored_images_label
 from attnedit.store import RunStore
 
 USAGE = ("usage: attnedit-rescore <run dir> [metrics=<group>|[<group>,...]] [metrics.<column>.<key>=<value> ...] "
@@ -119,7 +119,9 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     groups, dotted, options = parse_overrides(overrides)
     nodes = metric_nodes(config, groups, dotted, options)
     metrics = build_metrics(OmegaConf.create(nodes))
-    settings = all_settings(metrics, nodes)
+    dataset = config.get("dataset") or {}  # runs saved PNG unless their dataset said otherwise (PIE-Bench: JPEG)
+    settings = all_settings(metrics, nodes, scored_images_label(dataset.get("edited_format", "png"),
+                                                                dataset.get("jpeg_quality", 75)))
     device = pick_device(str(options.get("device", "auto")))
     batch_size = int(options.get("batch_size", config.get("batch_size", 8)))
     if batch_size < 1:

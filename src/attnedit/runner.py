@@ -43,7 +43,14 @@ from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.failures import ERROR, FAILED, failure_line, run_cases, successful
 from attnedit.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
-from attnedit.metric_settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
+from attnedit.metric_settings import (
+    SETTINGS_COLUMN,
+    all_settings,
+    encode_saved,
+    quantize,
+    row_settings,
+    scored_images_label,
+)
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import instantiate_metrics
 from attnedit.numerical_floor import measure_floor
@@ -110,7 +117,10 @@ class Runner:
         self.method = instantiate(cfg.method)
         self.dataset = instantiate(cfg.dataset)
         self.metrics = build_metrics(cfg.get("metrics"))
-        self.metric_settings = all_settings(self.metrics, self.config.get("metrics"))
+        # How edited images are saved, hence scored: PNG, or what the dataset's protocol saves (PIE-Bench: JPEG).
+        self.saved_format = (getattr(self.dataset, "edited_format", "png"), getattr(self.dataset, "jpeg_quality", 75))
+        self.metric_settings = all_settings(self.metrics, self.config.get("metrics"),
+                                            scored_images_label(*self.saved_format))
         self.logger = build_logger(cfg.get("logger"))
         self.batch_size = int(cfg.get("batch_size", 8))
         self.session: SessionCost | None = None  # this process's cost, recorded by finish()
@@ -324,15 +334,24 @@ class Runner:
                 extras[i] = extra  # per-case facts a method measured
         scores: dict[str, torch.Tensor] = {}
         scored, scored_refs = quantize(images), quantize(refs)  # the saved PNGs (attnedit.metric_settings)
+        files: dict[int, bytes] = {}
+        if self.saved_format[0] != "png":  # edits are scored as the files saved in the protocol's format decode
+            for i in todo:
+                files[i], scored[i] = encode_saved(images[i], *self.saved_format)
         for metric in self.metrics:
             scores.update(metric(scored, scored_refs, **_context([metric], batch, batch_samples, refs)))
         rows = []
         for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
             cid = case_id(sid, self.method.name, edit)
             reference_path = self.store.images_dir / sid / "reference.png"
-            image_path = reference_path if identity[i] else self.store.images_dir / sid / f"{_slug(cid)}.png"
+            suffix = ".jpg" if i in files else ".png"
+            image_path = reference_path if identity[i] else self.store.images_dir / sid / f"{_slug(cid)}{suffix}"
             if self.cfg.get("save_images", True) and not identity[i]:
-                _save_png(images[i], image_path)
+                if i in files:
+                    image_path.parent.mkdir(parents=True, exist_ok=True)
+                    image_path.write_bytes(files[i])
+                else:
+                    _save_png(images[i], image_path)
             row = {
                 "case_id": cid,
                 "sample_id": sid,
@@ -341,6 +360,8 @@ class Runner:
                 **edit,
                 **{k: _scalar(v[i]) for k, v in scores.items()},
                 **extras[i],
+                **({"edited_format": "png" if self.saved_format[0] == "png" else scored_images_label(*self.saved_format)}
+                   if hasattr(self.dataset, "edited_format") else {}),
                 "identity_edit": identity[i],
                 "seconds_per_case": float("nan") if identity[i] else seconds,
                 "batch_size": len(todo),

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from attnedit.data.base import Dataset, Sample
-from attnedit.errors import DataError
+from attnedit.errors import ConfigError, DataError
 
 CATEGORY_NAMES: dict[str, str] = {
     "0": "random editing",
@@ -171,8 +171,18 @@ def load_mapping(root: Path) -> dict[str, dict[str, Any]]:
     return mapping
 
 
+EDITED_FORMATS = ("jpeg", "png")
+
+
 class PIEBench(Dataset):
     """The 700 PIE-Bench images with masks, prompts and categories.
+
+    ``edited_format``: how runs save, and therefore score, edited images. "jpeg" (the
+    default, PIL quality ``jpeg_quality`` = 75): the official scripts save each edit under
+    its source's file name, ``<id>.jpg``, with PIL's defaults (leeguandong/DCAG test.py
+    line 83, little-misfit/GRAG-Image-Editing Qwen-Edit-GRAG/test.py line 95:
+    ``image[0].save(os.path.join(out_path, img_folder, img_name))``) and the PIE-Bench
+    evaluator scores those files. "png": lossless, a named deviation marked in titles.
 
     Selection: ``categories`` (ids 0-9), then ``ids``, then the first ``first_n`` of the
     sorted result. Sample fields: ``mask`` (HxW float, 1 = edit region),
@@ -189,7 +199,14 @@ class PIEBench(Dataset):
         categories: Iterable[int | str] | None = None,
         ids: Iterable[str] | None = None,
         first_n: int | None = None,
+        edited_format: str = "jpeg",
+        jpeg_quality: int = 75,
     ) -> None:
+        if edited_format not in EDITED_FORMATS:
+            raise ConfigError(f"PIE-Bench: edited_format={edited_format!r} is not one of {EDITED_FORMATS}.")
+        if not 1 <= int(jpeg_quality) <= 95:
+            raise ConfigError(f"PIE-Bench: jpeg_quality={jpeg_quality} must be 1-95 (PIL's range).")
+        self.edited_format, self.jpeg_quality = edited_format, int(jpeg_quality)
         self.root = Path(root).expanduser()
         self.mapping = load_mapping(self.root)
         self.categories = None if categories is None else sorted({str(c) for c in categories}, key=int)
@@ -275,4 +292,6 @@ class PIEBench(Dataset):
             "categories": self.categories,
             "first_n": self.first_n,
             "num_samples": len(self._ids),
+            "edited_format": self.edited_format,
+            "jpeg_quality": self.jpeg_quality,
         }

@@ -1,5 +1,6 @@
 """Title marks every table shares: random weights, alpha's scale, metric settings that
-are not the reference's, the SSIM convention, bias-delta arithmetic that is not the official."""
+are not the reference's, the SSIM convention, PIE-Bench edits saved and
+scored otherwise than the official scripts, bias-delta arithmetic that is not the official."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from attnedit.report.columns import ALPHA, METHOD, MODEL_RANDOM_WEIGHTS, RANDOM_
 RANDOM_BACKBONE_MARK = "[RANDOM-BACKBONE METRICS: test-only, not comparable to published numbers]"
 RANDOM_MODEL_MARK = "[RANDOM MODEL WEIGHTS: demonstrates the machinery, not the method]"
 NO_EDIT_MARK = "[alpha = 0 rows (no edit) left out of the means over alphas]"
+PNG_EDITS_MARK = (
+    "[PIE-Bench edits scored as lossless PNG, not as the official scripts save them (JPEG, PIL quality 75): "
+    "dataset.edited_format=png]"
+)
 FUSED_ARITHMETIC_MARK = (
     "[bias-delta arithmetic: fused (float32, rounded once), not the official scripts' bfloat16 expression "
     "op by op (method.arithmetic=official): they differ by bfloat16 rounding]"
@@ -36,6 +41,8 @@ def title_marks(frame: pd.DataFrame) -> str:
             other = sorted({str(v) for v in frame[column].dropna() if not is_reference(str(v))})
             if other:
                 marks.append(f"[{column[: -len(suffix)]}: {suffix[1:]} {', '.join(other)}, not the reference's]")
+    if "edited_format" in frame and (frame["edited_format"].dropna() == "png").any():
+        marks.append(PNG_EDITS_MARK)
     if "guidance_arithmetic" in frame and (frame["guidance_arithmetic"].dropna() == "fused").any():
         marks.append(FUSED_ARITHMETIC_MARK)
     marks += ssim_marks(frame)
