@@ -173,6 +173,25 @@ def take_option(args: list[str], flag: str, usage: str, what: str) -> str | None
     return value
 
 
+def command_line(argv: list[str] | None, usage: str, doc: str | None, missing: str,
+                 options: dict[str, str] | None = None) -> tuple[list[str], dict[str, str | None]] | None:
+    """A console script's arguments (``argv``, default sys.argv[1:]): None once --help is
+    printed; else the positional arguments and each option's value (``options``: flag ->
+    what its value is; None when absent). An option without its value, an unknown option
+    or no positional argument (``missing``: what to give) is one :func:`usage_error` line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        print(help_text(usage, doc))
+        return None
+    values = {flag: take_option(args, flag, usage, what) for flag, what in (options or {}).items()}
+    unknown = [a for a in args if a.startswith("-")]
+    if unknown:
+        usage_error(f"unknown option {unknown[0]}", usage)
+    if not args:
+        usage_error(missing, usage)
+    return args, values
+
+
 def help_text(usage: str, doc: str | None) -> str:
     """--help: the usage line, then the module docstring after its first paragraph."""
     rest = (doc or "").split("\n\n", 1)

@@ -61,7 +61,6 @@ from attnedit.metrics.base import PairMetric, check_image_shapes
 from attnedit.metrics.piebench import (
     PIEBENCH_METRICS,
     SSIM_CONVENTIONS,
-    SSIM_DEFAULT_CONVENTION,
     PIEBenchSSIM,
     match_size,
 )

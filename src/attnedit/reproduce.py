@@ -182,18 +182,13 @@ def reproduce(name: str, run_dirs: list[str], overrides: list[str], reference: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    from attnedit.entry import fail, help_text, take_option, usage_error, wants_help
+    from attnedit.entry import command_line, fail
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(args):
-        print(help_text(USAGE, __doc__))
+    parsed = command_line(argv, USAGE, __doc__, "give a study name", {"--reference": "a CSV file"})
+    if parsed is None:
         return
-    reference = take_option(args, "--reference", USAGE, "a CSV file")
-    unknown = [a for a in args if a.startswith("-")]
-    if unknown:
-        usage_error(f"unknown option {unknown[0]}", USAGE)
-    if not args:
-        usage_error("give a study name", USAGE)
+    args, options = parsed
+    reference = options["--reference"]
     name, rest = args[0], args[1:]
     overrides = [a for a in rest if "=" in a]
     run_dirs = [a for a in rest if "=" not in a]

@@ -24,7 +24,6 @@ rescore appended to ``rescores``; the run's tables are rewritten.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -223,14 +222,12 @@ def _merge_json(value: Any, update: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     from attnedit.cli import _fail
 
-    from attnedit.entry import help_text, usage_error, wants_help
+    from attnedit.entry import command_line
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(args):
-        print(help_text(USAGE, __doc__))
+    parsed = command_line(argv, USAGE, __doc__, "give a run directory")
+    if parsed is None:
         return
-    if not args:
-        usage_error("give a run directory", USAGE)
+    args, _ = parsed
     try:
         entry = rescore(args[0], args[1:])
         from attnedit.tables import write_tables

@@ -9,7 +9,6 @@ ids in order and the case ids of one sample's edits, written by attnedit-run); s
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +86,16 @@ def _stale_seconds(run_dir) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from attnedit.entry import fail, help_text, take_option, usage_error, wants_help
+    from attnedit.entry import command_line, fail, usage_error
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(args):
-        print(help_text(USAGE, __doc__))
+    parsed = command_line(argv, USAGE, __doc__, "give a run directory", {"--shards": "a number"})
+    if parsed is None:
         return
-    if not args:
-        usage_error("give a run directory", USAGE)
-    shards = take_option(args, "--shards", USAGE, "a number")
+    args, options = parsed
+    shards = options["--shards"]
     if shards is not None and not shards.isdigit():
         usage_error(f"--shards needs a number, got {shards!r}", USAGE)
     shards = None if shards is None else int(shards)
-    if not args:
-        usage_error("give a run directory", USAGE)
     try:
         for run_dir in args:
             if not (Path(run_dir) / "manifest.json").exists():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
 from torch import Tensor
 
 BLOCK = 4096

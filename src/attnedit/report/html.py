@@ -26,7 +26,6 @@ import math
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,20 +326,14 @@ def write_html_report(run_dirs, out: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from attnedit.entry import fail, help_text, take_option, usage_error, wants_help
+    from attnedit.entry import command_line, fail
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(args):
-        print(help_text(USAGE, __doc__))
+    parsed = command_line(argv, USAGE, __doc__, "give at least one run directory", {"--out": "a folder"})
+    if parsed is None:
         return
-    out = take_option(args, "--out", USAGE, "a folder")
-    unknown = [a for a in args if a.startswith("-")]
-    if unknown:
-        usage_error(f"unknown option {unknown[0]}", USAGE)
-    if not args:
-        usage_error("give at least one run directory", USAGE)
+    args, options = parsed
     try:
-        index = write_html_report(args, out)
+        index = write_html_report(args, options["--out"])
     except AttneditError as err:
         fail(err)
     print(f"report: {index.resolve()}")
