@@ -418,13 +418,21 @@ class StructureDistance(PIEBenchMetric):
         self.model = backbones.load_dino(model, weights, seed, config_overrides)
         self.weights = weights_label(weights, seed)
         self.antialias = antialias
+        self._stats: dict[tuple, tuple[Tensor, Tensor]] = {}  # (device, dtype) -> ImageNet mean, std
 
     def transform(self, images: Tensor) -> Tensor:
         """0-255 float NCHW -> the DINO input of the official script."""
         from torchvision.transforms import functional as TF
 
         resized = TF.resize(images, 224, max_size=480, antialias=self.antialias)
-        return TF.normalize(resized, IMAGENET_MEAN, IMAGENET_STD)
+        # TF.normalize's arithmetic ((x - mean) / std), with the statistics kept on the device:
+        # TF.normalize copies them there and checks std on the host, which waits for a GPU, at every call.
+        key = (resized.device, resized.dtype)
+        if key not in self._stats:
+            self._stats[key] = tuple(torch.tensor(v, dtype=resized.dtype, device=resized.device).view(-1, 1, 1)
+                                     for v in (IMAGENET_MEAN, IMAGENET_STD))
+        mean, std = self._stats[key]
+        return resized.sub(mean).div_(std)
 
     @torch.no_grad()
     def key_self_similarity(self, images: Tensor) -> Tensor:
