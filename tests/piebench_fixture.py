@@ -126,6 +126,18 @@ def write_edited(
 
 
 # The official formulas ------------------------------------------------------------------
+def fixture_samples(base: Path, size: int = 64) -> tuple[Path, dict, list]:
+    """A PIE-Bench fixture under ``base/PIE-Bench`` with an edited image per entry in
+    ``base/edited``: (root, {id: edited path}, the samples as PIEBench.load gives them)."""
+    from attnedit.data.piebench import PIEBench
+
+    root = base / "PIE-Bench"
+    write_piebench_fixture(root, size=size)
+    edited = write_edited(root, base / "edited")
+    data = PIEBench(root)
+    return root, edited, [data.load(i) for i in data.sample_ids()]
+
+
 def official_mask_decode(encoded, shape=(512, 512)) -> np.ndarray:
     """PnPInversion's mask_decode: a pixel loop over every run, then the border set to 1."""
     length = shape[0] * shape[1]

@@ -19,7 +19,7 @@ import attnedit
 from attnedit import bias_delta_guidance, inject_directions, piebench_metric, piebench_metrics, sad_directions
 from attnedit.errors import ConfigError
 from conftest import REPO
-from piebench_fixture import official_scores, write_edited, write_piebench_fixture
+from piebench_fixture import fixture_samples, official_scores
 from piebench_fixture import one_thread  # noqa: F401 (autouse: one torch thread, far faster on a busy CPU)
 
 LAYER = "mid_block.attentions.0"
@@ -197,18 +197,14 @@ def test_bias_delta_guidance_equals_the_papers_formula_on_one_attention_call(mon
 # -- PIE-Bench metrics -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def piebench(tmp_path_factory):
-    from attnedit.data.piebench import PIEBench
     from torchvision.transforms.functional import to_tensor
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("pie") / "PIE-Bench"
-    write_piebench_fixture(root, size=64)
-    edited = write_edited(root, root.parent / "edited")
-    data = PIEBench(root)
-    samples = [data.load(i) for i in data.sample_ids()]
-    return dict(root=root, edited=edited, ids=data.sample_ids(),
+    root, edited, samples = fixture_samples(tmp_path_factory.mktemp("pie"))
+    ids = [s.id for s in samples]
+    return dict(root=root, edited=edited, ids=ids,
                 source=torch.stack([s.image for s in samples]), mask=torch.stack([s.fields["mask"] for s in samples]),
-                images=torch.stack([to_tensor(Image.open(edited[i]).convert("RGB")) for i in data.sample_ids()]))
+                images=torch.stack([to_tensor(Image.open(edited[i]).convert("RGB")) for i in ids]))
 
 
 def test_piebench_metrics_equal_the_official_per_image_formulas(piebench):

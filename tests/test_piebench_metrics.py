@@ -19,12 +19,11 @@ from attnedit.metrics.piebench_backbones import openai_clip_tokenizer
 from attnedit.metrics.registry import build_metric
 from attnedit.metrics.ssim_fast import ssim, ssim_against, ssim_reference
 from piebench_fixture import (
+    fixture_samples,
     official_mask_decode,
     official_scores,
     one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
-    write_edited,
-    write_piebench_fixture,
-)
+    )
 
 TINY_CLIP = {
     "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
@@ -45,13 +44,9 @@ def as_float(array: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def fixture(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pie") / "PIE-Bench"
-    write_piebench_fixture(root, size=64)
-    edited = write_edited(root, root.parent / "edited")
-    data = PIEBench(root)
-    samples = [data.load(i) for i in data.sample_ids()]
+    root, edited, samples = fixture_samples(tmp_path_factory.mktemp("pie"))
     batch = {
-        "ids": data.sample_ids(),
+        "ids": [s.id for s in samples],
         "reference": torch.stack([s.image for s in samples]),
         "edited": torch.stack([as_float(pil_rgb(edited[s.id])) for s in samples]),
         "mask": torch.stack([s.fields["mask"] for s in samples]),

@@ -174,15 +174,16 @@ def take_option(args: list[str], flag: str, usage: str, what: str) -> str | None
 
 
 def command_line(argv: list[str] | None, usage: str, doc: str | None, missing: str,
-                 options: dict[str, str] | None = None) -> tuple[list[str], dict[str, str | None]] | None:
-    """A console script's arguments (``argv``, default sys.argv[1:]): None once --help is
-    printed; else the positional arguments and each option's value (``options``: flag ->
-    what its value is; None when absent). An option without its value, an unknown option
-    or no positional argument (``missing``: what to give) is one :func:`usage_error` line."""
+                 options: dict[str, str] | None = None) -> tuple[list[str], dict[str, str | None]]:
+    """A console script's arguments (``argv``, default sys.argv[1:]): the positional
+    arguments and each option's value (``options``: flag -> what its value is; None when
+    absent). --help prints the help and exits 0, as argparse does; an option without its
+    value, an unknown option or no positional argument (``missing``: what to give) is one
+    :func:`usage_error` line."""
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
         print(help_text(usage, doc))
-        return None
+        sys.exit(0)
     values = {flag: take_option(args, flag, usage, what) for flag, what in (options or {}).items()}
     unknown = [a for a in args if a.startswith("-")]
     if unknown:

@@ -184,10 +184,7 @@ def reproduce(name: str, run_dirs: list[str], overrides: list[str], reference: s
 def main(argv: list[str] | None = None) -> None:
     from attnedit.entry import command_line, fail
 
-    parsed = command_line(argv, USAGE, __doc__, "give a study name", {"--reference": "a CSV file"})
-    if parsed is None:
-        return
-    args, options = parsed
+    args, options = command_line(argv, USAGE, __doc__, "give a study name", {"--reference": "a CSV file"})
     reference = options["--reference"]
     name, rest = args[0], args[1:]
     overrides = [a for a in rest if "=" in a]

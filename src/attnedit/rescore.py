@@ -224,10 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from attnedit.entry import command_line
 
-    parsed = command_line(argv, USAGE, __doc__, "give a run directory")
-    if parsed is None:
-        return
-    args, _ = parsed
+    args, _ = command_line(argv, USAGE, __doc__, "give a run directory")
     try:
         entry = rescore(args[0], args[1:])
         from attnedit.tables import write_tables

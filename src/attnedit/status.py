@@ -88,10 +88,7 @@ def _stale_seconds(run_dir) -> float:
 def main(argv: list[str] | None = None) -> None:
     from attnedit.entry import command_line, fail, usage_error
 
-    parsed = command_line(argv, USAGE, __doc__, "give a run directory", {"--shards": "a number"})
-    if parsed is None:
-        return
-    args, options = parsed
+    args, options = command_line(argv, USAGE, __doc__, "give a run directory", {"--shards": "a number"})
     shards = options["--shards"]
     if shards is not None and not shards.isdigit():
         usage_error(f"--shards needs a number, got {shards!r}", USAGE)

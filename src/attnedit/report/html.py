@@ -328,10 +328,7 @@ def write_html_report(run_dirs, out: str | Path | None = None) -> Path:
 def main(argv: list[str] | None = None) -> None:
     from attnedit.entry import command_line, fail
 
-    parsed = command_line(argv, USAGE, __doc__, "give at least one run directory", {"--out": "a folder"})
-    if parsed is None:
-        return
-    args, options = parsed
+    args, options = command_line(argv, USAGE, __doc__, "give at least one run directory", {"--out": "a folder"})
     try:
         index = write_html_report(args, options["--out"])
     except AttneditError as err:
