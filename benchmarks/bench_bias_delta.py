@@ -53,8 +53,9 @@ from typing import Any
 import torch
 from diffusers import QwenImageTransformer2DModel
 
-from attnedit.methods import bias_delta as bias_delta_module
-from attnedit.methods.bias_delta import bias_delta_, bias_delta_guidance
+from attnedit.methods.bias_delta import rescale as bias_delta_module
+from attnedit.methods.bias_delta.guidance import bias_delta_guidance
+from attnedit.methods.bias_delta.rescale import bias_delta_
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": {"model": dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16,

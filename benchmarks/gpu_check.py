@@ -8,7 +8,7 @@ Offline and with random weights of the real architectures, built on the device (
 rounding behaviour do not depend on trained weights; the shapes of the real models do):
 
 - ``sad``: the numerical floor of SAD (an alpha = 0 edit through the edit path vs the
-  unedited image, :func:`attnedit.numerical_floor.measure_floor`) with TF32 off (the
+  unedited image, :func:`attnedit.run.numerical_floor.measure_floor`) with TF32 off (the
   default) and on, and the seconds per edit of a batch of 16 edits, on the
   google/ddpm-ema-celebahq-256 architecture at 50 DDIM steps;
 - ``shared_prefix``: UNet evaluations and time with and without the shared unedited
@@ -55,7 +55,7 @@ def sad(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]
     from attnedit.backends.ddpm import DDPMBackend
     from attnedit.data.base import Sample
     from attnedit.methods.sad import SAD
-    from attnedit.numerical_floor import measure_floor
+    from attnedit.run.numerical_floor import measure_floor
 
     config, steps, batch = ("tiny", 4, 8) if quick else ("celebahq", 50, 16)
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,8 +39,8 @@ from attnedit.methods.local_basis import (
 )
 from attnedit.methods.pullback import Pullback, PullbackMove
 from attnedit.methods.random_directions import RandomDirections
-from attnedit.runner import Runner
-from attnedit.store import RunStore
+from attnedit.run.runner import Runner
+from attnedit.store.run_store import RunStore
 from attnedit.timing import MIXED_MACHINES_MARK, timing_table
 from conftest import REPO, run_overrides
 

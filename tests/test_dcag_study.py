@@ -23,8 +23,8 @@ from attnedit.dcag_report import GRID_KEYS, guidance_label, write_report
 from attnedit.dcag_runs import study_runs
 from attnedit.errors import DataError
 from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS
-from attnedit.runner import Runner, build_metrics
-from attnedit.store import RunStore
+from attnedit.run.runner import Runner, build_metrics
+from attnedit.store.run_store import RunStore
 from attnedit.report.marks import FUSED_ARITHMETIC_MARK, PNG_EDITS_MARK, title_marks
 from attnedit.tables import RANDOM_BACKBONE_MARK
 from piebench_fixture import write_piebench_fixture
@@ -164,7 +164,7 @@ def test_the_jpeg_a_run_saves_is_pils_save_of_a_jpg_file(tmp_path):
     """encode_saved against PIL writing ``<name>.jpg`` with its defaults (the official scripts' call)."""
     import torch
 
-    from attnedit.metric_settings import encode_saved
+    from attnedit.metrics.settings import encode_saved
 
     image = torch.rand(3, 48, 40, generator=torch.Generator().manual_seed(0))
     data, scored = encode_saved(image, "jpeg", 75)

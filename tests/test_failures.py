@@ -14,9 +14,9 @@ import pytest
 
 from attnedit.cli import compose
 from attnedit.errors import ConfigError
-from attnedit.failures import error_text, run_cases
-from attnedit.runner import Runner
-from attnedit.store import RunStore
+from attnedit.run.failures import error_text, run_cases
+from attnedit.run.runner import Runner
+from attnedit.store.run_store import RunStore
 from conftest import REPO, run_overrides
 
 BIN = Path(sys.executable).parent

@@ -288,7 +288,7 @@ def test_piebench_dcag_recipe_runs_on_kontext(tmp_path):
     import pandas as pd
 
     from attnedit.cli import compose
-    from attnedit.runner import Runner
+    from attnedit.run.runner import Runner
     from piebench_fixture import write_piebench_fixture
 
     cfg = compose("config", ["experiment=piebench_dcag", "model=flux_kontext"])

@@ -17,8 +17,8 @@ import pytest
 from attnedit.cli import compose
 from attnedit.errors import DataError
 from attnedit.report.html import facet_values, main, write_html_report
-from attnedit.runner import Runner
-from attnedit.store import RunStore
+from attnedit.run.runner import Runner
+from attnedit.store.run_store import RunStore
 from attnedit.tables import RANDOM_MODEL_MARK
 from browser import Browser, find_chromium
 from conftest import REPO, run_overrides

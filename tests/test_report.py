@@ -18,7 +18,7 @@ from scipy import stats as sps
 from attnedit.report import stats
 from attnedit.report.runs import load_runs, run_labels
 from attnedit.report.studies import write_study, write_tables
-from attnedit.store import RunStore
+from attnedit.store.run_store import RunStore
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "attnedit"
 
@@ -260,7 +260,7 @@ def test_dcag_and_factor_figures_keep_their_titles_clear():
 
 def test_the_runner_draws_each_sample_figure_without_rereading_the_store(tiny_ddpm_dir, tmp_path, monkeypatch):
     from attnedit.cli import compose
-    from attnedit.runner import Runner
+    from attnedit.run.runner import Runner
     from conftest import run_overrides
 
     reads, finishing = [], []

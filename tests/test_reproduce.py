@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from attnedit.errors import ConfigError, DataError
-from attnedit.reproduce import FAIL, NO_REFERENCE, NOT_MEASURED, PASS, compare, load_study, main
+from attnedit.run.reproduce import FAIL, NO_REFERENCE, NOT_MEASURED, PASS, compare, load_study, main
 from conftest import REPO
 
 SHIPPED = REPO / "results" / "reference" / "shapes_smoke.csv"

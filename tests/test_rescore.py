@@ -14,9 +14,9 @@ from PIL import Image
 
 from attnedit.cli import compose
 from attnedit.errors import ConfigError
-from attnedit.rescore import main as rescore_main
-from attnedit.runner import Runner
-from attnedit.store import RunStore
+from attnedit.run.rescore import main as rescore_main
+from attnedit.run.runner import Runner
+from attnedit.store.run_store import RunStore
 from attnedit.tables import write_tables
 from conftest import run_overrides
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from attnedit.cli import compose
-from attnedit.runner import Runner, case_id
+from attnedit.run.runner import Runner, case_id
 from conftest import run_overrides
 
 BIN = Path(sys.executable).parent
@@ -103,7 +103,7 @@ def test_every_row_is_scored_against_its_own_samples_reference(finished_run):
 
 
 def test_cost_and_numerical_floor_in_the_manifest_and_titles(finished_run):
-    from attnedit.numerical_floor import floor_title
+    from attnedit.run.numerical_floor import floor_title
 
     _, runner, run_dir = finished_run
     frame = pd.read_parquet(run_dir / "cases")
@@ -132,7 +132,7 @@ def test_numerical_floor_goes_through_the_edit_path(tiny_ddpm_dir):
     from attnedit.backends.ddpm import DDPMBackend
     from attnedit.data.base import Sample
     from attnedit.methods.sad import SAD
-    from attnedit.numerical_floor import measure_floor
+    from attnedit.run.numerical_floor import measure_floor
 
     backend = DDPMBackend(str(tiny_ddpm_dir), device="cpu", num_inference_steps=5)
     method = SAD(directions=1, alphas=[0.4])

@@ -11,7 +11,7 @@ import pytest
 
 from attnedit.cli import REPO_ROOT, compose, tables
 from attnedit.errors import ConfigError
-from attnedit.runner import Runner
+from attnedit.run.runner import Runner
 from attnedit.tables import RANDOM_BACKBONE_MARK, build_tables, table2_cases
 
 # direction 0: +alpha smiles; direction 1: -alpha ages the face (the label's sign is -1)

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnedit.claims import Claims, _boot_ticks, unit_key
-from attnedit.status import main as status_main, render, shard_progress
-from attnedit.store import RunStore
+from attnedit.store.claims import Claims, _boot_ticks, unit_key
+from attnedit.run.progress import main as status_main, render, shard_progress
+from attnedit.store.run_store import RunStore
 from attnedit.tables import write_tables
-from attnedit.workunits import WorkUnits
+from attnedit.run.workunits import WorkUnits
 from conftest import run_overrides
 
 BIN = Path(sys.executable).parent

@@ -252,7 +252,7 @@ def test_factor_benchmark_recipe_composes_one_run_per_method():
 
 def test_quickstart_on_the_shipped_model_reports_the_factor_benchmark(tmp_path):
     from attnedit.cli import compose
-    from attnedit.runner import Runner
+    from attnedit.run.runner import Runner
 
     cfg = compose("config", [f"paths.root_dir={tmp_path}", "dataset.num_samples=2", "method.directions=2",
                              "method.alphas=[-0.6,0.0,0.6]", "batch_size=6", "device=cpu", "progress=false"])
@@ -279,7 +279,7 @@ def test_quickstart_on_the_shipped_model_reports_the_factor_benchmark(tmp_path):
 
 def test_real_shapes_images_are_edited_through_inversion(tmp_path):
     from attnedit.cli import compose
-    from attnedit.runner import Runner
+    from attnedit.run.runner import Runner
 
     cfg = compose("config", [f"paths.root_dir={tmp_path}", "dataset=shapes", "dataset.num_samples=2", "method.directions=1",
                              "method.alphas=[0.0,0.6]", "batch_size=4", "device=cpu", "progress=false", "save_images=false"])

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from attnedit.errors import DataError
-from attnedit.signature import config_signature
-from attnedit.store import RunStore
+from attnedit.store.signature import config_signature
+from attnedit.store.run_store import RunStore
 
 BASE = {"name": "x", "model": {"path": "m", "device": "cpu", "allow_tf32": False}, "method": {"alphas": [0.2]},
         "device": "cpu", "batch_size": 4, "paths": {"root_dir": "/a"}, "logger": {"project": "p"},

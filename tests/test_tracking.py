@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from attnedit.errors import ConfigError
-from attnedit.tracking import (NullLogger, WandbLogger, build_logger, is_secret_key,
+from attnedit.run.tracking import (NullLogger, WandbLogger, build_logger, is_secret_key,
                                multirun_group, redact)
 
 wandb = pytest.importorskip("wandb")
@@ -310,7 +310,7 @@ def test_build_logger_from_the_config_group():
         build_logger(node)
     with pytest.raises(ConfigError, match="no _target_"):
         build_logger({"project": "attnedit"})
-    with pytest.raises(ConfigError, match="not an attnedit.tracking.Logger"):
+    with pytest.raises(ConfigError, match="not an attnedit.run.tracking.Logger"):
         build_logger({"_target_": "collections.OrderedDict"})
 
 
@@ -404,7 +404,7 @@ def test_grid_case_table_every_tables_csv_and_failures_reach_the_offline_run(wan
 
 
 def test_failures_of_old_runs_and_of_missing_flags():
-    from attnedit.case_columns import failures
+    from attnedit.columns import failures
 
     old = pd.DataFrame({"case_id": ["a", "b"], "alpha": [0.2, 0.4], "ssim": [0.5, 0.7]})  # before failure accounting
     assert failures(old).empty and list(failures(old).columns) == ["case_id", "alpha"]
@@ -428,7 +428,7 @@ def test_a_run_logs_every_tables_csv_its_failures_and_the_grid_columns(wandb_env
     W&B table with the same columns and values; no failures; the case table's metrics are
     the manifest's."""
     from attnedit.cli import compose
-    from attnedit.runner import Runner
+    from attnedit.run.runner import Runner
     from conftest import run_overrides
 
     cfg = compose("config", run_overrides(wandb_env / "results", tiny_ddpm_dir, "logger=wandb", "method.directions=1",

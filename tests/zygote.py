@@ -33,7 +33,7 @@ from pathlib import Path
 
 PRELOAD = (
     "torch", "pandas", "hydra", "diffusers", "torchmetrics", "safetensors.torch",
-    "attnedit.cli", "attnedit.runner", "attnedit.evaluate", "attnedit.tables",
+    "attnedit.cli", "attnedit.run.runner", "attnedit.evaluate", "attnedit.tables",
 )
 
 

@@ -23,14 +23,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnedit.backends.layers import select_layers, self_attention_layers
 from attnedit.errors import ConfigError
-from attnedit.methods.bias_delta import bias_delta_guidance
-from attnedit.methods.directions import LayerDirections, self_attention_layers, select_layers
+from attnedit.methods.bias_delta.guidance import bias_delta_guidance
+from attnedit.methods.directions import LayerDirections
 from attnedit.methods.directions import sad_directions as _layer_directions
 from attnedit.methods.injection import InjectionState
 from attnedit.methods.injection import inject_directions as _inject
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS, PIEBENCH_METRICS
+from attnedit.metrics.registry import build_metric
 
 __all__ = ["sad_directions", "inject_directions", "bias_delta_guidance", "piebench_metric", "piebench_metrics"]
 
@@ -124,7 +126,7 @@ def piebench_metric(name: str, **options: Any) -> PairMetric:
     """
     if name not in PIEBENCH_METRICS:
         raise ConfigError(f"unknown PIE-Bench metric '{name}'; use one of {', '.join(PIEBENCH_METRICS)}")
-    return PIEBENCH_METRICS[name](**options)
+    return build_metric(name, **options)
 
 
 def piebench_metrics(

@@ -39,11 +39,11 @@ from diffusers.models.attention_processor import Attention
 from torch import Tensor
 
 from attnedit.backends.base import device_name
+from attnedit.backends.layers import self_attention_layers
 from attnedit.backends.loading import hash_files, pick_device, pick_dtype, resolve_model_dir, weight_files
 from attnedit.backends.prefix import PrefixStore, State
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
-from attnedit.methods.directions import self_attention_layers
 
 # A latent hook may replace x_t before the UNet sees it at a given timestep (pullback-style edits).
 LatentHook = Callable[[int, Tensor], Tensor]

@@ -2,7 +2,7 @@
 SAD edits, over generated samples. Not the h-space PCA of Haas et al. / Asyrp (that is
 methods/hspace_pca.py, PCA of the mid-block output); this method was called
 ``hspace_pca`` before, and run directories written then are read under this name
-(attnedit.store.LEGACY_METHOD_NAMES).
+(attnedit.store.run_store.LEGACY_METHOD_NAMES).
 
 Features: the input Z of each selected self-attention layer (``position`` as SAD's:
 after its GroupNorm, or the layer input), at every sampler step inside the edit window,

@@ -22,8 +22,9 @@ from hydra.utils import instantiate
 
 from attnedit.data.seeds import SeedDataset
 from attnedit.errors import ConfigError
-from attnedit.methods.labeling import FACE_ATTRIBUTES, label_directions
-from attnedit.methods.sad import DirectionMethod
+from attnedit.methods.injected import DirectionMethod
+from attnedit.methods.labeling import FACE_ATTRIBUTES, label_directions, sad_renderer
+from attnedit.methods.sad import SAD
 
 SPEC_KEYS = ("num_probes", "first_seed", "alpha", "clip")
 
@@ -40,6 +41,16 @@ def renderer(backend, method, probes):
     return render
 
 
+def _probing(spec: Mapping[str, Any]) -> tuple[list, Any, list[tuple[str, ...]], str]:
+    """(probe samples, the CLIP scorer, the vocabulary, who labeled) of a labeling spec."""
+    probes = SeedDataset(int(spec["num_probes"]), int(spec["first_seed"]))
+    probes = [probes.load(i) for i in probes.sample_ids()]
+    clip = spec["clip"] if hasattr(spec["clip"], "embed_images") else instantiate(spec["clip"])  # Hydra may have built it
+    vocabulary = [tuple(v) for v in spec["vocabulary"]] if spec.get("vocabulary") else FACE_ATTRIBUTES
+    source = f"directional_clip {getattr(clip, 'model_name', type(clip).__name__)} weights={getattr(clip, 'weights', '?')}"
+    return probes, clip, vocabulary, source
+
+
 def auto_label(method, backend, spec: Mapping[str, Any]) -> float:
     """Fill ``method.labels`` for every requested direction not labeled in config.
     Returns the seconds spent (labeling is harness work, not the method's discovery)."""
@@ -50,16 +61,28 @@ def auto_label(method, backend, spec: Mapping[str, Any]) -> float:
     if not todo:
         return 0.0
     start = time.perf_counter()
-    probes = SeedDataset(int(spec["num_probes"]), int(spec["first_seed"]))
-    probes = [probes.load(i) for i in probes.sample_ids()]
-    clip = spec["clip"] if hasattr(spec["clip"], "embed_images") else instantiate(spec["clip"])  # Hydra may have built it
-    vocabulary = [tuple(v) for v in spec["vocabulary"]] if spec.get("vocabulary") else FACE_ATTRIBUTES
+    probes, clip, vocabulary, source = _probing(spec)
     labels = label_directions(renderer(backend, method, probes), todo, float(spec["alpha"]),
                               clip.embed_images, clip.embed_texts, vocabulary)
-    source = f"directional_clip {getattr(clip, 'model_name', type(clip).__name__)} weights={getattr(clip, 'weights', '?')}"
     for k, entry in labels.items():
         method.labels[int(k)] = {**entry, "labeled_by": source}
     return time.perf_counter() - start
+
+
+def label_sad_directions(backend, layers: list[str], spec: Mapping[str, Any], cache_dir: str) -> dict[int, dict]:
+    """``attnedit-directions label=auto``: the top ``spec["directions"]`` SAD directions of
+    ``layers`` (from the same cache as the directions file), each named by Directional
+    CLIP on probes edited at +-alpha with SAD's injection (``spec``: conf/directions.yaml's
+    ``labeling``)."""
+    method = SAD(layers=layers, directions=int(spec["directions"]), alphas=[spec["alpha"]],
+                 alpha_scale=spec["alpha_scale"], position=spec["position"], window=list(spec["window"]))
+    method.setup(backend, cache_dir)
+    probes, clip, vocabulary, _ = _probing(spec)
+    labels = label_directions(sad_renderer(backend, method, probes), method.direction_ids, float(spec["alpha"]),
+                              clip.embed_images, clip.embed_texts, vocabulary)
+    for entry in labels.values():
+        entry["labeled_by"] = f"directional_clip {clip.model_name}/{clip.pretrained} weights={clip.weights}"
+    return labels
 
 
 class AutoLabeledDirections(DirectionMethod):

@@ -76,3 +76,10 @@ class NoEdit(EditMethod):
     @contextlib.contextmanager
     def control(self, backend, edits) -> Iterator[None]:
         yield None
+
+
+def as_index_list(directions) -> list[int]:
+    """A method's ``directions``: ``3`` -> [0, 1, 2] (the top 3); a list stays a list."""
+    if isinstance(directions, int):
+        return list(range(directions))
+    return [int(d) for d in directions]

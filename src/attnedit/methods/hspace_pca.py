@@ -60,17 +60,11 @@ from tqdm.auto import tqdm
 
 from attnedit.errors import ConfigError
 from attnedit.methods.auto_labels import auto_label
-from attnedit.methods.labeling import LabeledEdits, case_texts
-from attnedit.methods.base import EditMethod
+from attnedit.methods.base import EditMethod, as_index_list
 from attnedit.methods.injection import timestep_of_call
+from attnedit.methods.labeling import LabeledEdits, case_texts
 
 ALPHA_SCALES = ("singular_value", "std", "h_norm")
-
-
-def _as_index_list(directions) -> list[int]:
-    if isinstance(directions, int):
-        return list(range(directions))
-    return [int(d) for d in directions]
 
 
 def _output_tensor(output) -> Tensor:
@@ -146,7 +140,7 @@ class HSpacePCA(LabeledEdits, EditMethod):
         if singular_value_samples is not None and int(singular_value_samples) < 2:
             raise ConfigError(f"method.singular_value_samples={singular_value_samples} must be >= 2 or null")
         self.name = name
-        self.direction_ids = _as_index_list(directions)
+        self.direction_ids = as_index_list(directions)
         if not self.direction_ids or min(self.direction_ids) < 0:
             raise ConfigError(f"method.directions={directions} must name at least one index >= 0")
         if max(self.direction_ids) + 1 > int(num_samples) - 1:

@@ -21,7 +21,6 @@ from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import register_metric
 
-
 SSIM_BORDERS = ("crop", "pad")
 SSIM_SIGMA = 1.5
 

@@ -461,8 +461,8 @@ class StructureDistance(PIEBenchMetric):
         return out
 
 
-#: Name -> factory of every PIE-Bench metric (also in the registry): lets attnedit-evaluate
-#: build them without importing every other metric module (torchmetrics' whole image package).
+#: Name -> factory of every PIE-Bench metric, each also in the metric registry (the names
+#: the Python API accepts).
 PIEBENCH_METRICS: dict[str, Any] = {}
 
 

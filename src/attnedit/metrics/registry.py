@@ -34,10 +34,11 @@ def build_metric(name: str, **kwargs) -> PairMetric:
     return _REGISTRY[name](**kwargs)
 
 
-def instantiate_metrics(nodes) -> list[PairMetric]:
+def build_metrics(nodes) -> list[PairMetric]:
     """Metric objects from config nodes (``{column: {_target_: ..., **kwargs}}``), in
-    order, column names unique: attnedit-run's ``metrics`` group and attnedit-evaluate's
-    ``metrics=[names]`` (as ``_target_: attnedit.metrics.registry.build_metric``) both."""
+    order, column names unique: the one factory of attnedit-run's ``metrics`` group,
+    attnedit-rescore, and attnedit-evaluate's ``metrics=[names]`` (nodes whose target is
+    :func:`build_metric`)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -60,8 +61,4 @@ def _import_builtin() -> None:
     import importlib
 
     for module in ("fidelity", "perceptual", "identity", "clip", "piebench", "factors"):
-        try:
-            importlib.import_module(f"attnedit.metrics.{module}")
-        except ModuleNotFoundError as err:  # a module not written yet is simply absent
-            if err.name != f"attnedit.metrics.{module}":
-                raise
+        importlib.import_module(f"attnedit.metrics.{module}")

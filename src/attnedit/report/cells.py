@@ -11,8 +11,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from attnedit.report.columns import (CI_HIGH, CI_LOW, DIFF, FAILED, MEAN, N_FAILED, N_FINITE, N_NAN, P_VALUE,
-                                     SIGNIFICANT, STD)
+from attnedit.columns import (
+    CI_HIGH,
+    CI_LOW,
+    DIFF,
+    MEAN,
+    N_FAILED,
+    N_FINITE,
+    N_NAN,
+    P_VALUE,
+    SIGNIFICANT,
+    STD,
+    failed_mask,
+)
 from attnedit.report.stats import LEVEL, Paired, mean_ci
 
 CI_LABEL = f"{LEVEL:.0%} CI"
@@ -29,13 +40,6 @@ class Cell:
 
     def __str__(self) -> str:
         return self.text
-
-
-def failed_mask(frame: pd.DataFrame) -> pd.Series:
-    """The ``failed`` column as booleans (runs written before it: no failures)."""
-    if FAILED not in frame:
-        return pd.Series(False, index=frame.index)
-    return frame[FAILED].fillna(False).astype(bool)
 
 
 def split_failed(group: pd.DataFrame, metric: str) -> tuple[pd.Series, int]:

@@ -9,8 +9,8 @@ there (copied across file systems), the script and style sheet are files next to
 index.html, and the cases are a script (``cases.js``: browsers refuse ``fetch`` of
 local JSON from file:// pages).
 
-The tables come from the code ``attnedit-tables`` runs (:func:`attnedit.cli.tables`,
-called with the same arguments: the runs, plus ``--out`` for several runs), read back
+The tables come from the code ``attnedit-tables`` runs (:func:`attnedit.report.studies.write_all`,
+with the same arguments: the runs, plus ``--out`` for several runs), read back
 from the ``<name>.md`` (title) and ``<name>.csv`` (cells) files it writes; nothing here
 computes a table. Failed cases (``failed`` / ``error`` columns) show their error and no
 edited image.
@@ -18,9 +18,7 @@ edited image.
 
 from __future__ import annotations
 
-import contextlib
 import html
-import io
 import json
 import math
 import os
@@ -32,9 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from attnedit.errors import AttneditError, DataError
-from attnedit.store import RunStore
-from attnedit.tables import RANDOM_BACKBONE_MARK, RANDOM_MODEL_MARK
+from attnedit.errors import DataError
+from attnedit.report.marks import RANDOM_BACKBONE_MARK, RANDOM_MODEL_MARK
+from attnedit.report.studies import write_all
+from attnedit.store.run_store import RunStore
 
 ASSETS = Path(__file__).with_name("html_assets")
 MARKER = "attnedit-report.json"  # written in every report folder: only such a folder is ever cleared
@@ -57,14 +56,10 @@ class RunPage:
     frame: pd.DataFrame
 
 
-# -- the tables, through attnedit-tables -------------------------------------------------
+# -- the tables, as attnedit-tables writes them ---------------------------------------------
 def write_tables(run_dirs: list[Path], study_dir: Path) -> None:
-    """Runs attnedit-tables on the runs (several: ``--out study_dir``), its printout dropped."""
-    from attnedit.cli import tables
-
-    argv = [str(d) for d in run_dirs] + (["--out", str(study_dir)] if len(run_dirs) > 1 else [])
-    with contextlib.redirect_stdout(io.StringIO()):
-        tables(argv)
+    """What attnedit-tables writes for the runs (several: the joint report in ``study_dir``)."""
+    write_all(run_dirs, study_dir if len(run_dirs) > 1 else None)
 
 
 def table_files(folder: Path) -> list[tuple[str, Path]]:
@@ -323,14 +318,3 @@ def write_html_report(run_dirs, out: str | Path | None = None) -> Path:
     page = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], (ASSETS / "index.html").read_text())
     (out / "index.html").write_text(page)
     return out / "index.html"
-
-
-def main(argv: list[str] | None = None) -> None:
-    from attnedit.entry import command_line, fail
-
-    args, options = command_line(argv, USAGE, __doc__, "give at least one run directory", {"--out": "a folder"})
-    try:
-        index = write_html_report(args, options["--out"])
-    except AttneditError as err:
-        fail(err)
-    print(f"report: {index.resolve()}")

@@ -4,10 +4,12 @@ scored otherwise than the official scripts, bias-delta arithmetic that is not th
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
+from attnedit.columns import ALPHA, METHOD, MODEL_RANDOM_WEIGHTS, RANDOM_BACKBONE
 from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
-from attnedit.report.columns import ALPHA, METHOD, MODEL_RANDOM_WEIGHTS, RANDOM_BACKBONE
 
 RANDOM_BACKBONE_MARK = "[RANDOM-BACKBONE METRICS: test-only, not comparable to published numbers]"
 RANDOM_MODEL_MARK = "[RANDOM MODEL WEIGHTS: demonstrates the machinery, not the method]"
@@ -67,3 +69,14 @@ def ssim_marks(frame: pd.DataFrame) -> list[str]:
         for convention in frame[column].dropna().unique():
             conventions.setdefault(str(convention), []).append(column.removesuffix("_convention"))
     return [f"[{', '.join(names)}: {SSIM_CONVENTION_TEXT.get(c, c)}]" for c, names in sorted(conventions.items())]
+
+
+def floor_title(floor: dict[str, Any] | None) -> str:
+    """One short line for table titles ('' where the run has no floor)."""
+    if not floor:
+        return ""
+    where = f"{len(floor['sample_ids'])} samples, batch {floor['batch_size']}"
+    if floor["identical"]:
+        return f"[numerical floor (alpha = 0 via the edit path, {where}): identical to the unedited image]"
+    psnr = "inf" if floor["psnr_min"] is None else f"{floor['psnr_min']:.1f} dB"
+    return f"[numerical floor (alpha = 0 via the edit path, {where}): PSNR >= {psnr}, SSIM >= {floor['ssim_min']:.5f}]"

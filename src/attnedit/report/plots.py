@@ -104,7 +104,7 @@ def alpha_sweep_path(out_dir: Path, sample_id) -> Path:
 def cross_dataset_grid(run_dirs: list[Path], directions: int = 3, cell: float = 1.2):
     """The figure (not saved): rows = (model, direction) for the top ``directions`` of
     each run, columns = sweep_columns; the first sample of each run."""
-    from attnedit.store import RunStore
+    from attnedit.store.run_store import RunStore
 
     rows = []
     for run_dir in map(Path, run_dirs):

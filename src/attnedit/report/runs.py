@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from attnedit.columns import METHOD
 from attnedit.errors import AttneditError
-from attnedit.metric_settings import check_uniform
-from attnedit.report.columns import METHOD
-from attnedit.signature import strip_keys
-from attnedit.store import RunStore
+from attnedit.metrics.settings import check_uniform
+from attnedit.store.run_store import RunStore
+from attnedit.store.signature import strip_keys
 
 
 @dataclass(eq=False)

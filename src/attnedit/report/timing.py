@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from attnedit.report.columns import METHOD, SECONDS_PER_CASE
+from attnedit.columns import METHOD, SECONDS_PER_CASE
 from attnedit.report.runs import Run, load_runs
 
 STUDY_SAMPLES = 100

@@ -1,0 +1,451 @@
+"""The experiment loop: enumerate cases -> edit -> score -> store. The only place that
+ties a backend, a method, a dataset and metrics together.
+
+Where the backend's reference is the unedited generation (``reference_is_unedited``,
+DDPM), an edit the method calls an identity (``is_identity``, e.g. alpha = 0) is not
+recomputed: its image is the reference (column ``identity_edit``; ``seconds_per_case``
+NaN, as the reference's cost is not counted). Its distance through the edit path is the
+run's numerical floor, measured once per run (attnedit.run.numerical_floor) and shown in
+every table title.
+
+A case that raises is a failed row and the run goes on (attnedit.run.failures: the policy,
+batch retries one case at a time, what a resume retries); ``failure`` holds the line
+the run ends with when cases failed.
+
+Metrics score the edited image and its reference rounded to 8 bits, as saved (the
+official PIE-Bench evaluator scores the saved files); each metric column's settings are
+in the manifest and each row (attnedit.metrics.settings), so ``attnedit-rescore`` can
+recompute a column from the saved PNGs and tables never pool different settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm.auto import tqdm
+
+from attnedit.backends.base import check_description
+from attnedit.columns import ERROR, FAILED, successful
+from attnedit.data.base import Sample
+from attnedit.errors import ConfigError, NonFiniteOutputError
+from attnedit.metrics.registry import build_metrics
+from attnedit.metrics.settings import (
+    SETTINGS_COLUMN,
+    all_settings,
+    encode_saved,
+    quantize,
+    row_settings,
+    scored_images_label,
+)
+from attnedit.run import faults
+from attnedit.run.failures import failure_line, run_cases
+from attnedit.run.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
+from attnedit.run.numerical_floor import measure_floor
+from attnedit.run.progress import work_plan
+from attnedit.run.secrets import redact
+from attnedit.run.tracking import build_logger
+from attnedit.run.workunits import WorkUnits
+from attnedit.store.claims import DEFAULT_STALE_SECONDS, Claims
+from attnedit.store.run_store import RunStore
+from attnedit.store.signature import config_signature, resolved_container
+
+log = logging.getLogger(__name__)
+
+
+def case_id(sample_id: str, method: str, edit: dict[str, Any]) -> str:
+    """Readable and unique per (sample, edit parameters)."""
+    params = ",".join(f"{k}={edit[k]}" for k in sorted(edit) if k not in ("label", "source_text", "target_text"))
+    return f"{sample_id}|{method}|{params}"
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.runs_dir) / str(cfg.name) / config_signature(cfg)
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().numpy())
+    Image.fromarray(array).save(path)
+
+
+def _context(metrics, cases, samples, references) -> dict[str, Any]:
+    """Per-case fields the metrics declared in ``needs``: edit params first, then sample fields."""
+    context: dict[str, Any] = {}
+    for key in {k for m in metrics for k in m.needs}:
+        values = []
+        for (_, edit), sample in zip(cases, samples):
+            if key in edit:
+                values.append(edit[key])
+            elif key == "source_image":
+                values.append(sample.image)
+            else:
+                values.append(sample.fields.get(key))
+        if any(v is None for v in values):
+            context[key] = None
+        elif all(torch.is_tensor(v) for v in values):
+            context[key] = torch.stack(values)
+        else:
+            context[key] = values
+    return context
+
+
+class Runner:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.config = resolved_container(cfg)
+        self.signature = config_signature(cfg)
+        self.run_dir = run_dir_for(cfg)
+        self.store = RunStore(self.run_dir)
+        torch.manual_seed(int(cfg.get("seed", 0)))
+        self.backend = instantiate(cfg.model)
+        self.method = instantiate(cfg.method)
+        self.dataset = instantiate(cfg.dataset)
+        self.metrics = build_metrics(cfg.get("metrics"))
+        # How edited images are saved, hence scored: PNG, or what the dataset's protocol saves (PIE-Bench: JPEG).
+        self.saved_format = (getattr(self.dataset, "edited_format", "png"), getattr(self.dataset, "jpeg_quality", 75))
+        self.metric_settings = all_settings(self.metrics, self.config.get("metrics"),
+                                            scored_images_label(*self.saved_format))
+        self.logger = build_logger(cfg.get("logger"))
+        self.batch_size = int(cfg.get("batch_size", 8))
+        self.session: SessionCost | None = None  # this process's cost, recorded by finish()
+        self.claims = Claims(self.run_dir, float((cfg.get("claims") or {}).get("stale_seconds", DEFAULT_STALE_SECONDS)))
+        self.cases_done = 0
+        self.failure: str | None = None  # set by finish() when cases of this run failed
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    # -- enumeration -------------------------------------------------------------------
+    def sample_ids(self) -> list[str]:
+        ids = self.dataset.sample_ids()
+        shard = self.cfg.get("shard") or {}
+        index, count = int(shard.get("index", 0)), int(shard.get("count", 1))
+        if not 0 <= index < count:
+            raise ConfigError(f"shard.index={index} must be in [0, shard.count={count})")
+        return ids[index::count]
+
+    def cases(self) -> list[tuple[str, dict[str, Any]]]:
+        edits = self.method.edits()
+        return [(sid, edit) for sid in self.sample_ids() for edit in edits]
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> Path:
+        self.method.setup(self.backend, cache_dir=str(self.cfg.paths.cache_dir))
+        weights = {m.name: m.weights for m in self.metrics}
+        random_backbone = any(m.uses_random_weights for m in self.metrics)
+        model = check_description(self.backend.describe(), type(self.backend).__name__)
+        manifest = build_manifest(
+            redact(self.config),  # secrets (tokens, passwords) are written as ***
+            self.signature,
+            model=model,
+            method=self.method.describe(),
+            dataset=self.dataset.describe(),
+            metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
+            metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
+            plan=work_plan(self.dataset.sample_ids(), [case_id("", self.method.name, e) for e in self.method.edits()]),
+            metric_settings=self.metric_settings,
+        )
+
+        def merge(previous):  # a resume keeps the first run's facts
+            if previous is None:
+                return manifest
+            merged = resumed_manifest(previous, manifest)
+            merged.setdefault("metric_settings", self.metric_settings)  # a run made before they were kept
+            return merged
+
+        # under the run's lock: writers starting together record one first run and resumes
+        manifest = self.store.update_json("manifest.json", merge)
+        self.session = SessionCost(model["device"], model["device_name"])
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(self.config))))
+        self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
+
+        self._check_metric_inputs(self.method.edits())
+        all_cases = self.cases()
+        done = self.store.done_case_ids()
+        failed_before = self.store.failed_case_ids()  # retried below, their rows replaced
+        method_name = self.method.name
+        pending = [(sid, e) for sid, e in all_cases if case_id(sid, method_name, e) not in done]
+        resumed = {sid for sid, e in all_cases if case_id(sid, method_name, e) in done}  # rows in earlier parts
+        sample_rows: dict[str, list[dict[str, Any]]] = {}  # this session's rows, until the sample's figure
+        self.cases_done = 0
+        if done:
+            print(f"resuming {self.run_dir}: {len(all_cases) - len(pending)} of {len(all_cases)} cases already done")
+        if failed_before:
+            print(f"retrying {len(failed_before)} failed case(s)")
+
+        samples: OrderedDict[str, Sample] = OrderedDict()
+        references: dict[str, torch.Tensor] = {}
+        self._numerical_floor(manifest, samples, references, {sid for sid, _ in pending})
+
+        resumed = {sid for sid, e in all_cases if case_id(sid, method_name, e) in done}  # rows in earlier parts
+        sample_rows: dict[str, list[dict[str, Any]]] = {}  # this session's rows, until the sample's figure
+
+        def complete(sid: str, computed: bool) -> None:  # a sample's rows are all on disk
+            references.pop(sid, None)
+            samples.pop(sid, None)
+            rows = sample_rows.pop(sid, [])
+            faults.die_at("before_figure")
+            if computed or not self._figure_path(sid).exists():
+                # from this session's rows; a sample finished earlier (or by another writer) is read alone
+                self._sample_figure(sid, rows, resumed=sid in resumed or not computed)
+
+        position = {case_id(sid, method_name, e): i for i, (sid, e) in enumerate(all_cases)}
+        units = WorkUnits(pending, self.batch_size, self.claims, self.store, lambda sid, e: case_id(sid, method_name, e),
+                          complete, figure_only=self._missing_figures(pending), position=position.__getitem__)
+        bar = tqdm(total=len(all_cases), initial=len(all_cases) - len(pending), desc=f"{self.cfg.name}", unit="case",
+                   disable=not self.cfg.get("progress", True))
+        faults.barrier()
+        try:
+            for batch in units.batches():
+                rows = run_cases(batch, lambda cases: self._load_and_run(cases, samples, references, weights,
+                                                                         random_backbone),
+                                 lambda case, error: self._failed_row(case, samples, error, weights, random_backbone))
+                part = self.store.append(rows)
+                for row in rows:
+                    sample_rows.setdefault(row["sample_id"], []).append(row)
+                retried = {row["case_id"] for row in rows} & failed_before
+                if retried:  # one row per case: the retry's row replaces the failed one
+                    self.store.drop_failed(retried, keep=part)
+                self.cases_done += len(rows)
+                self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
+                bar.update(len(batch))
+                units.stored(batch)  # finished samples: figure drawn, claim removed
+        finally:
+            self.claims.release_all()
+        bar.close()
+        return self.finish()
+
+    def _load_and_run(self, batch, samples, references, weights, random_backbone) -> list[dict[str, Any]]:
+        for sid, _ in batch:
+            if sid not in samples:
+                samples[sid] = self.dataset.load(sid)
+        batch_samples = [samples[sid] for sid, _ in batch]
+        self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
+        return self._run_batch(batch, batch_samples, references, weights, random_backbone)
+
+    def _failed_row(self, case, samples, error: str, weights, random_backbone) -> dict[str, Any]:
+        """A case that raised: its ids, edit and error; metric columns NaN; no edited image."""
+        sid, edit = case
+        reference_path = self.store.images_dir / sid / "reference.png"
+        return {
+            "case_id": case_id(sid, self.method.name, edit),
+            "sample_id": sid,
+            "category": samples[sid].category if sid in samples else None,
+            "method": self.method.name,
+            **edit,
+            **{m.name: float("nan") for m in self.metrics},
+            "identity_edit": False,
+            "seconds_per_case": float("nan"),
+            "batch_size": 1,
+            "image_path": None,
+            "reference_path": str(reference_path.relative_to(self.run_dir)) if reference_path.exists() else None,
+            "model": self.backend.name,
+            "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
+            "metric_weights": json.dumps(weights, sort_keys=True),
+            "random_backbone": random_backbone,
+            "run_signature": self.signature,
+            FAILED: True,
+            ERROR: error,
+        }
+
+    def _references(self, samples: list[Sample], references: dict[str, torch.Tensor]) -> None:
+        """Compute and save the references of ``samples`` not held yet."""
+        missing = [s for s in samples if s.id not in references]
+        # one sample at a time: its reference (and the unedited states its edits start
+        # from) is then the same bits whichever samples a resumed run, a shard or a second
+        # writer happens to need with it; a batch would change the float rounding
+        for sample in missing:
+            ref = self.backend.reference([sample])[0]
+            references[sample.id] = ref
+            if self.cfg.get("save_images", True):
+                _save_png(ref, self.store.images_dir / sample.id / "reference.png")
+
+    def _numerical_floor(self, manifest, samples, references, pending_ids: set[str]) -> None:
+        """Measure the run's numerical floor once (on the numerical_floor.samples first
+        samples) into the manifest; their references stay for the loop if still needed."""
+        count = min(int((self.cfg.get("numerical_floor") or {}).get("samples", 2)), len(self.dataset.sample_ids()))
+        if count < 1 or not getattr(self.backend, "reference_is_unedited", False) or self.method.identity_edit() is None:
+            return
+        if len((manifest.get("numerical_floor") or {}).get("sample_ids", [])) == count:
+            return  # measured by an earlier session (or another shard) of this run
+        # the run's first samples, not the shard's: every shard measures the same floor
+        floor_samples = [self.dataset.load(sid) for sid in self.dataset.sample_ids()[:count]]
+        held: dict[str, torch.Tensor] = {}
+        self._references(floor_samples, held)
+        floor = measure_floor(
+            self.backend, self.method, floor_samples, self.batch_size, torch.stack([held[s.id] for s in floor_samples]))
+
+        def keep_first(now: dict) -> dict:  # shards measure at once: the first one's floor stays
+            if len((now.get("numerical_floor") or {}).get("sample_ids", [])) == count:
+                return now
+            return {**now, "numerical_floor": floor}
+
+        manifest["numerical_floor"] = self.store.update_json("manifest.json", keep_first)["numerical_floor"]
+        for sample in floor_samples:
+            if sample.id in pending_ids:
+                samples[sample.id] = sample
+                references[sample.id] = held[sample.id]
+
+    def _check_metric_inputs(self, edits: list[dict[str, Any]]) -> None:
+        """Fail before any work when an edit lacks a field a metric needs (e.g. texts)."""
+        for metric in self.metrics:
+            for key in metric.needs:
+                lacking = sorted({str(e.get("direction", e.get("label", "?"))) for e in edits if key in e and e[key] is None})
+                if lacking:
+                    raise ConfigError(
+                        f"metric '{metric.name}' needs '{key}' for every edit, but direction(s) {', '.join(lacking)} "
+                        "have none. Label them: method.labels={<k>: {label: ..., source: ..., target: ...}}, or "
+                        "`attnedit-directions label=auto out=<file>` then method.directions_file=<file>."
+                    )
+
+    def _run_batch(self, batch, batch_samples, references, weights, random_backbone) -> list[dict[str, Any]]:
+        edits = [edit for _, edit in batch]
+        shortcut = getattr(self.backend, "reference_is_unedited", False)
+        identity = [shortcut and self.method.is_identity(edit) for edit in edits]
+        todo = [i for i, same in enumerate(identity) if not same]
+        refs = torch.stack([references[s.id] for s in batch_samples])
+        images = refs.clone()  # identity edits: the reference is the image
+        extras = [{} for _ in batch]
+        seconds = float("nan")
+        if todo:
+            start = time.perf_counter()
+            with self.method.control(self.backend, [edits[i] for i in todo]) as control:
+                generated = self.backend.generate([batch_samples[i] for i in todo], control)
+            seconds = (time.perf_counter() - start) / len(todo)
+            if not torch.isfinite(generated).all():
+                raise NonFiniteOutputError(f"{self.method.name} produced NaN/inf images for cases {batch}")
+            images[todo] = generated
+            for i, extra in zip(todo, getattr(control, "row_extras", None) or [{}] * len(todo)):
+                extras[i] = extra  # per-case facts a method measured
+        scores: dict[str, torch.Tensor] = {}
+        scored, scored_refs = quantize(images), quantize(refs)  # the saved PNGs (attnedit.metrics.settings)
+        files: dict[int, bytes] = {}
+        if self.saved_format[0] != "png":  # edits are scored as the files saved in the protocol's format decode
+            for i in todo:
+                files[i], scored[i] = encode_saved(images[i], *self.saved_format)
+        for metric in self.metrics:
+            scores.update(metric(scored, scored_refs, **_context([metric], batch, batch_samples, refs)))
+        rows = []
+        for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
+            cid = case_id(sid, self.method.name, edit)
+            reference_path = self.store.images_dir / sid / "reference.png"
+            suffix = ".jpg" if i in files else ".png"
+            image_path = reference_path if identity[i] else self.store.images_dir / sid / f"{_slug(cid)}{suffix}"
+            if self.cfg.get("save_images", True) and not identity[i]:
+                if i in files:
+                    image_path.parent.mkdir(parents=True, exist_ok=True)
+                    image_path.write_bytes(files[i])
+                else:
+                    _save_png(images[i], image_path)
+            row = {
+                "case_id": cid,
+                "sample_id": sid,
+                "category": sample.category,
+                "method": self.method.name,
+                **edit,
+                **{k: _scalar(v[i]) for k, v in scores.items()},
+                **extras[i],
+                **({"edited_format": "png" if self.saved_format[0] == "png" else scored_images_label(*self.saved_format)}
+                   if hasattr(self.dataset, "edited_format") else {}),
+                "identity_edit": identity[i],
+                "seconds_per_case": float("nan") if identity[i] else seconds,
+                "batch_size": len(todo),
+                "image_path": str(image_path.relative_to(self.run_dir)),
+                "reference_path": str(reference_path.relative_to(self.run_dir)),
+                "model": self.backend.name,
+                "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
+                "metric_weights": json.dumps(weights, sort_keys=True),
+                "random_backbone": random_backbone,
+                "run_signature": self.signature,
+                SETTINGS_COLUMN: row_settings(self.metric_settings),
+            }
+            rows.append(row)
+        return rows
+
+    def _figure_path(self, sample_id: str) -> Path:
+        from attnedit.report.plots import alpha_sweep_path
+
+        return alpha_sweep_path(self.store.figures_dir, sample_id)
+
+    def _missing_figures(self, pending) -> list[str]:
+        """Finished samples of this shard whose alpha-sweep figure is missing (a process
+        killed between a sample's last rows and its figure): the resumed run draws them."""
+        edits = self.method.edits()
+        if not (self.cfg.get("figures", True) and self.cfg.get("save_images", True) and edits
+                and all("alpha" in e and "direction" in e for e in edits)):
+            return []
+        open_ids = {sid for sid, _ in pending}
+        return [s for s in self.sample_ids() if s not in open_ids and not self._figure_path(s).exists()]
+
+    def _sample_figure(self, sample_id: str, rows: list[dict[str, Any]], resumed: bool) -> None:
+        """The sample's alpha sweep from its rows: this session's, or (a resumed sample) its
+        rows in the store, read alone rather than the whole store after every sample."""
+        if not self.cfg.get("figures", True) or not self.cfg.get("save_images", True):
+            return
+        from attnedit.report.plots import alpha_sweep_figure
+
+        frame = self.store.read(sample_id=sample_id) if resumed else pd.DataFrame(rows)
+        if "alpha" not in frame or "direction" not in frame:
+            return
+        frame = successful(frame)  # a failed case has no image
+        path = alpha_sweep_figure(frame[frame.sample_id == sample_id], self.run_dir, self.store.figures_dir)
+        if path is not None:
+            self.logger.log_figure(f"alpha_sweep/{sample_id}", str(path))
+
+    def finish(self) -> Path:
+        from attnedit.report.studies import write_tables
+
+        frame = self.store.read()
+        self._record_cost(frame)
+        if not frame.empty:
+            ours = {case_id(sid, self.method.name, edit) for sid, edit in self.cases()}
+            self.failure = failure_line(frame[frame.case_id.isin(ours)], self.run_dir)
+        if not frame.empty:
+            write_tables(self.run_dir)
+            self.logger.log_tables_dir(str(self.store.tables_dir))  # every CSV, with the columns it has
+            self.logger.log_summary(_summary(frame, self.metrics))
+            self.logger.log_failures(frame)
+        self.logger.finish()
+        return self.run_dir
+
+    def _record_cost(self, frame) -> None:
+        """manifest['cost'] updated with this session (re-read first: shards may share a run)."""
+        if self.session is None:
+            return
+        seconds = frame.seconds_per_case if "seconds_per_case" in frame else pd.Series(dtype=float)
+        session = self.session.finish(self.cases_done)
+        self.store.update_json("manifest.json", lambda manifest: {
+            **manifest, "cost": run_cost(manifest.get("cost"), session, seconds)})
+        self.session = None
+
+
+def _summary(frame, metrics) -> dict[str, float]:
+    out = {}
+    for metric in metrics:
+        if metric.name in frame:
+            values = frame[metric.name].astype(float)
+            out[f"mean/{metric.name}"] = float(values[values.map(math.isfinite)].mean())
+    return out
+
+
+def _scalar(value):
+    if torch.is_tensor(value):
+        return value.item()
+    return value
+
+
+def _slug(text: str) -> str:
+    """File-system-safe, readable, and unique (a hash suffix survives truncation)."""
+    keep = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text.split("|", 1)[-1])
+    return f"{keep[:120]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
