@@ -1,15 +1,18 @@
-"""The backend interface: what the runner, methods and reports may rely on.
+"""The backend interface, and what a backend reads from a method's edit.
 
 Every backend (one model family each) satisfies :class:`Backend`. Its ``describe()``
 returns one fixed schema (:data:`DESCRIBE_KEYS`), checked by :func:`check_description`
-when a run writes its manifest, so reports read one key for one fact (the weight hash
-used to be written as ``weight_sha256_16`` by one backend and ``weights_sha256_16`` by
-another). Backend-specific settings go under ``settings``.
+when a run writes its manifest, so reports read one key for one fact. Backend-specific
+settings go under ``settings``.
+
+A method's ``control()`` yields a :class:`Control`: the members a backend's ``generate``
+and the runner read, each with a default that means "nothing of the kind".
 """
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -32,15 +35,42 @@ DESCRIBE_KEYS = (
 )
 
 
+class Control:
+    """What an installed edit tells the sampler and the runner (subclass it; NoEdit yields
+    a plain one):
+
+    - ``first_edit_timestep``: the largest sampler timestep at which the edit can change
+      the computation; the backend may start it there from the unedited trajectory
+      (None: from x_T);
+    - ``latent_hook(t, x_t) -> x_t``: called at every sampler step (edits of x_t itself,
+      pullback-style); None: no hook;
+    - ``eta_at(t) -> eta``: the step's eta; None: the sampler's own;
+    - ``row_extras``: after ``generate``, one dict per batch element of facts the edit
+      measured, added to its row; None: nothing.
+    """
+
+    first_edit_timestep: int | None = None
+    latent_hook: Callable[[int, Tensor], Tensor] | None = None
+    eta_at: Callable[[int], float] | None = None
+    row_extras: list[dict[str, Any]] | None = None
+
+
+def check_control(control: Any, method: str) -> Control:
+    if not isinstance(control, Control):
+        raise TypeError(f"method '{method}': control() yielded {type(control).__name__}, not an "
+                        "attnedit.backends.base.Control (subclass it; yield Control() for an edit with nothing to say)")
+    return control
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
     path: str
     random_weights: bool
 
-    def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
+    def generate(self, samples: list[Sample], control: Control | None = None) -> Tensor:
         """One edited output per sample, (B, 3, H, W) float32 CPU in [0, 1]; ``control``
-        is what the method's context manager yielded."""
+        is what the method's context manager yielded (None: the unedited sampler)."""
 
     def reference(self, samples: list[Sample]) -> Tensor:
         """What each edit is compared with (the unedited sample, or the source image)."""

@@ -38,7 +38,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 from diffusers.models.attention_processor import Attention
 from torch import Tensor
 
-from attnedit.backends.base import device_name
+from attnedit.backends.base import Control, device_name
 from attnedit.backends.layers import self_attention_layers
 from attnedit.backends.loading import hash_files, pick_device, pick_dtype, resolve_model_dir, weight_files
 from attnedit.backends.prefix import PrefixStore, State
@@ -295,24 +295,26 @@ class DDPMBackend:
                           else self._fresh_generator(s) for k, s in zip(keys, samples)]
         return torch.stack([states[k].x for k in keys]), generators
 
-    def _start_step(self, control: Any) -> int | None:
+    def _start_step(self, control: Control) -> int | None:
         """The DDIM step an edit starts from: the largest step <= the control's
         ``first_edit_timestep`` (None: the edit runs from x_T)."""
-        first = getattr(control, "first_edit_timestep", None)
+        first = control.first_edit_timestep
         if first is None or not self.share_prefix:
             return None
         steps = [t for t in self.timesteps() if t <= int(first)]
         return max(steps) if steps else None
 
     @torch.no_grad()
-    def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
+    def generate(self, samples: list[Sample], control: Control | None = None) -> Tensor:
         """One output per sample; ``control`` may carry a latent hook (pullback-style edits),
         an eta schedule ``eta_at`` and ``first_edit_timestep`` (the edit starts from the
         stored unedited state there)."""
+        edited = control is not None
+        control = control if edited else Control()
         start = self._start_step(control)
-        eta_at = getattr(control, "eta_at", None)
+        eta_at = control.eta_at
         rng = self.eta > 0 or eta_at is not None
-        if control is not None:
+        if edited:
             self.prefix.settle(start)
         with self.numerics():
             if start is None:
@@ -320,7 +322,7 @@ class DDPMBackend:
             else:
                 x, generators = self._states_at(samples, start, rng)
             return self._images(self._loop(x, generators, start=start, eta_at=eta_at,
-                                           latent_hook=getattr(control, "latent_hook", None)))
+                                           latent_hook=control.latent_hook))
 
     @torch.no_grad()
     def reference(self, samples: list[Sample]) -> Tensor:

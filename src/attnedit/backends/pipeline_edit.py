@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from attnedit.backends.base import device_name
+from attnedit.backends.base import Control, device_name
 from attnedit.backends.loading import WEIGHT_SUFFIXES, download_command, hash_files, pick_device, pick_dtype
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, DataError, NonFiniteOutputError, WeightsNotFoundError
@@ -158,7 +158,7 @@ class PipelineEditBackend(abc.ABC):
 
     # -- editing -------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, samples: list[Sample], control: Any = None) -> Tensor:
+    def generate(self, samples: list[Sample], control: Control | None = None) -> Tensor:
         """Edit each sample's image by its instruction: (B, 3, H, W) float32 CPU in [0, 1].
 
         ``control`` is whatever the method's context manager yielded; guidance is already

@@ -15,7 +15,6 @@ float64, vectorized over a batch. Nothing is read from disk.
 
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,11 +104,6 @@ def render(factors: ShapeFactors, resolution: int = 32) -> np.ndarray:
     colour = hue_to_rgb(factors.hue)[:, :, None, None]
     background = factors.background[:, None, None, None]
     return coverage * colour + (1 - coverage) * background
-
-
-def shape_colour(hue: float) -> tuple[float, float, float]:
-    """colorsys' reference for one hue (used by tests to check :func:`hue_to_rgb`)."""
-    return colorsys.hsv_to_rgb(hue % 1.0, 1.0, 1.0)
 
 
 class ShapesDataset(Dataset):

@@ -15,8 +15,6 @@ for every (method, direction), over its edits (alpha != 0):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -79,17 +77,6 @@ def method_summary(scores: pd.DataFrame) -> pd.DataFrame:
             "total_change": group.total.mean(),
         })  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def factor_figure(scores: pd.DataFrame, out_path: Path, cell: float = 0.55, note: str = "") -> Path:
-    """factor_plot saved as a PNG."""
-    import matplotlib.pyplot as plt
-
-    fig = factor_plot(scores, note, cell)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out_path
 
 
 def factor_plot(scores: pd.DataFrame, note: str = "", cell: float = 0.55):

@@ -7,12 +7,11 @@ itself for one batch with :meth:`control`, a context manager that must restore t
 model exactly on exit. The i-th edit dict applies to the i-th batch element, so one
 batch can hold several settings. A method never knows which dataset it runs on.
 
-Two optional facts let a backend skip work that an edit shares with the unedited sample:
-:meth:`is_identity` (the edit changes nothing: where the reference is the unedited
-generation, the runner takes the reference as its image), and a ``first_edit_timestep``
-attribute on the object :meth:`control` yields (the largest sampler timestep at which
-the edit can change the computation: the backend may start it there from the unedited
-trajectory; None or absent: from x_T).
+What :meth:`control` yields is an :class:`attnedit.backends.base.Control`: what the
+sampler and the runner read from the installed edit (its first edited timestep, a latent
+hook, an eta schedule, per-case facts for the rows). :meth:`is_identity` lets the runner
+skip an edit that changes nothing (where the reference is the unedited generation, the
+reference is its image).
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ from __future__ import annotations
 import abc
 import contextlib
 from typing import Any, Iterator
+
+from attnedit.backends.base import Control
 
 
 class EditMethod(abc.ABC):
@@ -33,8 +34,9 @@ class EditMethod(abc.ABC):
         """Edit parameter dicts, in a deterministic order; keys are result columns."""
 
     @abc.abstractmethod
-    def control(self, backend, edits: list[dict[str, Any]]) -> contextlib.AbstractContextManager:
-        """Install the edit for a batch whose element i uses ``edits[i]``; restore on exit."""
+    def control(self, backend, edits: list[dict[str, Any]]) -> contextlib.AbstractContextManager[Control]:
+        """Install the edit for a batch whose element i uses ``edits[i]``, yield its
+        :class:`~attnedit.backends.base.Control`; restore the model on exit."""
 
     def is_identity(self, edit: dict[str, Any]) -> bool:
         """True if ``edit`` cannot change the output (e.g. alpha = 0); default: False."""
@@ -74,8 +76,8 @@ class NoEdit(EditMethod):
         return True
 
     @contextlib.contextmanager
-    def control(self, backend, edits) -> Iterator[None]:
-        yield None
+    def control(self, backend, edits) -> Iterator[Control]:
+        yield Control()
 
 
 def as_index_list(directions) -> list[int]:

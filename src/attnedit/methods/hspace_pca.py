@@ -58,6 +58,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from attnedit.backends.base import Control
 from attnedit.errors import ConfigError
 from attnedit.methods.auto_labels import auto_label
 from attnedit.methods.base import EditMethod, as_index_list
@@ -303,7 +304,7 @@ class HSpacePCA(LabeledEdits, EditMethod):
         }
 
 
-class HSpaceControl:
+class HSpaceControl(Control):
     """Adds element i's delta_h at every edit step; ``row_extras[i]`` afterwards holds the
     mean relative change of h it made (``delta_h_ratio``) and the steps edited."""
 

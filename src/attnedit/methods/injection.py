@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from attnedit.backends.base import Control
 from attnedit.errors import ConfigError
 
 POSITIONS = ("after_norm", "before_norm")
@@ -44,7 +45,7 @@ def check_injection_options(position: str, alpha_scale: str, window) -> None:
 
 
 @dataclass
-class InjectionState:
+class InjectionState(Control):
     """What the hooks saw: the current timestep and, per layer, the timesteps edited.
 
     ``first_edit_timestep``: the largest sampler timestep inside the window, where the

@@ -54,6 +54,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from attnedit.backends.base import Control
 from attnedit.errors import ConfigError
 from attnedit.methods.local_basis import (
     LocalBasis,
@@ -211,7 +212,7 @@ class Pullback(PerSampleDirections):
         }
 
 
-class PullbackControl:
+class PullbackControl(Control):
     """What generate() receives: ``latent_hook`` edits x_t at t_edit by x-space guidance;
     ``eta_at`` switches eta to 1 below the boosting step; afterwards ``row_extras[i]``
     holds the per-case facts of batch element i."""

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from torch import Tensor
 
+from attnedit.backends.base import Control
 from attnedit.errors import ConfigError
 from attnedit.methods.local_basis import LocalBasis, h_space, subspace_iteration
 from attnedit.methods.per_sample import PerSampleDirections
@@ -100,7 +101,7 @@ class PullbackMove(PerSampleDirections):
         }
 
 
-class PullbackMoveControl:
+class PullbackMoveControl(Control):
     """``latent_hook`` moves x_t at t_edit; ``row_extras[i]`` holds the per-case timing and
     convergence of batch element i."""
 

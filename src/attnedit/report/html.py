@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from attnedit.errors import DataError
+from attnedit.methods.bias_delta.params import PARAMS as GRID_KEYS
 from attnedit.report.marks import RANDOM_BACKBONE_MARK, RANDOM_MODEL_MARK
 from attnedit.report.studies import write_all
 from attnedit.store.run_store import RunStore
@@ -38,7 +39,6 @@ from attnedit.store.run_store import RunStore
 ASSETS = Path(__file__).with_name("html_assets")
 MARKER = "attnedit-report.json"  # written in every report folder: only such a folder is ever cleared
 GENERATED = ("assets", "images", "figures", "tables", "study", "manifests", "index.html", "cases.js", MARKER)
-GRID_KEYS = ("dk", "dv", "bk", "bv", "dq", "bq")  # bias-delta scales (attnedit.methods.bias_delta.PARAMS)
 # (facet key, label) in the order the filters are shown; a facet with one value is not shown.
 FACETS = (("run", "run"), ("method", "method"), ("category", "category"), ("direction", "direction"),
           ("alpha", "alpha"), ("point", "grid point (dk, dv)"), ("status", "status"))

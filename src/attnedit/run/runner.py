@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from attnedit.backends.base import check_description
+from attnedit.backends.base import check_control, check_description
 from attnedit.columns import ERROR, FAILED, successful
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
@@ -59,7 +59,7 @@ from attnedit.run.tracking import build_logger
 from attnedit.run.workunits import WorkUnits
 from attnedit.store.claims import DEFAULT_STALE_SECONDS, Claims
 from attnedit.store.run_store import RunStore
-from attnedit.store.signature import config_signature, resolved_container
+from attnedit.store.signature import config_signature, resolved_container, same_config_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,25 @@ def _context(metrics, cases, samples, references) -> dict[str, Any]:
     return context
 
 
+def _check_not_elsewhere(run_dir: Path, config: dict[str, Any]) -> None:
+    """A new run directory whose config already has rows under an earlier signature stops
+    before any work, naming both folders, rather than computing them all again."""
+    if (run_dir / "manifest.json").exists():
+        return
+    earlier = same_config_elsewhere(run_dir, config)
+    if earlier:
+        raise ConfigError(
+            f"{earlier[0]} holds this config's rows under the signature an earlier attnedit gave it (README, "
+            f"'Changes'); to resume it: mv {earlier[0]} {run_dir} and run again; to start over, move it elsewhere")
+
+
 class Runner:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.config = resolved_container(cfg)
         self.signature = config_signature(cfg)
         self.run_dir = run_dir_for(cfg)
+        _check_not_elsewhere(self.run_dir, self.config)
         self.store = RunStore(self.run_dir)
         torch.manual_seed(int(cfg.get("seed", 0)))
         self.backend = instantiate(cfg.model)
@@ -321,12 +334,13 @@ class Runner:
         if todo:
             start = time.perf_counter()
             with self.method.control(self.backend, [edits[i] for i in todo]) as control:
-                generated = self.backend.generate([batch_samples[i] for i in todo], control)
+                generated = self.backend.generate([batch_samples[i] for i in todo],
+                                                  check_control(control, self.method.name))
             seconds = (time.perf_counter() - start) / len(todo)
             if not torch.isfinite(generated).all():
                 raise NonFiniteOutputError(f"{self.method.name} produced NaN/inf images for cases {batch}")
             images[todo] = generated
-            for i, extra in zip(todo, getattr(control, "row_extras", None) or [{}] * len(todo)):
+            for i, extra in zip(todo, control.row_extras or [{}] * len(todo)):
                 extras[i] = extra  # per-case facts a method measured
         scores: dict[str, torch.Tensor] = {}
         scored, scored_refs = quantize(images), quantize(refs)  # the saved PNGs (attnedit.metrics.settings)

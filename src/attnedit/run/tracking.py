@@ -2,9 +2,8 @@
 
 `logger=none` (the default) builds a NullLogger, which does nothing. `logger=wandb` builds
 a WandbLogger, which mirrors a run to Weights & Biases (online, or offline for a later
-`wandb sync`). Secrets never reach W&B: config keys named like api_key/token/secret/password
-are dropped, `key=value` strings with such keys and the values of secret environment
-variables are masked, in the config and in the command line W&B records.
+`wandb sync`). Secrets never reach W&B: the config and the command line W&B records go
+through run.secrets (secret keys kept, their values and every secret value written ``***``).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import re
 import sys
 import warnings
 from contextlib import contextmanager
@@ -21,59 +19,16 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from attnedit.columns import failures, grid_columns, metric_names
 from attnedit.errors import AttneditError, ConfigError
+from attnedit.run.secrets import redact, redact_argv
 
-REDACTED = "<redacted>"
 _MODES = (None, "online", "offline", "disabled")
 
 
-def is_secret_key(name: Any) -> bool:
-    """Whether a config key or env var name holds a secret (api_key, token, secret, password).
-
-    Matched word by word (snake, kebab, dotted, camelCase) so `hf_token`, `accessToken` and
-    `WANDB_API_KEY` count while parameters such as `max_tokens` or `tokenizer` stay visible.
-    """
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name)).lower()
-    parts = [p for p in re.split(r"[^a-z0-9]+", words) if p]
-    if any(a == "api" and b == "key" for a, b in zip(parts, parts[1:])):
-        return True
-    return any(p.endswith(("token", "apikey")) or "secret" in p or "passw" in p for p in parts)
-
-
-def _env_secrets() -> list[str]:
-    # Short values ("1", "true") would mask harmless text; real keys are long.
-    return [v for k, v in os.environ.items() if is_secret_key(k) and len(v) >= 8]
-
-
-def _scrub(text: str, env_secrets: Iterable[str]) -> str:
-    key, eq, _ = text.partition("=")
-    if eq and is_secret_key(key):  # a Hydra override such as `+logger.api_key=...`
-        return f"{key}={REDACTED}"
-    for value in env_secrets:
-        text = text.replace(value, REDACTED)
-    return text
-
-
-def redact(obj: Any, env_secrets: Iterable[str] | None = None) -> Any:
-    """A copy of a nested config with secret keys dropped and secret-bearing strings masked."""
-    env_secrets = _env_secrets() if env_secrets is None else list(env_secrets)
-    if isinstance(obj, Mapping):
-        return {k: redact(v, env_secrets) for k, v in obj.items() if not is_secret_key(k)}
-    if isinstance(obj, (list, tuple)):
-        return [redact(v, env_secrets) for v in obj]
-    if isinstance(obj, str):
-        return _scrub(obj, env_secrets)
-    return obj
-
-
 @contextmanager
-def _redacted_argv(env_secrets: list[str]) -> Iterator[None]:
+def _redacted_argv() -> Iterator[None]:
     # wandb.init stores sys.argv in the run metadata, and overrides may carry a token.
     saved = sys.argv
-    args = list(saved[:1])
-    for prev, arg in zip(saved, saved[1:]):
-        flag_takes_secret = prev.startswith("-") and "=" not in prev and is_secret_key(prev)
-        args.append(REDACTED if flag_takes_secret else _scrub(arg, env_secrets))
-    sys.argv = args
+    sys.argv = redact_argv(saved)
     try:
         yield
     finally:
@@ -202,12 +157,11 @@ class WandbLogger(Logger):
         mode = self.mode or os.environ.get("WANDB_MODE") or None
         root = Path(self.dir or os.environ.get("WANDB_DIR") or run_dir)
         root.mkdir(parents=True, exist_ok=True)
-        env_secrets = _env_secrets()
-        with _redacted_argv(env_secrets):
+        with _redacted_argv():
             self._run = wandb.init(
                 project=self.project, entity=self.entity, mode=mode, dir=str(root),
                 group=self.group or group or multirun_group(), name=self.name or run_name,
-                tags=list(dict.fromkeys([*self.tags, *tags])), config=redact(config, env_secrets),
+                tags=list(dict.fromkeys([*self.tags, *tags])), config=redact(config),
                 reinit="finish_previous",  # a stale run in a reused launcher worker
                 # console=off: Hydra already logs stdout, and wrapping it breaks live progress bars.
                 settings=wandb.Settings(console="off"))

@@ -1,13 +1,25 @@
-"""Run signature: a short hash of the resolved config minus keys that cannot change results."""
+"""Run signature: a short hash of the resolved config, without the keys that cannot change
+results and without where the code and the checkout live.
+
+What enters the hash (:func:`signature_payload`): every result key of the resolved config;
+each ``_target_`` as the name of what it builds (``SAD``, not ``attnedit.methods.sad.SAD``),
+so moving a module changes no run directory's name; paths inside the checkout or the
+package's assets as ``${repo:}/...`` / ``${asset:...}``, so two clones of one revision
+name the same config alike. A config group's choice still shows in the hash through its
+class and its parameters (``method.name`` included).
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from attnedit.assets import ASSETS_DIR
 
 # Dotted keys that never change a row's numbers: where things go, how fast, who watches.
 NON_RESULT_KEYS = (
@@ -30,6 +42,7 @@ NON_RESULT_KEYS = (
     "group",  # W&B only; a multirun sets it per sweep folder, which must not stop a rerun resuming
     "numerical_floor",  # measured into the manifest and table titles, never into rows
 )
+REPO_ROOT = ASSETS_DIR.parents[2]
 
 
 def resolved_container(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -49,6 +62,44 @@ def strip_keys(config: dict[str, Any], keys=NON_RESULT_KEYS) -> dict[str, Any]:
     return config
 
 
+def _located(value: Any) -> Any:
+    """A value with the code's location taken out (module docstring)."""
+    if isinstance(value, dict):
+        return {k: (str(v).rpartition(".")[2] if k == "_target_" else _located(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_located(v) for v in value]
+    if isinstance(value, str):
+        for root, name in ((ASSETS_DIR, "${asset:"), (REPO_ROOT, "${repo:}")):
+            prefix = str(root)
+            if value == prefix or value.startswith(prefix + "/"):
+                rest = value[len(prefix):].lstrip("/")
+                return f"${{asset:{rest}}}" if name == "${asset:" else f"${{repo:}}/{rest}"
+    return value
+
+
+def signature_payload(cfg: DictConfig | dict) -> dict[str, Any]:
+    """What the signature hashes: the result keys, code locations taken out."""
+    return _located(strip_keys(resolved_container(cfg)))
+
+
 def config_signature(cfg: DictConfig | dict, length: int = 12) -> str:
-    payload = json.dumps(strip_keys(resolved_container(cfg)), sort_keys=True, default=str)
+    payload = json.dumps(signature_payload(cfg), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def same_config_elsewhere(run_dir: Path, config: dict[str, Any]) -> list[Path]:
+    """Other run directories beside ``run_dir`` (same experiment name) whose manifest
+    records this config under another signature: runs made before the signature took code
+    locations out, which a run of this config would otherwise start over."""
+    wanted = signature_payload(config)
+    found = []
+    for manifest in sorted(Path(run_dir).parent.glob("*/manifest.json")):
+        if manifest.parent == Path(run_dir):
+            continue
+        try:
+            recorded = json.loads(manifest.read_text()).get("config")
+        except (OSError, ValueError):
+            continue
+        if isinstance(recorded, dict) and signature_payload(recorded) == wanted:
+            found.append(manifest.parent)
+    return found

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from attnedit.backends.base import Control
 from attnedit.errors import ConfigError
 from attnedit.methods.bias_delta.architectures import architecture_of
 from attnedit.methods.bias_delta.params import ARITHMETIC, BRANCHES, CHANNELS, QKV
@@ -31,7 +32,7 @@ def _scales(name: str, value: Any) -> Tensor:
 
 
 @dataclass
-class BiasDeltaGuidance:
+class BiasDeltaGuidance(Control):
     """The installed guidance: scales, where and when it acts, and a log of the
     transformer calls it saw (``log``: dicts with branch, step, guided)."""
 
