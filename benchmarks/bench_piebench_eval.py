@@ -8,7 +8,7 @@ evaluation/evaluate.py): per image, the Python-loop mask decoder and the source 
 per method its edited image, then per metric one torchmetrics call on PIL-converted
 arrays moved to the device; one CSV row per image. SSIM in the published numbers'
 convention on both sides (torchmetrics' map with its 5-pixel border cropped, as before
-torchmetrics 1.4.2). attnedit: ``attnedit.evaluate.main`` with ``workers`` decoding
+torchmetrics 1.4.2). attnedit: ``attnedit.evaluate.evaluator.evaluate`` with ``workers`` decoding
 threads ahead of the scoring (``--workers``, several values: one measurement each;
 default: evaluate's own, min(8, cores)). Metrics: psnr/ssim/mse/lpips_unedit_part,
 LPIPS squeeze with a seeded random backbone (no download). Both sides build their
@@ -53,7 +53,8 @@ from piebench_fixture import (  # noqa: E402
     write_piebench_fixture,
 )
 
-from attnedit.evaluate import main as evaluate, resolve_workers  # noqa: E402
+from attnedit.evaluate.config import compose_config, resolve_workers  # noqa: E402
+from attnedit.evaluate.evaluator import evaluate  # noqa: E402
 
 METRICS = ["psnr_unedit_part", "ssim_unedit_part", "mse_unedit_part", "lpips_unedit_part"]
 SEED = 0
@@ -111,7 +112,7 @@ def ours(
     ]
     if first_n is not None:
         argv.append(f"dataset.first_n={first_n}")
-    evaluate(argv)
+    evaluate(compose_config(argv))
 
 
 def read(path: Path) -> dict[str, list[float]]:

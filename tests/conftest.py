@@ -50,6 +50,22 @@ def tiny_backend(tiny_ddpm_dir):
     return DDPMBackend(str(tiny_ddpm_dir), device="cpu", num_inference_steps=10)
 
 
+def directions(argv: list[str]) -> None:
+    """attnedit-directions in this process, with ``argv`` as its command line (a Hydra app
+    reads sys.argv); exit 0 returns, any other exit raises SystemExit."""
+    from attnedit.cli.directions import main
+
+    saved = sys.argv
+    sys.argv = ["attnedit-directions", *map(str, argv)]
+    try:
+        main()
+    except SystemExit as done:
+        if done.code not in (None, 0):
+            raise
+    finally:
+        sys.argv = saved
+
+
 def run_overrides(root: Path, model_dir: Path, *extra: str) -> list[str]:
     """Overrides for a fast quickstart-like run writing under ``root``."""
     return [

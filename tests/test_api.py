@@ -138,7 +138,7 @@ def test_bias_delta_guidance_equals_the_papers_formula_on_one_attention_call(mon
     from diffusers import QwenImageTransformer2DModel
     from diffusers.models.transformers import transformer_qwenimage
 
-    from attnedit.methods import bias_delta
+    from attnedit.methods.bias_delta import qwen as bias_delta
 
     torch.manual_seed(0)
     model = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,

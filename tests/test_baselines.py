@@ -19,10 +19,12 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from omegaconf import OmegaConf
 
+from attnedit.backends.base import Control
 from attnedit.backends.ddpm import DDPMBackend
 from attnedit.backends.tiny import SCHEDULER, TINY_UNET, build_tiny_ddpm
-from attnedit.cli import compose, tables
-from attnedit.comparison import build_comparison, comparison_table
+from attnedit.config import compose
+from attnedit.cli.tables import main as tables
+from attnedit.report.comparison import build_comparison, comparison_table
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError
 from attnedit.methods.attn_input_pca import AttnInputPCA
@@ -37,11 +39,12 @@ from attnedit.methods.local_basis import (
     power_method,
     subspace_iteration,
 )
-from attnedit.methods.pullback import Pullback, PullbackMove
+from attnedit.methods.pullback import Pullback
+from attnedit.methods.pullback_move import PullbackMove
 from attnedit.methods.random_directions import RandomDirections
 from attnedit.run.runner import Runner
 from attnedit.store.run_store import RunStore
-from attnedit.timing import MIXED_MACHINES_MARK, timing_table
+from attnedit.report.timing import MIXED_MACHINES_MARK, timing_table
 from conftest import REPO, run_overrides
 
 CORE = ("case_id", "sample_id", "method", "direction", "label", "alpha", "alpha_scale", "layers", "position",
@@ -275,7 +278,7 @@ def test_steps_before_first_edit_timestep_equal_the_unedited_run(small_backend):
         seen = {}
         inner = getattr(control, "latent_hook", None)
 
-        class Spy:
+        class Spy(Control):
             eta_at = getattr(control, "eta_at", None)
 
             def latent_hook(self, t, x):
@@ -547,7 +550,7 @@ def test_baselines_label_their_own_directions(short_backend):
 
 
 # -- the comparison experiment ----------------------------------------------------------------
-COMPARED = {"sad": "sad.SAD", "pullback": "pullback.Pullback", "pullback_move": "pullback.PullbackMove",
+COMPARED = {"sad": "sad.SAD", "pullback": "pullback.Pullback", "pullback_move": "pullback_move.PullbackMove",
             "hspace_pca": "hspace_pca.HSpacePCA", "attn_input_pca": "attn_input_pca.AttnInputPCA",
             "random": "random_directions.RandomDirections"}
 
@@ -600,7 +603,7 @@ def all_runs(tmp_path_factory):
                   "save_images=false", *extra.get(method, ["batch_size=2"])]
         if method == "sad":  # compare=sad reads the labeled directions file of the recipe's step 1
             cfg = compose("config", ["method=sad", *common,
-                                     f"tables.reference={REPO}/results/reference/sad_celebahq_table2.csv"])
+                                     f"tables.reference={REPO}/experiments/celebahq_sad/reference/sad_celebahq_table2.csv"])
         else:
             cfg = compose("config", ["experiment=celebahq_compare", f"compare={method}", *common, *labeling])
         runs[method] = Runner(cfg).run()
@@ -704,7 +707,7 @@ def test_timing_table_marks_runs_from_different_machines(all_runs, tmp_path):
     manifest = json.loads((moved / "manifest.json").read_text())
     manifest["host"]["hostname"] = "another-host"
     (moved / "manifest.json").write_text(json.dumps(manifest))
-    from attnedit.timing import timing_title
+    from attnedit.report.timing import timing_title
 
     table = timing_table([all_runs["sad"], moved])
     assert MIXED_MACHINES_MARK in timing_title(table) and set(table.host) == {table.host[0], "another-host"}

@@ -20,7 +20,10 @@ from diffusers.models.transformers.transformer_qwenimage import QwenDoubleStream
 
 from attnedit.errors import ConfigError
 from attention_recorder import record_attention
-from attnedit.methods.bias_delta import BiasDelta, BiasDeltaAttnProcessor, bias_delta_, bias_delta_guidance
+from attnedit.methods.bias_delta.guidance import bias_delta_guidance
+from attnedit.methods.bias_delta.method import BiasDelta
+from attnedit.methods.bias_delta.qwen import BiasDeltaAttnProcessor
+from attnedit.methods.bias_delta.rescale import bias_delta_
 
 TEXT_DIM = 24
 HEADS, HEAD_DIM = 2, 16

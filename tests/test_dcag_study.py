@@ -17,20 +17,25 @@ from hydra import compose as hydra_compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from attnedit.cli import REPO_ROOT, compose, conf_dir, tables
+from attnedit.config import REPO_ROOT, compose, conf_dir
+
+from attnedit.cli.tables import main as tables
 from attnedit.data.piebench import CATEGORY_NAMES
-from attnedit.dcag_report import GRID_KEYS, guidance_label, write_report
-from attnedit.dcag_runs import study_runs
+from attnedit.report.dcag.points import GRID_KEYS, guidance_label
+from attnedit.report.dcag.study import write_report
+from attnedit.report.dcag.runs import study_runs
+from attnedit.report.runs import load_runs
 from attnedit.errors import DataError
 from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS
-from attnedit.run.runner import Runner, build_metrics
+from attnedit.metrics.registry import build_metrics
+from attnedit.run.runner import Runner
 from attnedit.store.run_store import RunStore
 from attnedit.report.marks import FUSED_ARITHMETIC_MARK, PNG_EDITS_MARK, title_marks
-from attnedit.tables import RANDOM_BACKBONE_MARK
+from attnedit.report.marks import RANDOM_BACKBONE_MARK
 from piebench_fixture import write_piebench_fixture
 from qwen_tiny import save_tiny_pipeline
 
-REFERENCE = REPO_ROOT / "results" / "reference" / "dcag_piebench.csv"
+REFERENCE = REPO_ROOT / "experiments" / "piebench_dcag" / "reference" / "dcag_piebench.csv"
 IDS = ["111000000000", "211000000000"]  # categories 1 (change object) and 2 (add object)
 TINY_CLIP = ("{text_config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2},"
              " vision_config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2},"
@@ -83,7 +88,7 @@ def test_experiments_hold_the_papers_rows_grid_and_settings():
         assert cfg.method.get("blocks") is None and cfg.method.get("steps") is None
         rows[row] = [(e.get("dk", 1.0), e.get("dv", 1.0)) for e in method.edits()]
     assert rows == {"none": [(1.0, 1.0)], "grag": [(1.10, 1.0), (1.15, 1.0)], "dcag": [(1.10, 1.15), (1.15, 1.15)]}
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):  # `-m` sweeps the three rows
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):  # `-m` sweeps the three rows
         sweep = hydra_compose("config", ["experiment=piebench_dcag", "dataset.root=/d"], return_hydra_config=True)
     assert sweep.hydra.sweeper.params == {"dcag_row": "none,grag,dcag"}
     grid = compose("config", ["experiment=piebench_dcag_grid", "dataset.root=/data"])
@@ -128,7 +133,11 @@ def test_edits_are_saved_and_scored_as_the_official_scripts_jpeg(tmp_path):
     """dataset.edited_format=jpeg (the default): each edit is saved as the official scripts'
     ``image.save("<id>.jpg")`` writes it (PIL, quality 75) and the row's metrics are those of
     that file: attnedit-evaluate on the saved files (read from disk) gives the same numbers."""
-    from attnedit.evaluate import main as evaluate
+    from attnedit.evaluate.config import compose_config
+    from attnedit.evaluate.evaluator import evaluate as score
+
+    def evaluate(argv):
+        return score(compose_config(argv))
 
     model_dir = save_tiny_pipeline(tmp_path / "tiny_qwen_image_edit")
     root = tmp_path / "PIE-Bench"
@@ -319,7 +328,7 @@ def fake_run(root, name, method, points, samples, reference=None, seed=0, nan_sa
     """A run directory like the runner writes one: manifest and rows of random metric values."""
     rng = np.random.default_rng(seed)
     store = RunStore(root / name)
-    target = "attnedit.methods.base.NoEdit" if method == "none" else "attnedit.methods.bias_delta.BiasDelta"
+    target = "attnedit.methods.base.NoEdit" if method == "none" else "attnedit.methods.bias_delta.method.BiasDelta"
     store.write_json("manifest.json", {"config": {"name": "synthetic", "method": {"_target_": target},
                                                   "tables": {"reference": reference}},
                                        "metric_order": list(metrics), "model": {"weights_sha256_16": "abc"}})
@@ -374,7 +383,7 @@ def test_synthetic_points_off_the_plane_and_run_selection(tmp_path):
     samples = [("a", "0"), ("b", "1")]
     run = fake_run(tmp_path, "q", "dcag", [(1.1, 1.0, 1.0, 1.0, 1.3)], samples)  # dq = 1.3
     none = fake_run(tmp_path, "none", "none", [()], samples, seed=1)
-    assert study_runs([run, none]) and not study_runs([none])
+    assert study_runs(load_runs([run, none])) and not study_runs(load_runs([none]))
     report = write_report([run, none], tmp_path / "out")
     main = report.tables["main"]
     assert "dq" in main and main.guidance.tolist() == ["none", "GRAG +Q"]

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from attnedit.errors import ConfigError, DataError
-from attnedit.evaluate import main
+from attnedit.evaluate.config import compose_config
+from attnedit.evaluate.evaluator import evaluate
 from piebench_fixture import (
     ENTRIES,
     official_scores,
@@ -24,6 +25,11 @@ from piebench_fixture import (
     write_edited,
     write_piebench_fixture,
 )
+
+def main(argv: list[str]) -> int:
+    """attnedit-evaluate's config composed from key=value overrides, then scored."""
+    return evaluate(compose_config(argv))
+
 
 METRICS = ["psnr_unedit_part", "ssim_unedit_part", "mse_unedit_part", "lpips_unedit_part"]
 
@@ -198,7 +204,7 @@ def test_queued_batches_are_written_when_a_later_entry_fails(bench, tmp_path, mo
     """On a GPU batch N's rows wait until batch N+1 is queued (Staging.ahead = 1); run that
     order here: the same CSV as writing at once, and an error in a later entry still
     writes every batch scored before it."""
-    from attnedit import evaluate as evaluate_module
+    from attnedit.evaluate import inputs as evaluate_module
 
     root, edited_dir, _ = bench
     fast = ["metrics=[psnr_unedit_part,ssim_unedit_part]", "batch_size=2", "workers=0"]
@@ -323,7 +329,7 @@ def test_processes_nonfinite_images_and_output_paths(bench, tmp_path):
 
 def test_bad_arguments(bench, tmp_path):
     root, edited_dir, _ = bench
-    with pytest.raises(ConfigError, match="Valid keys"):
+    with pytest.raises(ConfigError, match="batchsize is not a key.*did you mean batch_size"):
         main(args(root, edited_dir, tmp_path / "x.csv", "batchsize=2"))
     with pytest.raises(ConfigError, match="out=... is required"):
         main([f"dataset.root={root}", f"edited={edited_dir}", "name=x"])

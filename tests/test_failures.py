@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnedit.cli import compose
+from attnedit.config import compose
 from attnedit.errors import ConfigError
 from attnedit.run.failures import error_text, run_cases
 from attnedit.run.runner import Runner

@@ -23,7 +23,9 @@ from attnedit.backends.flux_kontext import FluxKontextBackend
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, WeightsNotFoundError
 from attention_recorder import record_attention
-from attnedit.methods.bias_delta import BiasDelta, FluxBiasDeltaAttnProcessor, bias_delta_guidance
+from attnedit.methods.bias_delta.flux import FluxBiasDeltaAttnProcessor
+from attnedit.methods.bias_delta.guidance import bias_delta_guidance
+from attnedit.methods.bias_delta.method import BiasDelta
 from flux_tiny import POOLED_DIM, TEXT_DIM, save_tiny_pipeline, tiny_transformer
 from pipeline_recorder import Stop, assert_same_calls, recording
 
@@ -287,7 +289,7 @@ def test_piebench_dcag_recipe_runs_on_kontext(tmp_path):
     entries with the guided tiny Kontext pipeline and stores one row per grid point."""
     import pandas as pd
 
-    from attnedit.cli import compose
+    from attnedit.config import compose
     from attnedit.run.runner import Runner
     from piebench_fixture import write_piebench_fixture
 

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnedit.cli import compose
+from attnedit.config import compose
 from attnedit.errors import DataError
-from attnedit.report.html import facet_values, main, write_html_report
+from attnedit.cli.report import main
+from attnedit.report.html import facet_values, write_html_report
 from attnedit.run.runner import Runner
 from attnedit.store.run_store import RunStore
-from attnedit.tables import RANDOM_MODEL_MARK
+from attnedit.report.marks import RANDOM_MODEL_MARK
 from browser import Browser, find_chromium
 from conftest import REPO, run_overrides
 

@@ -120,7 +120,8 @@ def test_labeling_rejects_bad_settings():
 
 @pytest.mark.slow
 def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, capsys):
-    from attnedit.cli import compose, directions
+    from attnedit.config import compose
+    from conftest import directions
     from attnedit.run.runner import Runner
 
     out = tmp_path / "labeled.safetensors"
@@ -152,7 +153,7 @@ def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, c
 
 def test_directions_file_from_other_weights_is_refused(tiny_ddpm_dir, tmp_path):
     from attnedit.backends.ddpm import DDPMBackend
-    from attnedit.cli import directions
+    from conftest import directions
     from attnedit.methods.sad import SAD
 
     out = tmp_path / "d.safetensors"
@@ -165,7 +166,7 @@ def test_directions_file_from_other_weights_is_refused(tiny_ddpm_dir, tmp_path):
 
 
 def test_run_without_texts_fails_before_any_work(tiny_ddpm_dir, tmp_path):
-    from attnedit.cli import compose
+    from attnedit.config import compose
     from attnedit.run.runner import Runner
 
     cfg = compose("config", ["model=tiny_ddpm", f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", "metrics=sad", "+metrics.directional_clip.model=ViT-S-32-alt",

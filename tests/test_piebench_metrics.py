@@ -165,7 +165,7 @@ def test_table_titles_name_the_ssim_convention_of_the_rows(fixture):
     and, from them, every table title (attnedit.tables.title_marks, also the DCAG report's)."""
     import pandas as pd
 
-    from attnedit.tables import title_marks
+    from attnedit.report.marks import title_marks
 
     _, _, batch = fixture
     rows = {}

@@ -18,7 +18,7 @@ from attnedit.backends.base import check_description
 from attnedit.backends.qwen_edit import QwenImageEditBackend
 from attnedit.data.base import Sample
 from attnedit.errors import DataError, WeightsNotFoundError
-from attnedit.methods.bias_delta import bias_delta_guidance
+from attnedit.methods.bias_delta.guidance import bias_delta_guidance
 from pipeline_recorder import Stop, assert_same_calls, equal, recording
 from qwen_tiny import save_tiny_pipeline
 

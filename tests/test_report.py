@@ -239,7 +239,7 @@ def test_alpha_sweep_title_names_model_layer_scale_and_overlaps_nothing(tmp_path
 
 def test_dcag_and_factor_figures_keep_their_titles_clear():
     from attnedit.factors.benchmark import FACTORS, factor_plot
-    from attnedit.report.dcag import fidelity_vs_editability, lpips_contours
+    from attnedit.report.dcag.figures import fidelity_vs_editability, lpips_contours
 
     grid = [(dk, dv) for dk in (1.0, 1.1, 1.2) for dv in (1.0, 1.1, 1.2)]
     rng = np.random.default_rng(0)
@@ -259,7 +259,7 @@ def test_dcag_and_factor_figures_keep_their_titles_clear():
 
 
 def test_the_runner_draws_each_sample_figure_without_rereading_the_store(tiny_ddpm_dir, tmp_path, monkeypatch):
-    from attnedit.cli import compose
+    from attnedit.config import compose
     from attnedit.run.runner import Runner
     from conftest import run_overrides
 
@@ -280,7 +280,7 @@ def dcag_run(root: Path, name: str, points: dict, categories: list[str]) -> Path
     """``points``: {(dk, dv): lpips_whole per image}; (1, 1) alone is an unedited run."""
     store = RunStore(root / name)
     unedited = list(points) == [(1.0, 1.0)]
-    target = "attnedit.methods.base.NoEdit" if unedited else "attnedit.methods.bias_delta.BiasDelta"
+    target = "attnedit.methods.base.NoEdit" if unedited else "attnedit.methods.bias_delta.method.BiasDelta"
     store.write_json("manifest.json", {"config": {"name": "planted_dcag", "method": {"_target_": target}},
                                        "metric_order": ["lpips_whole"], "model": {"name": "qwen", "weights_sha256_16": "w"}})
     rows = []
@@ -295,7 +295,7 @@ def dcag_run(root: Path, name: str, points: dict, categories: list[str]) -> Path
 
 
 def test_dcag_points_are_paired_with_the_unedited_point_and_on_request(tmp_path, capsys):
-    from attnedit.cli import tables
+    from attnedit.cli.tables import main as tables
 
     rng = np.random.default_rng(5)
     base = rng.uniform(0.2, 0.4, size=40)

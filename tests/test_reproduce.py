@@ -1,5 +1,5 @@
 """attnedit-reproduce: a study run on the shipped shapes DDPM compared with its reference
-CSV (results/reference/shapes_smoke.csv, made by an independent run), a deliberately
+CSV (experiments/quickstart/reference/shapes_smoke.csv, made by an independent run), a deliberately
 failing tolerance, rows without a published value, and the tolerance rule itself checked
 against numpy.isclose on planted values."""
 
@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 
 from attnedit.errors import ConfigError, DataError
-from attnedit.run.reproduce import FAIL, NO_REFERENCE, NOT_MEASURED, PASS, compare, load_study, main
+from attnedit.cli.reproduce import main
+from attnedit.run.reproduce import FAIL, NO_REFERENCE, NOT_MEASURED, PASS, compare, load_study
 from conftest import REPO
 
-SHIPPED = REPO / "results" / "reference" / "shapes_smoke.csv"
+SHIPPED = REPO / "experiments" / "quickstart" / "reference" / "shapes_smoke.csv"
 
 
 def run_main(*args: str) -> tuple[int, str]:

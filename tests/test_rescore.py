@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from attnedit.cli import compose
+from attnedit.config import compose
 from attnedit.errors import ConfigError
-from attnedit.run.rescore import main as rescore_main
+from attnedit.cli.rescore import main as rescore_main
 from attnedit.run.runner import Runner
 from attnedit.store.run_store import RunStore
-from attnedit.tables import write_tables
+from attnedit.report.studies import write_tables
 from conftest import run_overrides
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from attnedit.cli import compose
+from attnedit.config import compose
 from attnedit.run.runner import Runner, case_id
 from conftest import run_overrides
 
@@ -103,7 +103,7 @@ def test_every_row_is_scored_against_its_own_samples_reference(finished_run):
 
 
 def test_cost_and_numerical_floor_in_the_manifest_and_titles(finished_run):
-    from attnedit.run.numerical_floor import floor_title
+    from attnedit.report.marks import floor_title
 
     _, runner, run_dir = finished_run
     frame = pd.read_parquet(run_dir / "cases")
@@ -261,7 +261,7 @@ def test_alpha_sweep_and_cross_dataset_figures_have_the_grid_layout(finished_run
     import numpy as np
     from PIL import Image
 
-    from attnedit.plots import alpha_sweep_grid, cross_dataset_grid
+    from attnedit.report.plots import alpha_sweep_grid, cross_dataset_grid
 
     _, _, run_dir = finished_run
     frame = pd.read_parquet(run_dir / "cases")
@@ -296,7 +296,7 @@ def test_alpha_sweep_and_cross_dataset_figures_have_the_grid_layout(finished_run
 def test_unset_required_key_is_one_clear_error(tiny_ddpm_dir, tmp_path, capsys):
     from omegaconf.errors import MissingMandatoryValue
 
-    from attnedit.cli import _fail
+    from attnedit.cli.console import fail as _fail
 
     cfg = compose("config", run_overrides(tmp_path, tiny_ddpm_dir, "dataset=image_folder"))
     with pytest.raises(MissingMandatoryValue) as err:
@@ -309,7 +309,7 @@ def test_unset_required_key_is_one_clear_error(tiny_ddpm_dir, tmp_path, capsys):
 
 def test_tables_of_runs_of_two_models_draw_the_cross_dataset_figure(finished_run, tiny_ddpm_dir, tmp_path, capsys):
     """lsun_sad's path: attnedit-tables over runs of different models -> comparison + figure."""
-    from attnedit.cli import tables
+    from attnedit.cli.tables import main as tables
 
     cfg, _, run_dir = finished_run
     other = compose("config", run_overrides(tmp_path, tiny_ddpm_dir, "model.name=tiny_ddpm_b", "dataset.num_samples=1"))

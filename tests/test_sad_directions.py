@@ -12,6 +12,7 @@ from safetensors.numpy import load_file
 
 from attnedit.backends.tiny import CELEBAHQ_UNET
 from attnedit.errors import ConfigError
+from attnedit.backends.layers import select_layers
 from attnedit.methods import directions as D
 
 
@@ -75,7 +76,7 @@ def test_real_celebahq_architecture_has_six_self_attention_layers():
         "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
     ])
     assert all(attn.heads == 1 for attn in layers.values()), "attention_head_dim=None means one head"
-    found = D.compute_directions(D.select_layers(layers, "all"))
+    found = D.compute_directions(select_layers(layers, "all"))
     assert set(found) == set(layers)
     for d in found.values():
         assert d.eigenvectors.shape == (512, 512) and d.eigenvalues.shape == (512,)
@@ -84,7 +85,7 @@ def test_real_celebahq_architecture_has_six_self_attention_layers():
 def test_unknown_layer_names_are_listed():
     layers = {"mid_block.attentions.0": make_attention()}
     with pytest.raises(ConfigError, match="unknown self-attention layer.*mid_blok.*mid_block.attentions.0"):
-        D.select_layers(layers, ["mid_blok"])
+        select_layers(layers, ["mid_blok"])
 
 
 def test_cache_is_keyed_by_layer_weights(tmp_path, monkeypatch):
@@ -101,7 +102,7 @@ def test_cache_is_keyed_by_layer_weights(tmp_path, monkeypatch):
 
 
 def test_directions_cli_writes_safetensors(tiny_ddpm_dir, tmp_path, capsys):
-    from attnedit.cli import directions
+    from conftest import directions
 
     out = tmp_path / "dirs.safetensors"
     directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", "layers=all", f"out={out}", f"paths.root_dir={tmp_path}"])
@@ -121,7 +122,7 @@ def test_directions_cli_writes_safetensors(tiny_ddpm_dir, tmp_path, capsys):
 
 
 def test_directions_cli_requires_out(tiny_ddpm_dir, tmp_path, capsys):
-    from attnedit.cli import directions
+    from conftest import directions
 
     with pytest.raises(SystemExit):
         directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"paths.root_dir={tmp_path}"])

@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnedit.cli import REPO_ROOT, compose, tables
+from attnedit.config import REPO_ROOT, compose
+
+from attnedit.cli.tables import main as tables
 from attnedit.errors import ConfigError
 from attnedit.run.runner import Runner
-from attnedit.tables import RANDOM_BACKBONE_MARK, build_tables, table2_cases
+from attnedit.report.marks import RANDOM_BACKBONE_MARK
+from attnedit.report.sad import build_tables, table2_cases
 
 # direction 0: +alpha smiles; direction 1: -alpha ages the face (the label's sign is -1)
 LABELS = ("+method.labels={0: {label: smiling, source: face, target: smiling face},"
@@ -29,7 +32,7 @@ def study_run(tiny_ddpm_dir, tmp_path_factory):
         "metrics=sad", "metric_weights=random", "+metrics.directional_clip.model=ViT-S-32-alt",
         "+metrics.directional_clip.templates=['a photo of a {}.']", "dataset.num_samples=1", "method.directions=2",
         "method.alphas=[-0.4,-0.2,0.2,0.4]", LABELS, "batch_size=8", "progress=false", "device=cpu",
-        f"tables.reference={REPO_ROOT}/results/reference/sad_celebahq_table2.csv", "+tables.table2_alpha=0.4",
+        f"tables.reference={REPO_ROOT}/experiments/celebahq_sad/reference/sad_celebahq_table2.csv", "+tables.table2_alpha=0.4",
     ])
     return Runner(cfg).run()
 
@@ -95,7 +98,7 @@ def test_table2_alpha_not_in_the_run_is_one_clear_error(study_run):
 
 
 def test_comparison_table_follows_the_table2_protocol(study_run, tmp_path):
-    from attnedit.comparison import write_comparison
+    from attnedit.report.comparison import write_comparison
 
     folder, text = write_comparison([study_run], tmp_path)
     table = pd.read_csv(folder / "comparison.csv", keep_default_na=False)

@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 
 from attnedit.store.claims import Claims, _boot_ticks, unit_key
-from attnedit.run.progress import main as status_main, render, shard_progress
+from attnedit.cli.status import main as status_main
+from attnedit.run.progress import render, shard_progress
 from attnedit.store.run_store import RunStore
-from attnedit.tables import write_tables
+from attnedit.report.studies import write_tables
 from attnedit.run.workunits import WorkUnits
 from conftest import run_overrides
 

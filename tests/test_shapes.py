@@ -236,7 +236,7 @@ def test_factor_metric_reads_a_planted_position_change(regressor):
 
 # -- the default run and the benchmark recipe ----------------------------------------------
 def test_factor_benchmark_recipe_composes_one_run_per_method():
-    from attnedit.cli import compose
+    from attnedit.config import compose
 
     for choice, target in [("sad", "SAD"), ("pullback", "Pullback"), ("pullback_move", "PullbackMove"),
                            ("hspace_pca", "HSpacePCA"), ("attn_input_pca", "AttnInputPCA"), ("random", "RandomDirections")]:
@@ -251,7 +251,7 @@ def test_factor_benchmark_recipe_composes_one_run_per_method():
 
 
 def test_quickstart_on_the_shipped_model_reports_the_factor_benchmark(tmp_path):
-    from attnedit.cli import compose
+    from attnedit.config import compose
     from attnedit.run.runner import Runner
 
     cfg = compose("config", [f"paths.root_dir={tmp_path}", "dataset.num_samples=2", "method.directions=2",
@@ -278,7 +278,7 @@ def test_quickstart_on_the_shipped_model_reports_the_factor_benchmark(tmp_path):
 
 
 def test_real_shapes_images_are_edited_through_inversion(tmp_path):
-    from attnedit.cli import compose
+    from attnedit.config import compose
     from attnedit.run.runner import Runner
 
     cfg = compose("config", [f"paths.root_dir={tmp_path}", "dataset=shapes", "dataset.num_samples=2", "method.directions=1",

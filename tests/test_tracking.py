@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from attnedit.errors import ConfigError
-from attnedit.run.tracking import (NullLogger, WandbLogger, build_logger, is_secret_key,
-                               multirun_group, redact)
+from attnedit.run.secrets import is_secret_key, redact
+from attnedit.run.tracking import NullLogger, WandbLogger, build_logger, multirun_group
 
 wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402
@@ -163,12 +163,12 @@ def test_offline_run_files_hold_metrics_tables_summaries_and_no_secrets(wandb_en
     got = _read_run(tmp / "wandb_root")
     assert got["run"].display_name == "abc123" and got["run"].run_group == "sweep-A"
     assert got["tags"] == ["study", "quickstart", "random-backbone"]
-    # Config: secret keys dropped anywhere, secret strings masked, parameters kept.
+    # Config: secret keys kept with *** as their value, secret strings masked, parameters kept.
     assert got["config"]["method"] == {"name": "sad", "alpha": 2.0, "max_tokens": 77}
-    assert got["config"]["logger"] == {"project": "attnedit"}
-    assert got["config"]["hub"] == {}
-    assert got["config"]["notes"] == ["token=<redacted>", "saw <redacted> here"]
-    assert got["args"] == ["+logger.api_key=<redacted>", "--hf-token", "<redacted>", "method.alpha=2"]
+    assert got["config"]["logger"] == {"api_key": "***", "project": "attnedit"}
+    assert got["config"]["hub"] == {"HF_TOKEN": "***", "clientSecret": "***", "db_password": "***"}
+    assert got["config"]["notes"] == ["token=***", "saw *** here"]
+    assert got["args"] == ["+logger.api_key=***", "--hf-token", "***", "method.alpha=2"]
 
     # One history step per case, in order, with the exact metric values.
     steps = {h["_step"]: h for h in got["history"]}
@@ -232,9 +232,8 @@ def test_secret_names_and_redaction(monkeypatch):
     monkeypatch.setenv("SHORT_TOKEN", "1")  # too short to be a real secret: never masked
     config = {"a": {"b": [{"password": 1, "keep": "1 and hf_x"}], "Token": "t"}, "n": (1, 2),
               "override": f"model.hf_token={FAKE_HF}", "text": f"see {FAKE_HF}", "max_tokens": 5}
-    assert redact(config) == {"a": {"b": [{"keep": "1 and hf_x"}]}, "n": [1, 2],
-                              "override": "model.hf_token=<redacted>", "text": "see <redacted>",
-                              "max_tokens": 5}
+    assert redact(config) == {"a": {"b": [{"password": "***", "keep": "1 and hf_x"}], "Token": "***"}, "n": [1, 2],
+                              "override": "model.hf_token=***", "text": "see ***", "max_tokens": 5}
     assert config["a"]["Token"] == "t"  # the input is not modified
 
 
@@ -427,7 +426,7 @@ def test_a_run_logs_every_tables_csv_its_failures_and_the_grid_columns(wandb_env
     """The runner end to end with logger=wandb offline: each CSV attnedit-tables wrote is a
     W&B table with the same columns and values; no failures; the case table's metrics are
     the manifest's."""
-    from attnedit.cli import compose
+    from attnedit.config import compose
     from attnedit.run.runner import Runner
     from conftest import run_overrides
 

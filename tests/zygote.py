@@ -33,7 +33,8 @@ from pathlib import Path
 
 PRELOAD = (
     "torch", "pandas", "hydra", "diffusers", "torchmetrics", "safetensors.torch",
-    "attnedit.cli", "attnedit.run.runner", "attnedit.evaluate", "attnedit.tables",
+    "attnedit.cli.run", "attnedit.cli.tables", "attnedit.run.runner", "attnedit.evaluate.evaluator",
+    "attnedit.report.studies",
 )
 
 

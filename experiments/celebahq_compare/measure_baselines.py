@@ -33,7 +33,8 @@ from attnedit.backends.ddpm import DDPMBackend
 from attnedit.data.base import Sample
 from attnedit.methods.hspace_pca import HSpacePCA
 from attnedit.methods.local_basis import h_space, linearized, plain_attention
-from attnedit.methods.pullback import Pullback, nearest_step
+from attnedit.methods.pullback import Pullback
+from attnedit.methods.per_sample import nearest_step
 
 
 def scores(edited, reference) -> dict[str, float]:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from attnedit.backends.loading import pick_device
 from attnedit.config import compose, conf_dir
-from attnedit.errors import ConfigError
+from attnedit.errors import ConfigError, explain
 from attnedit.metrics import registry
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.piebench import SSIM_CONVENTIONS
@@ -55,7 +55,12 @@ def compose_config(overrides: list[str]) -> DictConfig:
     """conf/evaluate/evaluate.yaml with key=value overrides, as the ``attnedit-evaluate``
     Hydra app composes it (typos are errors), for calling :func:`attnedit.evaluate.evaluator.evaluate`
     from Python."""
-    cfg = compose(CONFIG_NAME, quote_ids(list(overrides)), config_dir())
+    from hydra.errors import HydraException
+
+    try:
+        cfg = compose(CONFIG_NAME, quote_ids(list(overrides)), config_dir())
+    except HydraException as err:
+        raise ConfigError(f"attnedit-evaluate: {explain(err)}") from None
     with open_dict(cfg):
         cfg.pop("hydra", None)
     return cfg

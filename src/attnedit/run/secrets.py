@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 MASK = "***"
+#: Shorter values ("1", "true") are masked as a secret key's own value, never inside other text.
+MIN_SECRET_CHARS = 8
 
 
 def is_secret_key(name: Any) -> bool:
@@ -35,8 +37,8 @@ def is_secret_key(name: Any) -> bool:
 
 
 def env_secret_values() -> set[str]:
-    """Values of secret environment variables; short values ("1", "true") would mask harmless text."""
-    return {v for k, v in os.environ.items() if is_secret_key(k) and len(v) >= 8}
+    """Values of secret environment variables."""
+    return {v for k, v in os.environ.items() if is_secret_key(k) and len(v) >= MIN_SECRET_CHARS}
 
 
 def secret_values(tree: Any, found: set[str] | None = None) -> set[str]:
@@ -56,7 +58,7 @@ def secret_values(tree: Any, found: set[str] | None = None) -> set[str]:
             key, eq, value = part.partition("=")
             if eq and is_secret_key(key.lstrip("+~")) and value:
                 found.add(value)
-    return {v for v in found if v and v != MASK}
+    return {v for v in found if len(v) >= MIN_SECRET_CHARS and v != MASK}
 
 
 def mask(text: str, values: Iterable[str]) -> str:

@@ -25,5 +25,6 @@ class AttneditStudies(SearchPathPlugin):
             search_path.append(provider="attnedit-studies", path=f"file://{folder}")
 
 
-def _local(path: str) -> str:
-    return str(Path(path.removeprefix("file://")).resolve()) if not path.startswith(("pkg://", "structured://")) else ""
+def _local(path) -> str:
+    path = str(path)  # initialize_config_dir passes what it was given, a Path included
+    return "" if path.startswith(("pkg://", "structured://")) else str(Path(path.removeprefix("file://")).resolve())

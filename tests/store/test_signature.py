@@ -1,0 +1,133 @@
+"""Run signatures: the same config names the same run directory wherever the code and the
+checkout live; every shipped experiment's signature is pinned, so a later move of a module
+cannot rename (and so stop resuming) any run directory."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from attnedit.config import REPO_ROOT, compose, studies
+from attnedit.errors import ConfigError
+from attnedit.store.signature import NON_RESULT_KEYS, config_signature, resolved_container
+
+#: Overrides a shipped experiment needs to compose (keys it leaves `???`), and the study
+#: groups whose every option is a run of it.
+NEEDS = {"piebench_dcag": ["dataset.root=/data/PIE-Bench"], "piebench_dcag_grid": ["dataset.root=/data/PIE-Bench"]}
+SWEEPS = {"celebahq_compare": ("compare", ["sad", "pullback", "pullback_move", "hspace_pca", "attn_input_pca", "random"]),
+          "piebench_dcag": ("dcag_row", ["none", "grag", "dcag"]),
+          "lsun_sad": ("model", ["ddpm_church", "ddpm_bedroom", "ddpm_cat"])}
+#: Pinned signatures (12 hex digits) of every shipped experiment config; the test below
+#: also recomputes each one independently from the composed config.
+PINNED = {
+    "celebahq_compare/compare=attn_input_pca": "40151093371d",
+    "celebahq_compare/compare=hspace_pca": "95deeb669d99",
+    "celebahq_compare/compare=pullback": "142a2b2c69fc",
+    "celebahq_compare/compare=pullback_move": "79be2cebf8e7",
+    "celebahq_compare/compare=random": "131319579fdf",
+    "celebahq_compare/compare=sad": "a23d1804ffc9",
+    "celebahq_sad": "85320575d872",
+    "lsun_sad/model=ddpm_bedroom": "7ba0c206745d",
+    "lsun_sad/model=ddpm_cat": "2117830bb821",
+    "lsun_sad/model=ddpm_church": "60be72ba179b",
+    "piebench_dcag/dcag_row=dcag": "178b3ba9b642",
+    "piebench_dcag/dcag_row=grag": "0154b5a7678f",
+    "piebench_dcag/dcag_row=none": "d64e1f16aa33",
+    "piebench_dcag_grid": "8532b861ad43",
+    "quickstart": "596c62242282",
+    "shapes_factors": "3cc16c022293",
+}
+
+
+def shipped_runs() -> dict[str, list[str]]:
+    """run label -> overrides, for every experiment config of every study folder."""
+    runs = {}
+    for folder in studies().values():
+        for path in sorted((folder / "experiment").glob("*.yaml")):
+            base = [f"experiment={path.stem}", *NEEDS.get(path.stem, [])]
+            group, options = SWEEPS.get(path.stem, (None, [None]))
+            for option in options:
+                label = path.stem if option is None else f"{path.stem}/{group}={option}"
+                runs[label] = base + ([f"{group}={option}"] if option else [])
+    return runs
+
+
+def independent_signature(cfg) -> str:
+    """The documented rule, computed here on its own: the resolved config without the
+    non-result keys, each ``_target_`` as its last dotted name, paths inside the checkout
+    written relative to it; sha256 of the key-sorted JSON, 12 hex digits."""
+    tree = copy.deepcopy(resolved_container(cfg))
+    for dotted in NON_RESULT_KEYS:
+        *parents, last = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    assets = str(REPO_ROOT / "src" / "attnedit" / "assets")
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: v.split(".")[-1] if k == "_target_" else clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str) and value.startswith(assets + "/"):
+            return "${asset:" + value[len(assets) + 1:] + "}"
+        if isinstance(value, str) and value.startswith(str(REPO_ROOT) + "/"):
+            return "${repo:}/" + value[len(str(REPO_ROOT)) + 1:]
+        return value
+
+    return hashlib.sha256(json.dumps(clean(tree), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+RUNS = shipped_runs()
+
+
+def test_every_shipped_experiment_is_pinned():
+    assert sorted(RUNS) == sorted(PINNED)
+
+
+@pytest.mark.parametrize("label", sorted(RUNS))
+def test_shipped_experiment_signatures_are_pinned(label, monkeypatch):
+    monkeypatch.delenv("ATTNEDIT_ROOT", raising=False)
+    cfg = compose("config", RUNS[label])
+    assert config_signature(cfg) == independent_signature(cfg) == PINNED[label]
+
+
+def test_moving_a_module_or_the_checkout_keeps_the_signature():
+    cfg = resolved_container(compose("config", ["experiment=quickstart"]))
+    moved = copy.deepcopy(cfg)
+    moved["method"]["_target_"] = "elsewhere.deeper.SAD"  # the class moved to another module
+    assert config_signature(moved) == config_signature(cfg)
+    other = copy.deepcopy(cfg)
+    other["method"]["_target_"] = "attnedit.methods.sad.NotSAD"  # another class: another run
+    assert config_signature(other) != config_signature(cfg)
+    shipped = str(REPO_ROOT / "src" / "attnedit" / "assets")
+    assert cfg["model"]["path"].startswith(shipped)
+    clone = copy.deepcopy(cfg)
+    clone["model"]["path"] = cfg["model"]["path"].replace(str(REPO_ROOT), "/elsewhere/attnedit")
+    assert config_signature(clone) != config_signature(cfg)  # a path outside the checkout is what it says
+
+
+def test_a_run_of_an_earlier_signature_is_named_not_redone(tiny_ddpm_dir, tmp_path):
+    """A run directory whose manifest holds this config under another name: the new run
+    stops before any work, naming the folder and the mv that resumes it."""
+    from conftest import run_overrides
+
+    from attnedit.run.runner import Runner
+
+    cfg = compose("config", run_overrides(tmp_path, tiny_ddpm_dir))
+    run_dir = Runner(cfg).run_dir
+    earlier = run_dir.parent / "0123456789ab"
+    earlier.mkdir(parents=True)
+    config = resolved_container(cfg)
+    config["method"]["_target_"] = "attnedit.sad.SAD"  # where the class lived then
+    (earlier / "manifest.json").write_text(json.dumps({"config": config}))
+    shutil.rmtree(run_dir)
+    with pytest.raises(ConfigError, match=f"{earlier} holds this config's rows.*mv {earlier} {run_dir}"):
+        Runner(cfg)
+    assert not run_dir.exists()
