@@ -17,6 +17,8 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO = Path(__file__).resolve().parents[1]
+SUPPORT = Path(__file__).resolve().parent / "support"
+sys.path.insert(0, str(SUPPORT))  # test-only modules: tiny model builders, recorders, the zygote
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +37,7 @@ COMMAND_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "O
 @pytest.fixture(scope="session")
 def zygote():
     """Runs console-script commands as processes forked from one interpreter that imported
-    torch, diffusers and attnedit once (tests/zygote.py): the same call, without ~5 s of
+    torch, diffusers and attnedit once (tests/support/zygote.py): the same call, without ~5 s of
     imports per command."""
     from zygote import Zygote
 

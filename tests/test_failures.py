@@ -82,7 +82,7 @@ def test_a_failing_batch_is_retried_case_by_case_and_config_errors_stop():
 
 def _attnedit_run(overrides, root: Path, **plants) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "support"), os.environ.get("PYTHONPATH", "")]),
            **{f"ATTNEDIT_PLANT_{k.upper()}": v for k, v in plants.items()}}
     return subprocess.run([str(BIN / "attnedit-run"), *overrides], cwd=root, env=env, text=True,
                           capture_output=True, timeout=300)

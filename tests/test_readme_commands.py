@@ -7,7 +7,7 @@ weights error (`hf download <id> ...`); commands listed in SKIPPED say why they 
 The commands of one README run in order in one folder (the tables of a study read the
 runs of the command before); the READMEs run side by side. Each command is a process of
 its own, forked from a server that imported torch, diffusers and attnedit once (the
-``zygote`` fixture, tests/zygote.py): the same console-script call, without ~5 s of
+``zygote`` fixture, tests/support/zygote.py): the same console-script call, without ~5 s of
 imports per command."""
 
 from __future__ import annotations
