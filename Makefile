@@ -55,7 +55,7 @@ bench: install  ## speed benchmarks (print ratios measured side by side; several
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_piebench_eval.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_editing_time.py
 
-gpu-check: install  ## the issue-13 cost targets on one GPU, offline, < 8 min (benchmarks/gpu_check.py)
+gpu-check: install  ## the GPU cost targets on one GPU, offline, < 8 min (benchmarks/gpu_check.py)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gpu_check.py
 
 lock:  ## regenerate requirements.lock (needs uv: pip install uv)

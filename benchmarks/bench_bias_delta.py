@@ -9,10 +9,10 @@ QwenImageEditPipeline passes for one prompt). Variants, timed in interleaved rou
 
 - ``stock``: no guidance installed;
 - ``guided``: ``bias_delta_guidance`` with dk/dv per sample, all blocks;
-- ``legacy``: the same guidance computed by attnedit's previous implementation (a float32
-  copy of the condition tokens, four element-wise passes and a concatenation per channel
-  and block; kept verbatim below as ``legacy_bias_delta``), for the speed-up and as the
-  reference the fused result is compared with.
+- ``legacy``: the same guidance computed the straightforward way (a float32 copy of the
+  condition tokens, four element-wise passes and a concatenation per channel and block:
+  ``legacy_bias_delta`` below), for the speed-up and as the reference the fused result is
+  compared with.
 
 Reported: median, min and max milliseconds per call (and the median CPU time of this
 process), guided/stock and legacy/stock ratios of the medians, of the CPU times and of
@@ -28,7 +28,7 @@ on the device in bfloat16; 64x64 grid = 4096 noisy + 4096 condition tokens).
     python benchmarks/bench_bias_delta.py --device cuda --config real --batch 1 4
 
 From a GPU check script: ``from bench_bias_delta import measure; measure("cuda", "real", 1)``.
-The text stream defaults to 512 tokens as in the earlier H200 measurement; the official
+The text stream defaults to 512 tokens (the H200 measurement in reference/gpu-measurements.md); the official
 Qwen-Image-Edit call has ~1400 (1369 vision tokens of the ~1 MP prompt image plus the
 instruction): ``--text-tokens 1400``.
 

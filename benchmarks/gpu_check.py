@@ -1,4 +1,4 @@
-"""The issue-13 GPU check in one run: every cost target of the harness on one GPU.
+"""The GPU check in one run: every cost target of the harness on one GPU.
 
     python benchmarks/gpu_check.py                  # on a GPU machine (offline, < 8 min)
     make gpu-check                                  # the same through the venv

@@ -5,7 +5,7 @@ A study owns a folder (``experiments/<study>/``, or one under a folder named in
 ``$ATTNEDIT_STUDIES``): its config groups (``experiment/<name>.yaml`` and groups only it
 uses), ``reproduce/<name>.yaml`` for ``attnedit-reproduce``, ``reference/*.csv`` (published
 numbers) and its README. Every study folder that holds a config group is on Hydra's
-search path after ``conf/`` (``hydra_plugins/attnedit_studies.py``), so
+search path after ``conf/`` (``src/hydra_plugins/attnedit_studies``), so
 ``experiment=<name>`` finds it without any edit of ``conf/``.
 
 Resolvers, registered once on import (importing again replaces nothing):

@@ -15,7 +15,7 @@ One reading differs between references, for non-square sources only: the model c
 call passes no height/width, so the output is the pipeline's default 1024 x 1024
 whatever the source (L841-842); Black Forest Labs' own sampler (black-forest-labs/flux
 @ 802fb47, src/flux/sampling.py L227-259, prepare_kontext) makes the output the
-condition's aspect ratio. ``output_aspect="source"`` (default, the earlier choice here)
+condition's aspect ratio. ``output_aspect="source"`` (default)
 passes the source's height/width, so the output keeps its aspect ratio at ~max_area;
 ``output_aspect="square"`` is the model card's call. For square sources (PIE-Bench) both
 are the same call.

@@ -1,7 +1,7 @@
 """Attention-input PCA (a data-dependent baseline): principal components of the features
 SAD edits, over generated samples. Not the h-space PCA of Haas et al. / Asyrp (that is
-methods/hspace_pca.py, PCA of the mid-block output); this method was called
-``hspace_pca`` before, and run directories written then are read under this name
+methods/hspace_pca.py, PCA of the mid-block output); stored rows named ``hspace_pca``
+that edited an attention input are read under this name
 (attnedit.store.run_store.LEGACY_METHOD_NAMES).
 
 Features: the input Z of each selected self-attention layer (``position`` as SAD's:

@@ -8,6 +8,12 @@ offered on top for users who want a running mean.
 Metrics may need more than the two images (a mask, a text pair): the runner passes a
 ``context`` dict of per-batch fields and each metric takes what it declares in
 ``needs``. A metric may return several columns (e.g. a value and a per-row flag).
+
+How reports show a column is declared on the class, torchmetrics style:
+``higher_is_better``, ``display_name``, ``unit`` with the ``scale`` a report multiplies
+values by (PIE-Bench's customary x10^3 for LPIPS), and the ``region`` scored
+(:data:`REGIONS`); :meth:`PairMetric.column_info` reads them without building the metric
+(``attnedit.metrics.registry.metric_info`` by column name).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -23,6 +30,37 @@ from torch import Tensor
 from attnedit.errors import DataError
 
 PRETRAINED = "pretrained"
+
+
+@dataclass(frozen=True)
+class Region:
+    word: str  # in headers: "LPIPS background [x10^3]"
+    text: str  # in titles
+
+
+#: The parts of an image a metric scores (PIE-Bench's mask: 1 in the edit region).
+REGIONS = {
+    "whole": Region("whole", "whole image"),
+    "unedit_part": Region("background", "background (unedit_part: both images times 1 - mask, scored on the full frame)"),
+    "edit_part": Region("edit", "edit region (edit_part: both images times the mask, scored on the full frame)"),
+}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric column is shown: values x ``scale`` in ``unit``."""
+
+    name: str
+    display_name: str
+    unit: str = "raw"
+    scale: float = 1.0
+    region: str = "whole"
+    higher_is_better: bool | None = None
+
+    @property
+    def header(self) -> str:
+        """'LPIPS background [x10^3]': the name, the region, the unit of the scaled values."""
+        return f"{self.display_name} {REGIONS[self.region].word} [{self.unit}]"
 
 
 class PairMetric(abc.ABC):
@@ -35,6 +73,10 @@ class PairMetric(abc.ABC):
 
     name: str = ""
     higher_is_better: ClassVar[bool | None] = None
+    display_name: ClassVar[str] = ""  # "" : the column name
+    unit: ClassVar[str] = "raw"  # the unit of value x scale
+    scale: ClassVar[float] = 1.0
+    region: str = "whole"
     needs: ClassVar[tuple[str, ...]] = ()
     weights: str = "none"  # metrics without learned weights (ssim, psnr, mse)
 
@@ -51,6 +93,15 @@ class PairMetric(abc.ABC):
         Metrics with a reference-only part (LPIPS features of the source, SSIM's source
         statistics) override this to compute that part once for all methods."""
         return [self.score(edited, reference, **context) for edited in editeds]
+
+    @classmethod
+    def column_info(cls, name: str, **options) -> MetricInfo:
+        """How column ``name`` of this class, built with ``options``, is shown."""
+        return MetricInfo(name, cls.display_name or name, cls.unit, cls.scale, options.get("region", cls.region),
+                          cls.higher_is_better)
+
+    def info(self) -> MetricInfo:
+        return type(self).column_info(self.name, region=self.region)
 
     @property
     def uses_random_weights(self) -> bool:

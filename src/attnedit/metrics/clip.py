@@ -195,6 +195,7 @@ class DirectionalCLIP(PairMetric):
 
     name = "directional_clip"
     higher_is_better = True
+    display_name = "Directional CLIP"
     needs = ("source_text", "target_text")
 
     def __init__(

@@ -34,6 +34,7 @@ def factor_changes(edited: dict[str, np.ndarray], reference: dict[str, np.ndarra
 class FactorChange(PairMetric):
     name = "factor_change"
     higher_is_better = None  # a description of the edit, not a quality
+    display_name = "factor change"
 
     def __init__(self, path: str) -> None:
         super().__init__()

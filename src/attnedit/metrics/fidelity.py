@@ -31,6 +31,7 @@ class SSIM(PairMetric):
 
     name = "ssim"
     higher_is_better = True
+    display_name = "SSIM"
 
     def __init__(self, name: str = "ssim", border: str = "crop") -> None:
         super().__init__()
@@ -61,6 +62,7 @@ class SSIM(PairMetric):
 class PSNR(PairMetric):
     name = "psnr"
     higher_is_better = True
+    display_name, unit = "PSNR", "dB"
 
     def __init__(self, name: str = "psnr") -> None:
         super().__init__()
@@ -79,6 +81,7 @@ class PSNR(PairMetric):
 class MSE(PairMetric):
     name = "mse"
     higher_is_better = False
+    display_name = "MSE"
 
     def __init__(self, name: str = "mse") -> None:
         super().__init__()

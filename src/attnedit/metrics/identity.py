@@ -110,6 +110,7 @@ class IdentitySimilarity(PairMetric):
 
     name = "id_sim"
     higher_is_better = True
+    display_name = "identity similarity"
 
     def __init__(
         self,

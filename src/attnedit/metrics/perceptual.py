@@ -88,6 +88,7 @@ class LPIPS(PairMetric):
 
     name = "lpips"
     higher_is_better = False
+    display_name = "LPIPS"
 
     def __init__(
         self,

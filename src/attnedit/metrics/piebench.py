@@ -46,12 +46,11 @@ from torch import Tensor
 
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics import piebench_backbones as backbones
-from attnedit.metrics.base import PairMetric
+from attnedit.metrics.base import REGIONS, MetricInfo, PairMetric
 from attnedit.metrics.registry import register_metric
 from attnedit.metrics.ssim_fast import gaussian_window, ssim_against, ssim_reference
 from attnedit.metrics.weights import weights_label
 
-REGIONS = {"unedit_part": "background", "edit_part": "edit region", "whole": "whole image"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -156,6 +155,7 @@ def mean_squared_error(edited: Tensor, reference: Tensor) -> Tensor:
 
 class PIEBenchMSE(RegionMetric):
     base, higher_is_better = "mse", False
+    display_name, unit, scale = "MSE", "x10^4", 1e4
 
     def compare(self, edited: Tensor, reference: Tensor) -> Tensor:
         return mean_squared_error(edited, reference)
@@ -163,6 +163,7 @@ class PIEBenchMSE(RegionMetric):
 
 class PIEBenchPSNR(RegionMetric):
     base, higher_is_better = "psnr", True
+    display_name, unit = "PSNR", "dB"
 
     def compare(self, edited: Tensor, reference: Tensor) -> Tensor:
         # data_range 1; identical images give inf, as torchmetrics does.
@@ -187,6 +188,7 @@ class PIEBenchSSIM(RegionMetric):
     """SSIM on a region; ``convention`` chooses how the SSIM map is averaged (module docstring)."""
 
     base, higher_is_better = "ssim", True
+    display_name, unit, scale = "SSIM", "x10^2", 1e2
 
     def __init__(self, region: str = "unedit_part", convention: str = SSIM_DEFAULT_CONVENTION) -> None:
         super().__init__(region)
@@ -269,6 +271,7 @@ class PIEBenchLPIPS(RegionMetric):
     """
 
     base, higher_is_better = "lpips", False
+    display_name, unit, scale = "LPIPS", "x10^3", 1e3
 
     def __init__(
         self, region: str = "unedit_part", net_type: str = "squeeze", weights: str = "pretrained", seed: int = 0
@@ -331,6 +334,18 @@ class PIEBenchCLIPScore(PIEBenchMetric):
     """
 
     higher_is_better = True
+    display_name, unit = "CLIP score", "CLIP score 0-100"
+    KIND_NAMES = {"source_image": "CLIP score (source image)"}
+
+    @classmethod
+    def column_info(cls, name: str, **options) -> MetricInfo:
+        kind = options.get("kind", "target_image")
+        region = "edit_part" if kind.endswith("_edit_part") else "whole"
+        return MetricInfo(name, cls.KIND_NAMES.get(kind, cls.display_name), cls.unit, cls.scale, region,
+                          cls.higher_is_better)
+
+    def info(self) -> MetricInfo:
+        return self.column_info(self.name, kind=self.kind)
 
     def __init__(
         self,
@@ -405,6 +420,7 @@ class StructureDistance(PIEBenchMetric):
     """
 
     name, higher_is_better = "structure_distance", False
+    display_name, unit, scale = "structure distance", "x10^3", 1e3
 
     def __init__(
         self,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from attnedit.errors import ConfigError
-from attnedit.metrics.base import PairMetric
+from attnedit.metrics.base import MetricInfo, PairMetric
 
 _REGISTRY: dict[str, Callable[..., PairMetric]] = {}
 
@@ -25,6 +26,17 @@ def register_metric(name: str):
 def available_metrics() -> list[str]:
     _import_builtin()
     return sorted(_REGISTRY)
+
+
+def metric_info(name: str) -> MetricInfo:
+    """How the column ``name`` of a registered metric is shown (its class's declaration,
+    without building the metric); a column of no registered metric is shown raw."""
+    _import_builtin()
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        return MetricInfo(name, name)
+    cls, options = (factory.func, factory.keywords) if isinstance(factory, functools.partial) else (factory, {})
+    return cls.column_info(name, **options)
 
 
 def build_metric(name: str, **kwargs) -> PairMetric:

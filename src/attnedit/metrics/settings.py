@@ -128,7 +128,7 @@ def row_settings(settings: dict[str, dict[str, Any]]) -> str:
 
 def check_uniform(frame: pd.DataFrame, columns: list[str], where: Any) -> None:
     """Refuse (one line) to average a column whose successful rows were scored under
-    different settings. Rows without a record (runs made before it) count as one setting."""
+    different settings. Rows without a record count as one setting."""
     if SETTINGS_COLUMN not in frame or frame.empty:
         return
     rows = frame[~failed_mask(frame)]

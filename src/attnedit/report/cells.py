@@ -50,7 +50,7 @@ def split_failed(group: pd.DataFrame, metric: str) -> tuple[pd.Series, int]:
 
 def stat_cell(values: pd.Series, failed: int = 0, digits: int = 4, scale: float = 1.0, std: bool = True) -> Cell:
     """"mean ± std" (or the mean alone, ``std=False``) over the finite scaled values, with
-    the count of non-finite ones as the old tables wrote it; numbers: mean, std, CI, n, n_nan, n_failed."""
+    the count of non-finite ones; numbers: mean, std, CI, n, n_nan, n_failed."""
     values = values.astype(float) * scale
     kept = values[values.map(math.isfinite)]
     n_nan = len(values) - len(kept)
@@ -97,5 +97,5 @@ def spread_cell(means: list[float], digits: int = 4) -> Cell:
 
 
 def mean_std(values: pd.Series, digits: int = 4) -> str:
-    """The text of the old tables' cells: "mean ± std" over finite values (+ their count skipped)."""
+    """A cell's text alone: "mean ± std" over finite values (+ their count skipped)."""
     return stat_cell(values, digits=digits).text

@@ -1,7 +1,8 @@
 """Per-category summary of a PIE-Bench per-image CSV: means skipping NaN, in the scales
-customary in papers (structure and LPIPS x10^3, MSE x10^4, SSIM x10^2; PSNR in dB and
-CLIP score unscaled), with the unit in every header, the scored region and the SSIM
-convention stated, and the images that could not be scored counted (``failed``)."""
+each metric class declares (the customary ones of papers: structure and LPIPS x10^3, MSE
+x10^4, SSIM x10^2; PSNR in dB and CLIP score unscaled), with the unit in every header,
+the scored region and the SSIM convention stated, and the images that could not be
+scored counted (``failed``)."""
 
 from __future__ import annotations
 
@@ -10,33 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from attnedit.data.piebench import CATEGORY_NAMES, PIEBench
+from attnedit.metrics.base import REGIONS
 from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
-
-# metric-name prefix -> (factor, unit shown in the header)
-SCALES = {
-    "psnr": (1.0, "dB"),
-    "ssim": (1e2, "x10^2"),
-    "mse": (1e4, "x10^4"),
-    "lpips": (1e3, "x10^3"),
-    "clip_similarity": (1.0, "CLIP score 0-100"),
-    "structure_distance": (1e3, "x10^3"),
-}
-REGION_TEXT = {
-    "unedit_part": "unedit_part = background: both images multiplied by (1 - mask), scored on the full frame",
-    "edit_part": "edit_part = edit region: both images multiplied by the mask, scored on the full frame",
-    "whole": "whole = the whole image",
-}
-
-
-def region_of(metric: str) -> str:
-    return next((r for r in ("unedit_part", "edit_part") if metric.endswith(r)), "whole")
-
-
-def scale_of(metric: str) -> tuple[float, str]:
-    for prefix, scale in SCALES.items():
-        if metric.startswith(prefix):
-            return scale
-    return 1.0, "raw"
+from attnedit.metrics.registry import metric_info
 
 
 def summarize(csv_path: Path, dataset: PIEBench, methods: list[str], metrics: list[str]) -> pd.DataFrame:
@@ -78,20 +55,20 @@ def write_summary(
     scaled = table.copy() if len(methods) > 1 else table.drop(columns="method")
     headers = {}
     for metric in metrics:
-        factor, unit = scale_of(metric)
-        scaled[metric] = scaled[metric] * factor
-        headers[metric] = f"{metric} [{unit}]"
+        info = metric_info(metric)
+        scaled[metric] = scaled[metric] * info.scale
+        headers[metric] = f"{metric} [{info.unit}]"
     scaled = scaled.rename(columns=headers)
     title = f"# PIE-Bench evaluation: {', '.join(methods)}"
     if ssim_convention is not None:
         title += f" -- {SSIM_CONVENTION_TEXT[ssim_convention]}"
     if random_weights:
         title += f" -- RANDOM-BACKBONE ({', '.join(random_weights)}): not comparable with published numbers"
-    regions = list(dict.fromkeys(region_of(m) for m in metrics))
+    regions = list(dict.fromkeys(metric_info(m).region for m in metrics))
     lines = [
         title,
         "",
-        "Regions: " + "; ".join(REGION_TEXT[r] for r in regions),
+        "Regions: " + "; ".join(REGIONS[r].text for r in regions),
         "Per-category means over images, NaN (empty region) skipped; n = images in the category, "
         "failed = images not scored (NaN/inf pixels in the edited image), left out of the means.",
         "",

@@ -13,7 +13,7 @@ from attnedit.errors import DataError
 def read_reference(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
-        raise DataError(f"reference table {path} does not exist; see results/reference/README.md for the format")
+        raise DataError(f"reference table {path} does not exist; see experiments/README.md for the format")
     try:
         frame = pd.read_csv(path, dtype={"method": str, "source": str})
     except Exception as err:

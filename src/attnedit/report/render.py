@@ -54,7 +54,7 @@ def _cells(frame: pd.DataFrame, column: str) -> list[Cell]:
 
 
 def display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cells as their text: the table as the old writers returned it."""
+    """Cells as their text (what Markdown shows)."""
     out = frame.copy()
     for column in frame.columns:
         if _cells(frame, column):
@@ -161,7 +161,7 @@ def write_report(report: Report, folder: Path) -> str:
 
 
 def tables_of(report: Report) -> dict[str, pd.DataFrame]:
-    """{name: the table as text cells} (what write_tables returned before the report package)."""
+    """{name: the table as text cells}."""
     return {t.name: display(t.frame) for t in report.tables}
 
 

@@ -1,15 +1,15 @@
 """Failure accounting for the runner: a case that raises becomes a failed row, not the end of the run.
 
-The policy (issue 14.3):
+The policy:
 - a batch that raises is retried case by case, so only the case that fails fails (an
   out-of-memory error at batch 8 may pass at batch 1); a row computed alone after its
   batch failed says so in ``batch_failure`` (the batch's error text);
 - a case that still raises alone is stored as a failed row: ``failed=True``,
   ``error="<ExceptionType>: <first line>"``, its metric columns NaN, no edited image
-  (``image_path`` None). Successful rows have ``failed=False``, ``error=None``; rows of
-  runs made before these columns existed count as successful;
+  (``image_path`` None). Successful rows have ``failed=False``, ``error=None``; rows
+  without these columns count as successful;
 - errors that would fail every case (:data:`STOP_ERRORS`: a bad config value, missing
-  weights) stop the run at once, as before;
+  weights) stop the run at once;
 - resuming retries failed and missing cases: only successful rows are "done". A retry's
   row replaces the failed one (:meth:`attnedit.store.run_store.RunStore.drop_failed`), so the store
   ends with one row per case; until then ``RunStore.read`` prefers a successful row of

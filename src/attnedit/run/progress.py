@@ -32,7 +32,7 @@ def shard_progress(run_dir: str | Path, shards: int | None = None) -> pd.DataFra
     manifest = store.read_json("manifest.json")
     plan = manifest.get("plan")
     if not plan:
-        raise DataError(f"{run_dir}/manifest.json has no 'plan' (a run made before attnedit-status existed); "
+        raise DataError(f"{run_dir}/manifest.json has no 'plan'; "
                         "rerun attnedit-run with its config once to record it")
     count = int(shards or ((manifest.get("config") or {}).get("shard") or {}).get("count", 1))
     if count < 1:

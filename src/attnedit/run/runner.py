@@ -174,7 +174,7 @@ class Runner:
             if previous is None:
                 return manifest
             merged = resumed_manifest(previous, manifest)
-            merged.setdefault("metric_settings", self.metric_settings)  # a run made before they were kept
+            merged.setdefault("metric_settings", self.metric_settings)  # a manifest without them
             return merged
 
         # under the run's lock: writers starting together record one first run and resumes

@@ -36,9 +36,9 @@ import pyarrow.parquet as pq
 from attnedit.columns import BATCH_FAILURE, ERROR, FAILED, failed_mask
 from attnedit.errors import DataError
 
-# (method, position) of rows written before a rename -> the method's name now. Rows of
-# "hspace_pca" that edited an attention input were PCA of attention-layer inputs
-# (methods/attn_input_pca.py); "hspace_pca" now names the PCA of the mid-block output.
+# (method, position) of stored rows -> the method they are. Rows named "hspace_pca" that
+# edited an attention input are PCA of attention-layer inputs (methods/attn_input_pca.py);
+# "hspace_pca" itself is the PCA of the mid-block output, which edits no attention input.
 LEGACY_METHOD_NAMES = {
     ("hspace_pca", "after_norm"): "attn_input_pca",
     ("hspace_pca", "before_norm"): "attn_input_pca",
@@ -83,7 +83,7 @@ class RunStore:
         return path
 
     def _add_failure_columns(self) -> None:
-        """A run made before failure accounting, resumed: its first part (whose schema pyarrow
+        """A run whose parts have no failure columns, resumed: its first part (whose schema pyarrow
         takes for the directory) gets ``failed=False`` and empty ``error``/``batch_failure``."""
         parts = self.part_files()
         table = self._read_part(parts[0]) if parts else None
@@ -223,7 +223,7 @@ def _written_at(part: Path) -> tuple[int, str]:
 
 
 def current_method_names(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of old run directories under their method's current name (LEGACY_METHOD_NAMES)."""
+    """Rows under the name of the method they are (LEGACY_METHOD_NAMES)."""
     if "method" not in frame or "position" not in frame:
         return frame
     renamed = [LEGACY_METHOD_NAMES.get((m, p), m) for m, p in zip(frame["method"], frame["position"])]

@@ -89,8 +89,8 @@ def config_signature(cfg: DictConfig | dict, length: int = 12) -> str:
 
 def same_config_elsewhere(run_dir: Path, config: dict[str, Any]) -> list[Path]:
     """Other run directories beside ``run_dir`` (same experiment name) whose manifest
-    records this config under another signature: runs made before the signature took code
-    locations out, which a run of this config would otherwise start over."""
+    records this config under another signature (a directory named by a signature that
+    held code locations), which a run of this config would otherwise start over."""
     wanted = signature_payload(config)
     found = []
     for manifest in sorted(Path(run_dir).parent.glob("*/manifest.json")):

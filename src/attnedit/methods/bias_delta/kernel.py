@@ -3,8 +3,9 @@
 PyTorch's ``addcmul`` does the same pass, but with bfloat16 tokens and float32 factors it
 takes its slow mixed-dtype path. GPU time of one Qwen-Image-Edit call's worth of guidance
 (60 blocks x K and V, 4096 condition tokens of 24 x 128, bf16, H200, means included):
-10.6 ms with ``addcmul``, 4.0 ms with this kernel, 37.2 ms for the previous
-implementation (batch 4: 38.0, 11.5, 162.4 ms); the stock call is 428 ms (1677 ms).
+10.6 ms with ``addcmul``, 4.0 ms with this kernel, 37.2 ms for a float32 copy, rescale and
+concatenation per channel (``legacy`` in benchmarks/bench_bias_delta.py; batch 4: 38.0,
+11.5, 162.4 ms); the stock call is 428 ms (1677 ms).
 Same arithmetic as ``addcmul``: float32, rounded once (the two gave identical outputs).
 """
 

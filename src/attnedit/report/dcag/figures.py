@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from attnedit.report.dcag.points import EXTRA_KEYS, REGION_WORDS
-from attnedit.report.piebench_summary import region_of, scale_of
+from attnedit.metrics.registry import metric_info
+from attnedit.report.dcag.points import EXTRA_KEYS, scale
 
 EDITABILITY = ("clip_similarity_target_image", "clip_similarity_target_image_edit_part")
 # Plain tick values: an offset ("+2.5e2") would hide the scale the axis labels state.
@@ -36,9 +36,7 @@ def grid_means(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def _label(metric: str) -> str:
-    region = region_of(metric)
-    name = "CLIP score" if metric.startswith("clip") else metric.removesuffix(f"_{region}").upper()
-    return f"{name} {REGION_WORDS[region]} [{scale_of(metric)[1]}]"
+    return metric_info(metric).header
 
 
 def _suptitle(fig, text: str) -> None:
@@ -47,14 +45,14 @@ def _suptitle(fig, text: str) -> None:
 
 def _contour_panel(ax, points: pd.DataFrame, metric: str) -> None:
     x, y = points.dk.to_numpy(float), points.dv.to_numpy(float)
-    z = points[metric].to_numpy(float) * scale_of(metric)[0]
+    z = points[metric].to_numpy(float) * scale(metric)
     xs, ys = np.unique(x), np.unique(y)
     full = len(xs) >= 2 and len(ys) >= 2 and len(points) == len(xs) * len(ys)
     spread = len(points) >= 3 and np.linalg.matrix_rank(np.c_[x - x[0], y - y[0]]) == 2
     if np.ptp(z) > 0 and (full or spread):
         if full:
             grid = points.pivot(index="dv", columns="dk", values=metric).loc[ys, xs].to_numpy(float)
-            grid = grid * scale_of(metric)[0]
+            grid = grid * scale(metric)
             filled = ax.contourf(xs, ys, grid, levels=10, cmap="viridis_r")
             lines = ax.contour(xs, ys, grid, levels=filled.levels, colors="k", linewidths=0.5)
         else:
@@ -97,8 +95,8 @@ def fidelity_vs_editability(means: pd.DataFrame, metrics: list[str], title: str)
         return None
     fig, axes = _figure(len(fidelity), 4.8)
     for ax, metric in zip(axes[0], fidelity):
-        x = means[clip].to_numpy(float) * scale_of(clip)[0]
-        y = means[metric].to_numpy(float) * scale_of(metric)[0]
+        x = means[clip].to_numpy(float) * scale(clip)
+        y = means[metric].to_numpy(float) * scale(metric)
         identity = ((means.dk == 1) & (means.dv == 1)).to_numpy()
         scatter = ax.scatter(x, y, c=means.dv, cmap="plasma", edgecolors="k", s=28, zorder=3)
         ax.scatter(x[identity], y[identity], marker="*", s=160, c="none", edgecolors="k", zorder=4, label="none (1, 1)")

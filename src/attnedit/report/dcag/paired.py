@@ -7,9 +7,9 @@ import pandas as pd
 
 from attnedit.columns import CATEGORY, SAMPLE_ID
 from attnedit.data.piebench import CATEGORY_NAMES
+from attnedit.metrics.registry import metric_info
 from attnedit.report.cells import paired_cell
-from attnedit.report.dcag.points import FIDELITY, guided_points, header, main_region, point_cases
-from attnedit.report.piebench_summary import scale_of
+from attnedit.report.dcag.points import FIDELITY, guided_points, header, main_region, point_cases, scale
 from attnedit.report.stats import paired
 
 
@@ -21,7 +21,7 @@ def _by_sample(group: pd.DataFrame, metric: str) -> pd.Series:
 def _paired(group: pd.DataFrame, identity: pd.DataFrame, metric: str):
     a, b = _by_sample(identity, metric), _by_sample(group, metric)
     common = a.index.intersection(b.index)
-    return paired_cell(paired(a[common].to_numpy(), b[common].to_numpy()), digits=2, scale=scale_of(metric)[0])
+    return paired_cell(paired(a[common].to_numpy(), b[common].to_numpy()), digits=2, scale=scale(metric))
 
 
 def paired_table(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame | None:
@@ -43,7 +43,7 @@ def paired_category_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame | No
     if identity.empty:
         return None
     categories = sorted(frame[CATEGORY].dropna().astype(str).unique(), key=lambda c: (not c.isdigit(), c.zfill(4)))
-    unit = scale_of(metric)[1]
+    unit = metric_info(metric).unit
     rows = []
     for row, group in guided_points(frame):
         for category in categories:

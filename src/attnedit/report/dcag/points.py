@@ -6,19 +6,11 @@ import pandas as pd
 
 from attnedit.errors import DataError
 from attnedit.methods.bias_delta.params import PARAMS as GRID_KEYS
+from attnedit.metrics.registry import metric_info
 from attnedit.report.cells import group_cell
-from attnedit.report.piebench_summary import region_of, scale_of
 
 EXTRA_KEYS = GRID_KEYS[2:]
 GUIDANCE_ORDER = ("none", "GRAG", "V only", "DCAG")
-REGION_WORDS = {"whole": "whole", "unedit_part": "background", "edit_part": "edit"}
-REGION_TEXT = {
-    "whole": "whole image",
-    "unedit_part": "background (unedit_part: both images times 1 - mask, scored on the full frame)",
-    "edit_part": "edit region (edit_part: both images times the mask)",
-}
-NAMES = {"lpips": "LPIPS", "ssim": "SSIM", "psnr": "PSNR", "mse": "MSE", "structure_distance": "structure distance",
-         "clip_similarity_target_image": "CLIP score", "clip_similarity_source_image": "CLIP score (source image)"}
 FIDELITY = ("lpips", "ssim", "psnr", "mse")
 
 
@@ -80,24 +72,30 @@ def point_cases(frame: pd.DataFrame, text: str) -> pd.DataFrame:
 
 def header(metric: str) -> str:
     """'LPIPS whole [x10^3]': the name, the region, the unit of the scaled values."""
-    region = region_of(metric)
-    base = metric.removesuffix(f"_{region}")
-    name = NAMES.get(base, base)
-    return f"{name} {REGION_WORDS[region]} [{scale_of(metric)[1]}]"
+    return metric_info(metric).header
+
+
+def scale(metric: str) -> float:
+    return metric_info(metric).scale
+
+
+def region(metric: str) -> str:
+    return metric_info(metric).region
 
 
 def cell(group: pd.DataFrame, metric: str):
     """Scaled 'mean ± std' over the finite values, with the count of skipped ones."""
-    return group_cell(group, metric, digits=2, scale=scale_of(metric)[0])
+    return group_cell(group, metric, digits=2, scale=scale(metric))
 
 
 def scaled_mean(group: pd.DataFrame, metric: str):
     """The scaled mean alone (category tables), with its CI and counts beside it."""
-    return group_cell(group, metric, digits=2, scale=scale_of(metric)[0], std=False)
+    return group_cell(group, metric, digits=2, scale=scale(metric), std=False)
 
 
 def base_metric(metric: str) -> str:
-    return metric.removesuffix(f"_{region_of(metric)}")
+    """The column without its region: ``lpips_unedit_part`` -> ``lpips``."""
+    return metric.removesuffix(f"_{region(metric)}")
 
 
 def main_region(metrics: list[str]) -> str | None:

@@ -9,13 +9,12 @@ import pandas as pd
 
 from attnedit.data.piebench import CATEGORY_NAMES
 from attnedit.errors import DataError
+from attnedit.metrics.base import REGIONS
+from attnedit.metrics.registry import metric_info
 from attnedit.report.dcag.paired import paired_category_table, paired_table
 from attnedit.report.dcag.points import (
     EXTRA_KEYS,
     FIDELITY,
-    NAMES,
-    REGION_TEXT,
-    REGION_WORDS,
     base_metric,
     cell,
     guidance_label,
@@ -24,10 +23,11 @@ from attnedit.report.dcag.points import (
     main_region,
     point_columns,
     points,
+    region,
+    scale,
     scaled_mean,
 )
 from attnedit.report.marks import title_marks
-from attnedit.report.piebench_summary import region_of, scale_of
 from attnedit.report.reference import read_reference
 
 PUBLISHED_MARK = "secondary source, unverified"
@@ -46,7 +46,7 @@ def published_points(path: str | None) -> pd.DataFrame | None:
     for column in ("dk", "dv"):
         if column not in reference:
             raise DataError(f"reference table {path} lacks the '{column}' column; a bias-delta reference needs "
-                            "method, dk, dv, one column per metric and source (results/reference/dcag_piebench.csv)")
+                            "method, dk, dv, one column per metric and source (experiments/piebench_dcag/reference/dcag_piebench.csv)")
     return reference.assign(dk=reference.dk.astype(float).round(4), dv=reference.dv.astype(float).round(4))
 
 
@@ -55,15 +55,16 @@ def _published_column(reference: pd.DataFrame, base: str) -> str | None:
 
 
 def published_header(base: str, metric: str) -> str:
-    unit = scale_of(metric)[1] if PUBLISHED_IN_OUR_UNITS.get(base, False) else "as transcribed, unit not stated"
-    return f"{NAMES.get(base, base)} published† [{unit}]"
+    info = metric_info(metric)
+    unit = info.unit if PUBLISHED_IN_OUR_UNITS.get(base, False) else "as transcribed, unit not stated"
+    return f"{info.display_name} published† [{unit}]"
 
 
 def published_cell(value, base: str, metric: str) -> str:
     if pd.isna(value):
         return ""
     if PUBLISHED_IN_OUR_UNITS.get(base, False):
-        return f"{float(value) * scale_of(metric)[0]:.2f}"
+        return f"{float(value) * scale(metric):.2f}"
     return f"{float(value):g}"
 
 
@@ -75,10 +76,10 @@ def _published_row(reference: pd.DataFrame | None, dk: float, dv: float, extras_
 
 
 def main_table(frame: pd.DataFrame, metrics: list[str], reference: pd.DataFrame | None) -> pd.DataFrame | None:
-    region = main_region(metrics)
-    if region is None:
+    main = main_region(metrics)
+    if main is None:
         return None
-    shown = [(b, f"{b}_{region}") for b in FIDELITY if f"{b}_{region}" in metrics]
+    shown = [(b, f"{b}_{main}") for b in FIDELITY if f"{b}_{main}" in metrics]
     columns = point_columns(frame)
     rows, seen = [], set()
     for key, group in points(frame):
@@ -118,11 +119,11 @@ def _finite_by_sample(group: pd.DataFrame, metric: str) -> pd.Series:
 
 def relative_table(frame: pd.DataFrame, metrics: list[str], reference: pd.DataFrame | None) -> pd.DataFrame | None:
     """Percent change of each point against the unedited point, on the images both hold."""
-    region = main_region(metrics)
+    main = main_region(metrics)
     identity = frame[frame.guidance == "none"]
-    if region is None or identity.empty:
+    if main is None or identity.empty:
         return None
-    shown = [(b, f"{b}_{region}") for b in FIDELITY if f"{b}_{region}" in metrics]
+    shown = [(b, f"{b}_{main}") for b in FIDELITY if f"{b}_{main}" in metrics]
     published_none = _published_row(reference, 1.0, 1.0, True)
     rows = []
     for row, group in guided_points(frame):
@@ -134,13 +135,13 @@ def relative_table(frame: pd.DataFrame, metrics: list[str], reference: pd.DataFr
             common = mine.index.intersection(none.index)
             change = (mine[common].mean() / none[common].mean() - 1) * 100 if len(common) else float("nan")
             text = f"{change:+.1f}" if math.isfinite(change) else "n/a"
-            row[f"{NAMES[base]} {REGION_WORDS[region]} Δ% measured"] = text
+            row[f"{metric_info(metric).display_name} {REGIONS[main].word} Δ% measured"] = text
             if reference is not None:
                 column = _published_column(reference, base)
                 text = ""
                 if published is not None and published_none is not None and column:
                     text = f"{(float(published[column]) / float(published_none[column]) - 1) * 100:+.1f}"
-                row[f"{NAMES[base]} Δ% published†"] = text
+                row[f"{metric_info(metric).display_name} Δ% published†"] = text
         rows.append(row)
     return pd.DataFrame(rows) if rows else None
 
@@ -148,7 +149,7 @@ def relative_table(frame: pd.DataFrame, metrics: list[str], reference: pd.DataFr
 def category_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rows = grid points, columns = PIE-Bench categories present and all: scaled means."""
     categories = sorted(frame.category.dropna().astype(str).unique(), key=lambda c: (not c.isdigit(), c.zfill(4)))
-    unit = scale_of(metric)[1]
+    unit = metric_info(metric).unit
     columns = point_columns(frame)
     rows = []
     for key, group in points(frame):
@@ -183,12 +184,12 @@ def study_marks(frame: pd.DataFrame, manifests: list[dict]) -> str:
 
 
 def _regions(metrics: list[str]) -> str:
-    return "; ".join(REGION_TEXT[r] for r in dict.fromkeys(region_of(m) for m in metrics))
+    return "; ".join(REGIONS[r].text for r in dict.fromkeys(region(m) for m in metrics))
 
 
 def build_report_tables(frame, metrics, reference, names: str, marks: str) -> tuple[dict, dict]:
     """(tables, titles) of the study."""
-    region = main_region(metrics)
+    main = main_region(metrics)
     published = "" if reference is None else (
         "; † published: DCAG paper (arXiv 2602.18022) as transcribed by a secondary summary — "
         f"{PUBLISHED_MARK}; its region is not stated (magnitudes suggest whole image)")
@@ -199,25 +200,25 @@ def build_report_tables(frame, metrics, reference, names: str, marks: str) -> tu
             tables[name] = table
             titles[name] = " ".join(filter(None, [f"{names} — {title}", marks]))
 
-    if region is not None:
+    if main is not None:
         add("main", main_table(frame, metrics, reference),
-            f"main table, fidelity per grid point, region: {REGION_TEXT[region]}{published}")
+            f"main table, fidelity per grid point, region: {REGIONS[main].text}{published}")
         add("main_relative", relative_table(frame, metrics, reference),
-            f"change against the unedited model in %, region: {REGION_TEXT[region]}, measured on the images both "
+            f"change against the unedited model in %, region: {REGIONS[main].text}, measured on the images both "
             f"points hold{published}")
     for metric in [m for m in metrics if base_metric(m) == "lpips"]:
         if "category" in frame and frame.category.notna().any():
             add(f"by_category_{metric}", category_table(frame, metric),
-                f"{header(metric)} by PIE-Bench category (mean over images), region: {REGION_TEXT[region_of(metric)]}")
+                f"{header(metric)} by PIE-Bench category (mean over images), region: {REGIONS[region(metric)].text}")
     add("grid", grid_table(frame, metrics),
         f"every grid point: editability (CLIP score) next to fidelity, regions: {_regions(metrics)}")
-    if region is not None:
+    if main is not None:
         add("paired_vs_none", paired_table(frame, metrics),
-            f"each point against the unedited point (dk = dv = 1), region: {REGION_TEXT[region]}, difference = "
+            f"each point against the unedited point (dk = dv = 1), region: {REGIONS[main].text}, difference = "
             "point - unedited in the scaled units of the headers")
     for metric in [m for m in metrics if base_metric(m) == "lpips"]:
         if "category" in frame and frame.category.notna().any():
             add(f"paired_vs_none_by_category_{metric}", paired_category_table(frame, metric),
                 f"{header(metric)} by PIE-Bench category, each point against the unedited point, difference = "
-                f"point - unedited, region: {REGION_TEXT[region_of(metric)]}")
+                f"point - unedited, region: {REGIONS[region(metric)].text}")
     return tables, titles
