@@ -41,8 +41,9 @@ class Region:
 #: The parts of an image a metric scores (PIE-Bench's mask: 1 in the edit region).
 REGIONS = {
     "whole": Region("whole", "whole image"),
-    "unedit_part": Region("background", "background (unedit_part: both images times 1 - mask, scored on the full frame)"),
-    "edit_part": Region("edit", "edit region (edit_part: both images times the mask, scored on the full frame)"),
+    "unedit_part": Region("background", "background (unedit_part: both images multiplied by (1 - mask), scored on "
+                                        "the full frame)"),
+    "edit_part": Region("edit", "edit region (edit_part: both images multiplied by the mask, scored on the full frame)"),
 }
 
 

@@ -31,7 +31,7 @@ class SSIM(PairMetric):
 
     name = "ssim"
     higher_is_better = True
-    display_name = "SSIM"
+    display_name, unit, scale = "SSIM", "x10^2", 1e2
 
     def __init__(self, name: str = "ssim", border: str = "crop") -> None:
         super().__init__()
@@ -81,7 +81,7 @@ class PSNR(PairMetric):
 class MSE(PairMetric):
     name = "mse"
     higher_is_better = False
-    display_name = "MSE"
+    display_name, unit, scale = "MSE", "x10^4", 1e4
 
     def __init__(self, name: str = "mse") -> None:
         super().__init__()

@@ -88,7 +88,7 @@ class LPIPS(PairMetric):
 
     name = "lpips"
     higher_is_better = False
-    display_name = "LPIPS"
+    display_name, unit, scale = "LPIPS", "x10^3", 1e3
 
     def __init__(
         self,
