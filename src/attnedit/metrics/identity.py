@@ -17,7 +17,6 @@ the L2-normalized embeddings of the reference and the edited image.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.error import URLError
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +26,7 @@ from torch import Tensor, nn
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import register_metric
-from attnedit.metrics.weights import (
-    check_weights_mode,
-    missing_weights,
-    offline,
-    weights_label,
-)
+from attnedit.metrics.weights import check_weights_mode, from_torch_hub, weights_label
 
 FACE_SIZE = 160
 VGGFACE2_FILE = "20180402-114759-vggface2.pt"
@@ -61,22 +55,8 @@ def load_facenet(weights: str = "pretrained", seed: int = 0) -> nn.Module:
         if weights == "random":  # the library's own init under the seed, as the LPIPS and CLIP metrics do
             torch.manual_seed(seed)
             return InceptionResnetV1(pretrained=None).eval().requires_grad_(False)
-        folder = facenet_checkpoint_dir()
-        missing = missing_weights(
-            "metric 'id_sim' (facenet-pytorch InceptionResnetV1, vggface2)",
-            VGGFACE2_FILE,
-            folder,
-            f"Download {VGGFACE2_URL} and place it at {folder / VGGFACE2_FILE} "
-            "(set TORCH_HOME to use another root; facenet-pytorch reads $TORCH_HOME/checkpoints).",
-        )
-        if not (folder / VGGFACE2_FILE).is_file() and offline():
-            raise missing  # facenet-pytorch would call urlopen with no timeout
-        try:
-            net = InceptionResnetV1(pretrained="vggface2")
-        except (URLError, OSError) as err:
-            if (folder / VGGFACE2_FILE).is_file():
-                raise
-            raise missing from err
+        net = from_torch_hub(lambda: InceptionResnetV1(pretrained="vggface2"), VGGFACE2_URL,
+                             "metric 'id_sim' (facenet-pytorch InceptionResnetV1, vggface2)", facenet_checkpoint_dir())
     return net.eval().requires_grad_(False)
 
 

@@ -15,8 +15,6 @@ initialization under ``torch.manual_seed(seed)`` and keeps the shipped heads: th
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
-from urllib.error import URLError
 
 import torch
 from torch import Tensor, nn
@@ -24,27 +22,9 @@ from torch import Tensor, nn
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.registry import register_metric
-from attnedit.metrics.weights import (
-    check_weights_mode,
-    missing_weights,
-    offline,
-    torch_hub_checkpoints,
-    weights_label,
-)
+from attnedit.metrics.weights import check_weights_mode, from_torch_hub, imagenet_backbone_url, weights_label
 
 NETS = ("alex", "vgg", "squeeze")
-
-
-def backbone_url(net: str) -> str:
-    """The torchvision checkpoint lpips' backbone loads (lpips asks for pretrained=True)."""
-    from torchvision import models
-
-    enum = {
-        "alex": models.AlexNet_Weights,
-        "vgg": models.VGG16_Weights,
-        "squeeze": models.SqueezeNet1_1_Weights,
-    }[net]
-    return enum.IMAGENET1K_V1.url
 
 
 def load_lpips(net: str = "alex", weights: str = "pretrained", seed: int = 0, version: str = "0.1") -> nn.Module:
@@ -58,23 +38,8 @@ def load_lpips(net: str = "alex", weights: str = "pretrained", seed: int = 0, ve
             torch.manual_seed(seed)
             model = lpips.LPIPS(net=net, version=version, pnet_rand=True, verbose=False)
             return model.eval().requires_grad_(False)
-        url = backbone_url(net)
-        file, folder = Path(url).name, torch_hub_checkpoints()
-        missing = missing_weights(
-            f"metric 'lpips' (lpips net={net!r} backbone)",
-            file,
-            folder,
-            f"Download {url} and place it at {folder / file} (torch.hub's checkpoint directory; "
-            "set TORCH_HOME to move it).",
-        )
-        if not (folder / file).is_file() and offline():
-            raise missing  # torch.hub would call urlopen with no timeout
-        try:
-            model = lpips.LPIPS(net=net, version=version, pnet_rand=False, verbose=False)
-        except (URLError, OSError) as err:
-            if (folder / file).is_file():
-                raise
-            raise missing from err
+        model = from_torch_hub(lambda: lpips.LPIPS(net=net, version=version, pnet_rand=False, verbose=False),
+                               imagenet_backbone_url(net), f"metric 'lpips' (lpips net={net!r} backbone)")
     return model.eval().requires_grad_(False)
 
 

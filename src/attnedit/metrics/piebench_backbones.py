@@ -20,7 +20,6 @@ import gzip
 import json
 from pathlib import Path
 from typing import Any, Callable
-from urllib.error import URLError
 
 import torch
 from torch import nn
@@ -29,10 +28,10 @@ from attnedit.backends.loading import download_command
 from attnedit.errors import ConfigError
 from attnedit.metrics.weights import (
     check_weights_mode,
+    from_torch_hub,
     hf_hub_cache,
+    imagenet_backbone_url,
     missing_weights,
-    offline,
-    torch_hub_checkpoints,
 )
 
 _CACHE: dict[str, Any] = {}
@@ -60,13 +59,6 @@ def _check_overrides(overrides: dict | None, weights: str, what: str) -> dict:
 
 
 # LPIPS --------------------------------------------------------------------------------
-def lpips_backbone_url(net: str) -> str:
-    from torchvision import models
-
-    enum = {"alex": models.AlexNet_Weights, "vgg": models.VGG16_Weights, "squeeze": models.SqueezeNet1_1_Weights}
-    return enum[net].IMAGENET1K_V1.url
-
-
 def load_lpips(net: str = "squeeze", weights: str = "pretrained", seed: int = 0) -> nn.Module:
     """torchmetrics' LPIPS module (eval, no grad) with a pretrained or a seeded random backbone."""
     check_weights_mode(weights, "lpips")
@@ -82,22 +74,8 @@ def _build_lpips(net: str, weights: str, seed: int) -> nn.Module:
         if weights == "random":
             torch.manual_seed(seed)
             return _NoTrainLpips(net=net, pnet_rand=True).eval().requires_grad_(False)
-        url = lpips_backbone_url(net)
-        file, folder = Path(url).name, torch_hub_checkpoints()
-        missing = missing_weights(
-            f"LPIPS (torchmetrics, net_type={net!r}) backbone",
-            file,
-            folder,
-            f"Download {url} to {folder / file} (torch.hub's checkpoint directory; set TORCH_HOME to move it).",
-        )
-        if not (folder / file).is_file() and offline():
-            raise missing
-        try:
-            model = _NoTrainLpips(net=net)
-        except (URLError, OSError) as err:
-            if (folder / file).is_file():
-                raise
-            raise missing from err
+        model = from_torch_hub(lambda: _NoTrainLpips(net=net), imagenet_backbone_url(net),
+                               f"LPIPS (torchmetrics, net_type={net!r}) backbone")
     return model.eval().requires_grad_(False)
 
 

@@ -9,13 +9,17 @@ Every metric with a learned backbone takes ``weights="pretrained"`` (default) or
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+from urllib.error import URLError
 
 import torch
 
 from attnedit.errors import ConfigError, WeightsNotFoundError
 
 WEIGHT_MODES = ("pretrained", "random")
+T = TypeVar("T")
 
 
 def check_weights_mode(weights: str, metric: str) -> str:
@@ -53,3 +57,29 @@ def missing_weights(what: str, file: str, looked_in: Path | str, how: str) -> We
         f"downloaded (offline or no network). {how} "
         "Tests may pass weights=random instead; rows scored that way are marked as random-backbone."
     )
+
+
+def imagenet_backbone_url(net: str) -> str:
+    """The torchvision ImageNet checkpoint of an LPIPS backbone (``alex``, ``vgg``, ``squeeze``)."""
+    from torchvision import models
+
+    enum = {"alex": models.AlexNet_Weights, "vgg": models.VGG16_Weights, "squeeze": models.SqueezeNet1_1_Weights}
+    return enum[net].IMAGENET1K_V1.url
+
+
+def from_torch_hub(build: Callable[[], T], url: str, what: str, folder: Path | None = None) -> T:
+    """``build()``, which downloads ``url`` into ``folder`` (torch.hub's checkpoints) the
+    first time: offline without the file, or when the download fails, one
+    :func:`missing_weights` error naming the file and the fix instead (offline, torch.hub
+    would call urlopen with no timeout)."""
+    file, folder = Path(url).name, folder or torch_hub_checkpoints()
+    missing = missing_weights(what, file, folder, f"Download {url} to {folder / file} (torch.hub's checkpoint "
+                              "directory; set TORCH_HOME to move it).")
+    if not (folder / file).is_file() and offline():
+        raise missing
+    try:
+        return build()
+    except (URLError, OSError) as err:
+        if (folder / file).is_file():
+            raise
+        raise missing from err
