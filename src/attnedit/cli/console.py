@@ -52,6 +52,9 @@ def guarded(fn: Callable[[], Any], outputs: str = "choose paths you can write to
         return fn()
     except (SystemExit, KeyboardInterrupt):
         raise
+    except BrokenPipeError:  # the reader left (`--help | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as err:  # noqa: BLE001 - every error ends in its one line
         fail(err, outputs)
 
