@@ -37,7 +37,7 @@ demo: install  ## the built-in default job: quickstart on the CPU, offline; then
 	run_dir="$$(HF_HUB_OFFLINE=1 $(BIN)/attnedit-run experiment=quickstart $(ARGS) | tee /dev/stderr \
 	  | sed -n 's/^run dir: //p')"; test -n "$$run_dir" && HF_HUB_OFFLINE=1 $(BIN)/attnedit-report "$$run_dir"
 
-# tests/test_html_report.py opens the HTML report in a headless Chromium: Debian's package,
+# tests/report/test_html.py opens the HTML report in a headless Chromium: Debian's package,
 # installed here when missing (root or password-less sudo); elsewhere that test is skipped.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \

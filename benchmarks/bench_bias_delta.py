@@ -70,7 +70,7 @@ POINTS = [(1.10, 1.15), (1.15, 1.15), (1.10, 1.20), (1.15, 1.20), (1.05, 1.10), 
           (1.20, 1.20)]
 
 
-# -- the implementation the fused rescale replaced, kept verbatim (commit 150ab91) ----------
+# -- the straightforward implementation: a float32 copy, four passes and a concatenation ---
 def legacy_bias_delta(x, start, delta, bias):
     cond = x[:, start:].float()
     mean = cond.mean(dim=1, keepdim=True)

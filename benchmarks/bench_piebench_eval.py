@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from piebench_fixture import (  # noqa: E402
     OfficialCalculator,

@@ -12,7 +12,7 @@ next to that formula. Timed: the whole loop, fastest of ``--rounds`` (CUDA synch
 Compared: every edited image of the two paths (largest absolute difference: the shared
 path computed the steps before the window in the reference's batch, the naive one in the
 edits' batch, so they differ by the rounding of batch composition, amplified by random
-weights; tests/test_ddpm_backend.py checks bitwise equality for equal compositions).
+weights; tests/backends/test_ddpm.py checks bitwise equality for equal compositions).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_shared_prefix.py            # tiny model, CPU
     python benchmarks/bench_shared_prefix.py --device cuda --config celebahq       # the GPU check

@@ -1,4 +1,8 @@
-"""Shared test set-up: offline, W&B disabled, few threads, tiny models built once."""
+"""Shared test set-up: offline, W&B disabled, few threads, tiny models built once.
+
+tests/support/ is on sys.path: test-only modules (tiny model builders, recorders, the
+zygote, harness.py's shared names: tests import them from there) and the runs that tests of several
+folders read, registered below as plugins so each is computed once per session."""
 
 from __future__ import annotations
 
@@ -16,9 +20,12 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-REPO = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).resolve().parent / "support"
-sys.path.insert(0, str(SUPPORT))  # test-only modules: tiny model builders, recorders, the zygote
+sys.path.insert(0, str(SUPPORT))
+
+from harness import COMMAND_ENV  # noqa: E402
+
+pytest_plugins = ["finished_run", "sad_study", "dcag_study", "comparison_runs"]
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +34,6 @@ def tiny_ddpm_dir(tmp_path_factory) -> Path:
     from attnedit.backends.tiny import build_tiny_ddpm
 
     return build_tiny_ddpm(tmp_path_factory.mktemp("models") / "tiny_ddpm")
-
-
-#: The environment of commands the tests run: offline, W&B off, one thread, the venv's scripts first.
-COMMAND_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 @pytest.fixture(scope="session")
@@ -50,37 +52,3 @@ def tiny_backend(tiny_ddpm_dir):
     from attnedit.backends.ddpm import DDPMBackend
 
     return DDPMBackend(str(tiny_ddpm_dir), device="cpu", num_inference_steps=10)
-
-
-def directions(argv: list[str]) -> None:
-    """attnedit-directions in this process, with ``argv`` as its command line (a Hydra app
-    reads sys.argv); exit 0 returns, any other exit raises SystemExit."""
-    from attnedit.cli.directions import main
-
-    saved = sys.argv
-    sys.argv = ["attnedit-directions", *map(str, argv)]
-    try:
-        main()
-    except SystemExit as done:
-        if done.code not in (None, 0):
-            raise
-    finally:
-        sys.argv = saved
-
-
-def run_overrides(root: Path, model_dir: Path, *extra: str) -> list[str]:
-    """Overrides for a fast quickstart-like run writing under ``root``."""
-    return [
-        "model=tiny_ddpm",  # quickstart's own model is the shipped shapes DDPM
-        "metrics=fidelity",
-        f"paths.root_dir={root}",
-        f"model.path={model_dir}",
-        "model.num_inference_steps=4",
-        "dataset.num_samples=2",
-        "method.directions=2",
-        "method.alphas=[-0.4,0.4]",
-        "batch_size=2",
-        "device=cpu",
-        "progress=false",
-        *extra,
-    ]

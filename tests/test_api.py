@@ -18,8 +18,8 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 import attnedit
 from attnedit import bias_delta_guidance, inject_directions, piebench_metric, piebench_metrics, sad_directions
 from attnedit.errors import ConfigError
-from conftest import REPO
-from piebench_fixture import fixture_samples, official_scores
+from harness import REPO
+from piebench_fixture import fixture_batch, official_scores
 from piebench_fixture import one_thread  # noqa: F401 (autouse: one torch thread, far faster on a busy CPU)
 
 LAYER = "mid_block.attentions.0"
@@ -135,22 +135,16 @@ def test_bias_delta_guidance_equals_the_papers_formula_on_one_attention_call(mon
     """Q/K/V of block 0's attention, stock and guided: the guided K and V are numpy's
     mean + d * (x - mean) over the last L (condition) tokens of the stock ones, everything
     else unchanged, and the attention output is numpy's softmax over the guided K, V."""
-    from diffusers import QwenImageTransformer2DModel
     from diffusers.models.transformers import transformer_qwenimage
 
     from attnedit.methods.bias_delta import qwen as bias_delta
+    from guided_transformers import make_inputs
+    from qwen_tiny import tiny_transformer
 
     torch.manual_seed(0)
-    model = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
-                                        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
-                                        axes_dims_rope=(4, 6, 6)).eval()
-    gen = torch.Generator().manual_seed(1)
+    model = tiny_transformer()  # the stock initialization
     noisy, cond, text = (1, 4, 4), (1, 3, 5), 7
-    seq = math.prod(noisy) + math.prod(cond)
-    inputs = dict(hidden_states=torch.randn(2, seq, 16, generator=gen),
-                  encoder_hidden_states=torch.randn(2, text, 24, generator=gen),
-                  encoder_hidden_states_mask=torch.ones(2, text, dtype=torch.long),
-                  timestep=torch.full((2,), 0.7), img_shapes=[[noisy, cond]] * 2, return_dict=False)
+    inputs = make_inputs("qwen", 2, noisy, cond, text, seed=1, pad=False)
 
     def recording(module):
         calls, original = [], module.dispatch_attention_fn
@@ -197,21 +191,16 @@ def test_bias_delta_guidance_equals_the_papers_formula_on_one_attention_call(mon
 # -- PIE-Bench metrics -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def piebench(tmp_path_factory):
-    from torchvision.transforms.functional import to_tensor
-    from PIL import Image
-
-    root, edited, samples = fixture_samples(tmp_path_factory.mktemp("pie"))
-    ids = [s.id for s in samples]
-    return dict(root=root, edited=edited, ids=ids,
-                source=torch.stack([s.image for s in samples]), mask=torch.stack([s.fields["mask"] for s in samples]),
-                images=torch.stack([to_tensor(Image.open(edited[i]).convert("RGB")) for i in ids]))
+    """A PIE-Bench fixture's batch (piebench_fixture.fixture_batch), its root and edited files."""
+    root, files, batch = fixture_batch(tmp_path_factory.mktemp("pie"))
+    return dict(batch, root=root, files=files)
 
 
 def test_piebench_metrics_equal_the_official_per_image_formulas(piebench):
     names = [f"{base}_unedit_part" for base in ("psnr", "ssim", "mse", "lpips")] + ["psnr_edit_part", "ssim_edit_part"]
-    official = official_scores(piebench["root"], piebench["edited"], names, lpips_seed=7)
+    official = official_scores(piebench["root"], piebench["files"], names, lpips_seed=7)
     random_lpips = {"weights": "random", "seed": 7}
-    got = piebench_metrics(piebench["images"], piebench["source"], piebench["mask"], metrics=names,
+    got = piebench_metrics(piebench["edited"], piebench["reference"], piebench["mask"], metrics=names,
                            options={n: random_lpips for n in names if n.startswith("lpips")})
     for name in names:
         want = np.array([math.nan if official[i][name] == "nan" else official[i][name] for i in piebench["ids"]])
@@ -220,13 +209,13 @@ def test_piebench_metrics_equal_the_official_per_image_formulas(piebench):
         metric = piebench_metric(name, **(random_lpips if name.startswith("lpips") else {}))
         for start in (0, 3):  # two batches, one running mean that skips NaN
             part = slice(start, 3 if start == 0 else None)
-            metric.update(piebench["images"][part], piebench["source"][part], mask=piebench["mask"][part])
+            metric.update(piebench["edited"][part], piebench["reference"][part], mask=piebench["mask"][part])
         assert float(metric.compute()) == pytest.approx(np.nanmean(want), rel=1e-6, abs=1e-5), name
     assert got["ssim_unedit_part_convention"] == ["torchmetrics_legacy_crop"] * len(piebench["ids"])
     with pytest.raises(ConfigError, match="unknown PIE-Bench metric 'lpips'.*lpips_unedit_part"):
         piebench_metric("lpips")
     with pytest.raises(ConfigError, match=r"options for \['psnr_whole'\]"):
-        piebench_metrics(piebench["images"], piebench["source"], metrics=["mse_whole"], options={"psnr_whole": {}})
+        piebench_metrics(piebench["edited"], piebench["reference"], metrics=["mse_whole"], options={"psnr_whole": {}})
 
 
 # -- the README section, run as written -------------------------------------------------------
@@ -259,8 +248,8 @@ def test_readme_snippets_run_as_written_on_tiny_models(tiny_ddpm_dir, piebench, 
         tiny_ddpm_dir)).save_pretrained(ddpm)
     qwen = save_tiny_pipeline(tmp_path / "qwen")
     (tmp_path / "edited").mkdir()
-    Image.open(piebench["edited"]["000000000000"]).save(tmp_path / "edited" / "000000000000.png")
-    Image.open(piebench["edited"]["000000000000"]).resize((48, 40)).save(tmp_path / "source.png")
+    Image.open(piebench["files"]["000000000000"]).save(tmp_path / "edited" / "000000000000.png")
+    Image.open(piebench["files"]["000000000000"]).resize((48, 40)).save(tmp_path / "source.png")
     load_lpips = piebench_backbones.load_lpips
     monkeypatch.setattr(piebench_backbones, "load_lpips", lambda net, weights, seed: load_lpips(net, "random", 7))
     monkeypatch.chdir(tmp_path)

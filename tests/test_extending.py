@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import COMMAND_ENV, REPO
+from harness import COMMAND_ENV, REPO
 
 METHOD = '''
 """An edit that goes through the sampler's edit path and changes nothing."""

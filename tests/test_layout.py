@@ -100,6 +100,12 @@ def test_the_top_level_holds_only_what_a_user_imports_first():
     assert top <= TOP_LEVEL and len(top) <= 6, sorted(top - TOP_LEVEL)
 
 
+def test_every_report_is_built_from_the_report_modules():
+    assert {"attnedit.report.studies", "attnedit.report.render", "attnedit.report.sad", "attnedit.report.comparison",
+            "attnedit.report.dcag", "attnedit.report.plots", "attnedit.report.timing",
+            "attnedit.report.reference"} <= set(MODULES)
+
+
 def test_nothing_imports_the_console_scripts():
     offenders = sorted(m for m, targets in GRAPH.items()
                        if not m.startswith("attnedit.cli") and any(t.startswith("attnedit.cli") for t in targets))

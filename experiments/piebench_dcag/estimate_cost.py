@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the tiny pipeline of the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))  # the tiny pipeline of the tests
 
 # Qwen2.5-VL-7B-Instruct (Qwen-Image-Edit's text_encoder), as in its config.json.
 QWEN25_VL_7B = dict(

@@ -1,4 +1,6 @@
-"""Loading by model.path (local save_pretrained dir or hub id), sampling, inversion."""
+"""The DDPM backend (backends/ddpm.py): loading by model.path (a local save_pretrained
+folder or a hub id), sampling, inversion, self-attention layers, the unedited prefix the
+edits of a sample share, per-sample noise, TF32."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from attnedit.backends.base import DESCRIBE_KEYS, Backend, check_description
 from attnedit.backends.ddpm import DDPMBackend
-from attnedit.backends.tiny import SCHEDULER, TINY_UNET
+from attnedit.backends.layers import select_layers
+from attnedit.backends.tiny import CELEBAHQ_UNET, SCHEDULER, TINY_UNET
 from attnedit.data.base import Sample
 from attnedit.errors import WeightsNotFoundError
+from attnedit.methods.directions import compute_directions
+from ddpm_models import sad_method
 
 
 def test_save_pretrained_round_trip_through_model_path(tmp_path):
@@ -28,15 +33,6 @@ def test_save_pretrained_round_trip_through_model_path(tmp_path):
         assert backend.scheduler.config.clip_sample is True
         assert len(backend.describe()["weights_sha256_16"]) == 16
         assert isinstance(backend, Backend) and tuple(check_description(backend.describe())) == DESCRIBE_KEYS
-
-
-def test_describe_schema_rejects_a_second_name_for_a_fact():
-    good = {key: None for key in DESCRIBE_KEYS} | {"settings": {}}
-    assert check_description(good) is good
-    with pytest.raises(TypeError, match="weight_sha256_16"):  # the old, second spelling of the weight hash
-        check_description(good | {"weight_sha256_16": "abc"})
-    with pytest.raises(TypeError, match="settings"):
-        check_description({k: v for k, v in good.items() if k != "settings"})
 
 
 def test_missing_hub_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
@@ -91,6 +87,21 @@ def test_real_images_are_inverted_once_per_sample(tiny_backend, monkeypatch):
     assert calls == [1] and torch.equal(first[0], second[0])
 
 
+def test_real_celebahq_architecture_has_six_self_attention_layers():
+    torch.manual_seed(0)
+    unet = UNet2DModel(**CELEBAHQ_UNET)
+    layers = DDPMBackend.self_attention_layers(type("B", (), {"unet": unet})())
+    assert sorted(layers) == sorted([
+        "down_blocks.4.attentions.0", "down_blocks.4.attentions.1", "mid_block.attentions.0",
+        "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
+    ])
+    assert all(attn.heads == 1 for attn in layers.values()), "attention_head_dim=None means one head"
+    found = compute_directions(select_layers(layers, "all"))
+    assert set(found) == set(layers)
+    for d in found.values():
+        assert d.eigenvectors.shape == (512, 512) and d.eigenvalues.shape == (512,)
+
+
 # -- shared trajectory prefix, per-sample noise, TF32 ----------------------------------------
 STEPS = 5  # DDIM 800, 600, ..., 0: one step (600) inside SAD's window (500, 800), four from it on
 
@@ -100,14 +111,6 @@ def _count_evaluations(backend) -> list[int]:
     calls: list[int] = []
     backend.unet.register_forward_pre_hook(lambda module, args: calls.append(int(args[0].shape[0])))
     return calls
-
-
-def _sad(backend, alphas, directions=2):
-    from attnedit.methods.sad import SAD
-
-    method = SAD(directions=directions, alphas=alphas)
-    method.setup(backend)
-    return method
 
 
 def _steps_from_window(window=(0.5, 0.8)) -> tuple[int, int]:
@@ -132,7 +135,7 @@ def test_edits_of_a_sample_share_its_unedited_prefix(fresh):
     T, after = _steps_from_window()
     outputs = {}
     for name, backend in (("cached", cached), ("naive", naive)):
-        method = _sad(backend, [0.4])  # hooks on this backend's layers
+        method = sad_method(backend, alphas=[0.4])  # hooks on this backend's layers
         edits = method.edits()
         backend.reference([s])
         outputs[name] = []
@@ -153,7 +156,7 @@ def test_mixed_batches_start_each_edit_from_its_own_sample(fresh):
     refs = cached.reference([a, b])
     outputs = []
     for backend in (cached, naive):
-        method = _sad(backend, [0.0, 0.4], directions=1)
+        method = sad_method(backend, alphas=[0.0, 0.4], directions=1)
         edits = [method.edits()[1], method.edits()[0], method.edits()[1]]  # alpha 0.4, 0, 0.4
         with method.control(backend, edits) as control:
             outputs.append(backend.generate([a, b, b], control))
@@ -170,7 +173,7 @@ def test_real_images_share_the_prefix_of_their_reconstruction(fresh):
     T, after = _steps_from_window()
     outputs = []
     for backend in (cached, naive):
-        method = _sad(backend, [0.4], directions=1)
+        method = sad_method(backend, alphas=[0.4], directions=1)
         calls = _count_evaluations(backend)
         backend.reference([image])
         with method.control(backend, method.edits()) as control:
@@ -183,7 +186,7 @@ def test_eta_above_zero_gives_an_edit_the_noise_of_its_reference(fresh):
     backends = {"cached": fresh(eta=0.5), "naive": fresh(eta=0.5, share_prefix=False)}
     a, b = Sample("a", seed=3), Sample("b", seed=4)
     for name, backend in backends.items():
-        method = _sad(backend, [0.0], directions=1)
+        method = sad_method(backend, alphas=[0.0], directions=1)
         torch.manual_seed(123)  # the global RNG must not matter
         refs = backend.reference([a, b])
         with method.control(backend, method.edits() * 2) as control:
@@ -211,18 +214,3 @@ def test_tf32_is_off_inside_the_unet_and_restored_after(fresh):
         assert (matmul.fp32_precision, conv.fp32_precision) == before
         assert backend.describe()["settings"]["allow_tf32"] is allowed
     assert matmul.allow_tf32 is False  # the legacy flags still read (no mixed-API error)
-
-
-def test_prefix_store_is_bounded_and_keeps_only_the_steps_edits_start_from():
-    from attnedit.backends.prefix import PrefixStore, State
-
-    state = State(torch.zeros(3, 8, 8), None)  # 768 bytes
-    store = PrefixStore(max_bytes=5 * state.nbytes)
-    for key in "abc":
-        for t in (900, 800):
-            store.put(key, t, state)
-    assert store.nbytes <= 5 * state.nbytes and store.get("a", 900) is None and store.get("c", 800) is not None
-    store.settle(800)
-    assert store.nbytes == 2 * state.nbytes and store.get("c", 900) is None and store.get("c", 800) is not None
-    store.put("d", 700, state)  # not a step edits start from: not kept
-    assert store.get("d", 700) is None and store.nbytes == 2 * state.nbytes

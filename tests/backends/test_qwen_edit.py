@@ -1,46 +1,29 @@
-"""The qwen_image_edit backend on a tiny QwenImageEditPipeline (tests/qwen_tiny.py),
-built offline, saved with save_pretrained and loaded back by the backend through
-`path`, like the real weights. What its encoders and transformer receive is compared
-with diffusers' stock pipeline called as the official GRAG / DCAG scripts call it.
+"""The qwen_image_edit backend (backends/qwen_edit.py) on a tiny QwenImageEditPipeline
+(tests/support/qwen_tiny.py), built offline, saved with save_pretrained and loaded back by
+the backend through `path`, like the real weights. What its encoders and transformer
+receive is compared with diffusers' stock pipeline called as the official GRAG / DCAG
+scripts call it.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from diffusers import QwenImageEditPipeline
-from PIL import Image
 
 from attnedit.backends.base import check_description
 from attnedit.backends.qwen_edit import QwenImageEditBackend
 from attnedit.data.base import Sample
 from attnedit.errors import DataError, WeightsNotFoundError
 from attnedit.methods.bias_delta.guidance import bias_delta_guidance
+from edit_backends import backend_call, pil, source_sample, until_transformer
 from pipeline_recorder import Stop, assert_same_calls, equal, recording
-from qwen_tiny import save_tiny_pipeline
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny_qwen_image_edit"))
-
-
-@pytest.fixture(scope="module")
-def backend(model_dir):
-    return QwenImageEditBackend(path=str(model_dir), device="cpu", num_inference_steps=1)
-
-
-def sample(sid: str, seed: int, instruction: str, size=(40, 56)) -> Sample:
-    # 8-bit values like a decoded JPEG, non-square
-    pixels = torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(seed)) / 255.0
-    return Sample(id=sid, image=pixels, fields={"editing_instruction": instruction})
-
-
-A = sample("a", 1, "make the sky blue")
-B = sample("b", 2, "add a red hat to the person in the middle")
+ARCH = "qwen"
+SIZE = (40, 56)  # non-square
+A = source_sample(1, "make the sky blue", SIZE, "a")
+B = source_sample(2, "add a red hat to the person in the middle", SIZE, "b")
 _cache: dict[str, torch.Tensor] = {}
 
 
@@ -114,48 +97,24 @@ def test_missing_weights_give_one_clear_error(tmp_path, monkeypatch):
 
 
 # -- the official call ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def official(model_dir):
-    """diffusers' own QwenImageEditPipeline on the same weights."""
-    pipe = QwenImageEditPipeline.from_pretrained(model_dir, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def pil(s: Sample) -> Image.Image:
-    """The source as the official scripts hold it: an 8-bit RGB PIL image."""
-    return Image.fromarray((s.image * 255).round().to(torch.uint8).permute(1, 2, 0).numpy().astype(np.uint8))
-
-
-def parts(pipe) -> dict:
-    return {"text": pipe.text_encoder, "vae": pipe.vae.encoder, "transformer": pipe.transformer}
-
-
 def official_call(pipe, s: Sample, **overrides) -> dict:
     """GRAG Qwen-Edit-GRAG/test.py L80-89 and DCAG test.py L68-77, up to the first transformer call."""
     call = dict(image=pil(s), prompt=s.fields["editing_instruction"], generator=torch.manual_seed(42),
                 true_cfg_scale=4.0, negative_prompt=" ", num_inference_steps=24)
-    with recording(parts(pipe), stop_at="transformer") as seen, pytest.raises(Stop):
-        pipe(**{**call, **overrides})
-    return seen
-
-
-def backend_call(backend, samples) -> dict:
-    with recording(parts(backend.pipe), stop_at="transformer") as seen, pytest.raises(Stop):
-        backend.generate(samples)
-    return seen
+    return until_transformer(pipe, lambda: pipe(**{**call, **overrides}))
 
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")
 
 
-def test_conditioning_is_the_official_scripts_call(backend, official, monkeypatch):
+def test_conditioning_is_the_official_scripts_call(backend, stock_pipeline, monkeypatch):
     monkeypatch.setattr(backend, "cache_conditions", False)  # every call runs its encoders: compare their inputs
-    want_a, want_b = official_call(official, A), official_call(official, B)
-    # the call attnedit made before: a per-sample list is not resized for the text encoder
-    before = official_call(official, A, image=[pil(A)], prompt=[A.fields["editing_instruction"]],
-                           negative_prompt=[" "], generator=[torch.Generator().manual_seed(42)])
-    assert not equal(before["text"][0]["pixel_values"], want_a["text"][0]["pixel_values"])
+    want_a, want_b = official_call(stock_pipeline, A), official_call(stock_pipeline, B)
+    # the pipeline does not resize a per-sample list for the text encoder as it resizes one image:
+    # the backend hands it one image for a grid over one image, and resizes a list itself
+    as_list = official_call(stock_pipeline, A, image=[pil(A)], prompt=[A.fields["editing_instruction"]],
+                            negative_prompt=[" "], generator=[torch.Generator().manual_seed(42)])
+    assert not equal(as_list["text"][0]["pixel_values"], want_a["text"][0]["pixel_values"])
 
     grid = backend_call(backend, [A, A])  # two grid points of one image: one PIL image, as the scripts
     mixed = backend_call(backend, [B, A])  # two images: the per-sample list, resized like one image
@@ -183,7 +142,7 @@ def test_grid_of_one_image_encodes_it_once(backend, monkeypatch):
     (instruction and negative prompt) and the VAE encoder run once for the image with
     cache_conditions, in every pipeline call without; the denoised latents (what the VAE
     decodes; the decoding itself is cut to save time) are the same."""
-    c = sample("c", 7, "turn the cat into a tiger")
+    c = source_sample(7, "turn the cat into a tiger", SIZE, "c")
     points = [(1.0, 1.0), (1.1, 1.0), (1.1, 1.15), (1.15, 1.15), (1.2, 1.05)]
     batches = [points[0:2], points[2:4], points[4:]]
 

@@ -1,4 +1,4 @@
-"""Seeds and image folders: deterministic ids, sizes, and errors that name the file."""
+"""Image folders (data/image_folder.py): sizes, values, and errors that name the file."""
 
 from __future__ import annotations
 
@@ -8,16 +8,7 @@ import torch
 from PIL import Image
 
 from attnedit.data.image_folder import ImageFolder, load_image
-from attnedit.data.seeds import SeedDataset
-from attnedit.errors import ConfigError, DataError
-
-
-def test_seed_dataset_ids_and_seeds():
-    ds = SeedDataset(num_samples=3, first_seed=10)
-    assert ds.sample_ids() == ["seed000010", "seed000011", "seed000012"]
-    assert ds.load("seed000011").seed == 11
-    with pytest.raises(ConfigError):
-        SeedDataset(num_samples=0)
+from attnedit.errors import DataError
 
 
 def test_image_folder_resizes_and_center_crops(tmp_path):

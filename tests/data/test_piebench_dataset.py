@@ -1,4 +1,5 @@
-"""PIE-Bench dataset: official layout, exact mask decoding, selection and clear errors."""
+"""The PIE-Bench dataset (data/piebench.py): official layout, exact mask decoding, selection
+and clear errors."""
 
 from __future__ import annotations
 

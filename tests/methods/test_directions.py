@@ -1,24 +1,18 @@
-"""SAD directions against an independent numpy float64 computation, on the real
-architecture too, and the directions file written by attnedit-directions."""
+"""SAD directions (methods/directions.py) against an independent numpy float64 computation,
+their cache, and the directions file written by attnedit-directions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
 from safetensors.numpy import load_file
 
-from attnedit.backends.tiny import CELEBAHQ_UNET
-from attnedit.errors import ConfigError
-from attnedit.backends.layers import select_layers
+from attnedit.backends.ddpm import DDPMBackend
 from attnedit.methods import directions as D
-
-
-def make_attention(dim: int = 32, seed: int = 0) -> Attention:
-    torch.manual_seed(seed)
-    return Attention(dim, heads=1, dim_head=dim, norm_num_groups=8, residual_connection=True, bias=True)
+from ddpm_models import make_attention
+from harness import directions
 
 
 def numpy_reference(attn: Attention):
@@ -65,29 +59,6 @@ def test_top_direction_beats_random_unit_directions():
     assert energy(top) == pytest.approx(D.sad_directions(attn).eigenvalues[0], rel=1e-9)
 
 
-def test_real_celebahq_architecture_has_six_self_attention_layers():
-    torch.manual_seed(0)
-    unet = UNet2DModel(**CELEBAHQ_UNET)
-    from attnedit.backends.ddpm import DDPMBackend
-
-    layers = DDPMBackend.self_attention_layers(type("B", (), {"unet": unet})())
-    assert sorted(layers) == sorted([
-        "down_blocks.4.attentions.0", "down_blocks.4.attentions.1", "mid_block.attentions.0",
-        "up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
-    ])
-    assert all(attn.heads == 1 for attn in layers.values()), "attention_head_dim=None means one head"
-    found = D.compute_directions(select_layers(layers, "all"))
-    assert set(found) == set(layers)
-    for d in found.values():
-        assert d.eigenvectors.shape == (512, 512) and d.eigenvalues.shape == (512,)
-
-
-def test_unknown_layer_names_are_listed():
-    layers = {"mid_block.attentions.0": make_attention()}
-    with pytest.raises(ConfigError, match="unknown self-attention layer.*mid_blok.*mid_block.attentions.0"):
-        select_layers(layers, ["mid_blok"])
-
-
 def test_cache_is_keyed_by_layer_weights(tmp_path, monkeypatch):
     attn = make_attention()
     first = D.compute_directions({"a": attn}, tmp_path)
@@ -102,16 +73,12 @@ def test_cache_is_keyed_by_layer_weights(tmp_path, monkeypatch):
 
 
 def test_directions_cli_writes_safetensors(tiny_ddpm_dir, tmp_path, capsys):
-    from conftest import directions
-
     out = tmp_path / "dirs.safetensors"
     directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", "layers=all", f"out={out}", f"paths.root_dir={tmp_path}"])
     tensors = load_file(str(out))
     names = {k.rsplit(".", 1)[0] for k in tensors}
     assert names == {"down_blocks.4.attentions.0", "mid_block.attentions.0",
                      "up_blocks.1.attentions.0", "up_blocks.1.attentions.1"}
-    from attnedit.backends.ddpm import DDPMBackend
-
     layers = DDPMBackend(str(tiny_ddpm_dir), device="cpu").self_attention_layers()
     for name in names:
         values, vectors, _ = numpy_reference(layers[name])
@@ -122,8 +89,6 @@ def test_directions_cli_writes_safetensors(tiny_ddpm_dir, tmp_path, capsys):
 
 
 def test_directions_cli_requires_out(tiny_ddpm_dir, tmp_path, capsys):
-    from conftest import directions
-
     with pytest.raises(SystemExit):
         directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"paths.root_dir={tmp_path}"])
     assert "out=<path>" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""Direction labels: the planted (attribute, sign) wins, a mirrored edit at -alpha scores
-what the +alpha edit scores, and the labels travel through the directions file into a run."""
+"""Direction labels (methods/labeling.py): the planted (attribute, sign) wins, a mirrored
+edit at -alpha scores what the +alpha edit scores, and the labels travel through the
+directions file into a run; a run whose metric needs texts the directions lack fails first."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file
 
+from attnedit.config import compose
 from attnedit.errors import ConfigError
 from attnedit.methods.directions import read_metadata
 from attnedit.methods.labeling import FACE_ATTRIBUTES, case_texts, label_directions
+from attnedit.methods.sad import SAD
+from attnedit.metrics.clip import directional_cosine
+from attnedit.run.runner import Runner
+from harness import directions
 
 D = 24
 BY_LABEL = {label: (src, tgt) for label, src, tgt in FACE_ATTRIBUTES}
@@ -72,9 +78,6 @@ def test_mirrored_edit_at_negative_alpha_scores_the_same():
     """A linear edit: x(-alpha) - x0 = -(x(+alpha) - x0). Each case is scored with the texts
     its method hands over, so both signs score cos(move, T(target) - T(source)); one text
     pair for both signs would give -alpha minus that and a mean over signs of 0."""
-    from attnedit.methods.sad import SAD
-    from attnedit.metrics.clip import directional_cosine
-
     labels = {0: {"label": "smiling", "source": "face", "target": "smiling face"},
               1: {"label": "old", "source": "face", "target": "old face", "sign": -1}}
     edits = SAD(directions=[0, 1], alphas=[-0.4, 0.4], labels=labels).edits()
@@ -120,10 +123,6 @@ def test_labeling_rejects_bad_settings():
 
 @pytest.mark.slow
 def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, capsys):
-    from attnedit.config import compose
-    from conftest import directions
-    from attnedit.run.runner import Runner
-
     out = tmp_path / "labeled.safetensors"
     directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}", "label=auto",
                 "metric_weights=random", "labeling.directions=2", "labeling.num_probes=1",
@@ -151,24 +150,7 @@ def test_directions_cli_auto_labels_and_runs_use_them(tiny_ddpm_dir, tmp_path, c
     assert (edits[0]["source_text"], edits[0]["target_text"]) == tuple(labels["0"][k] for k in order)
 
 
-def test_directions_file_from_other_weights_is_refused(tiny_ddpm_dir, tmp_path):
-    from attnedit.backends.ddpm import DDPMBackend
-    from conftest import directions
-    from attnedit.methods.sad import SAD
-
-    out = tmp_path / "d.safetensors"
-    directions(["model=tiny_ddpm", f"model.path={tiny_ddpm_dir}", f"out={out}", f"paths.root_dir={tmp_path}"])
-    backend = DDPMBackend(str(tiny_ddpm_dir), device="cpu")
-    with torch.no_grad():
-        backend.unet.mid_block.attentions[0].to_k.weight.mul_(2)
-    with pytest.raises(ConfigError, match="other weights"):
-        SAD(directions_file=str(out)).setup(backend)
-
-
 def test_run_without_texts_fails_before_any_work(tiny_ddpm_dir, tmp_path):
-    from attnedit.config import compose
-    from attnedit.run.runner import Runner
-
     cfg = compose("config", ["model=tiny_ddpm", f"paths.root_dir={tmp_path}", f"model.path={tiny_ddpm_dir}", "metrics=sad", "+metrics.directional_clip.model=ViT-S-32-alt",
                              "metric_weights=random",
                              "method.directions=2", "+method.labels={0: {label: smile, source: a face, target: a smiling face}}",

@@ -1,102 +1,40 @@
-"""PIE-Bench metrics against the official per-image formulas (torchmetrics, one image and
-one metric at a time), on a fixture in the official format."""
+"""The PIE-Bench metrics (metrics/piebench.py) against the official per-image formulas
+(torchmetrics, one image and one metric at a time; piebench_fixture), on a fixture in the
+official format: pixel metrics in every region, SSIM conventions, the fast LPIPS network,
+CLIP scores, structure distance, and scoring several methods at once."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.image.lpips import _NoTrainLpips
+from torchmetrics.image import PeakSignalNoiseRatio
+from torchmetrics.regression import MeanSquaredError
 
 from attnedit.data.piebench import PIEBench
-from attnedit.errors import ConfigError, WeightsNotFoundError
+from attnedit.errors import ConfigError
 from attnedit.metrics.piebench import REGIONS
-from attnedit.metrics.piebench_backbones import openai_clip_tokenizer
 from attnedit.metrics.registry import build_metric
-from attnedit.metrics.ssim_fast import ssim, ssim_against, ssim_reference
-from piebench_fixture import (
-    fixture_samples,
-    official_mask_decode,
-    official_scores,
-    one_thread,  # noqa: F401 (an autouse fixture: one torch thread)
-    )
-
-TINY_CLIP = {
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
-    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
-    "projection_dim": 16,
-}
-TINY_DINO = {"depth": 2, "embed_dim": 48, "num_heads": 3}
-
-
-def pil_rgb(path) -> np.ndarray:
-    """An image file as uint8 HxWx3, read with PIL as the official script does."""
-    return np.array(Image.open(path).convert("RGB"))
-
-
-def as_float(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array).permute(2, 0, 1).float() / 255
+from attnedit.report.marks import title_marks
+from piebench_fixture import TINY_CLIP, TINY_DINO, fixture_batch, official_mask_decode, official_scores, pil_rgb
+from piebench_fixture import one_thread  # noqa: F401 (an autouse fixture: one torch thread)
 
 
 @pytest.fixture(scope="module")
 def fixture(tmp_path_factory):
-    root, edited, samples = fixture_samples(tmp_path_factory.mktemp("pie"))
-    batch = {
-        "ids": [s.id for s in samples],
-        "reference": torch.stack([s.image for s in samples]),
-        "edited": torch.stack([as_float(pil_rgb(edited[s.id])) for s in samples]),
-        "mask": torch.stack([s.fields["mask"] for s in samples]),
-        "original_prompt": [s.fields["original_prompt"] for s in samples],
-        "editing_prompt": [s.fields["editing_prompt"] for s in samples],
-    }
-    return root, edited, batch
-
-
-def test_fast_ssim_equals_torchmetrics():
-    gen = torch.Generator().manual_seed(0)
-    for shape in [(3, 3, 64, 64), (2, 3, 37, 53), (1, 1, 16, 70)]:
-        a = torch.rand(shape, generator=gen)
-        b = (a + 0.2 * torch.randn(shape, generator=gen)).clamp(0, 1)
-        b[..., : shape[2] // 2, :] *= 0  # zeroed areas, as masked images have
-        a[..., : shape[2] // 2, :] *= 0
-        expected = torch.stack(
-            [structural_similarity_index_measure(a[i : i + 1], b[i : i + 1], data_range=1.0) for i in range(len(a))]
-        )
-        torch.testing.assert_close(ssim(a, b, chunk=2), expected, atol=1e-5, rtol=0)
-    same = torch.rand(1, 3, 20, 20, generator=gen)
-    assert abs(float(ssim(same, same)) - 1) < 1e-6
-
-
-def test_fast_ssim_legacy_crop_equals_torchmetrics_map_cropped():
-    """crop=5 against the installed torchmetrics' own per-pixel SSIM map with the 5-pixel
-    border cut off as torchmetrics < 1.4.2 did; in strips whose edges fall inside the crop."""
-    from torchmetrics.functional.image.ssim import _ssim_update
-
-    gen = torch.Generator().manual_seed(5)
-    for shape, rows in [((2, 3, 64, 64), 256), ((2, 3, 37, 53), 4), ((1, 1, 16, 70), 3)]:
-        a = torch.rand(shape, generator=gen)
-        b = (a + 0.2 * torch.randn(shape, generator=gen)).clamp(0, 1)
-        a[..., : shape[2] // 2, :] *= 0  # zeroed areas, as masked images have
-        b[..., : shape[2] // 2, :] *= 0
-        _, full = _ssim_update(a, b, data_range=1.0, return_full_image=True)
-        expected = full[..., 5:-5, 5:-5].flatten(1).mean(-1)
-        got = ssim_against(a, ssim_reference(b), rows=rows, crop=5)
-        torch.testing.assert_close(got.float(), expected, atol=1e-5, rtol=0)
-        assert (got - ssim(a, b)).abs().max() > 1e-4  # the border matters: the conventions differ
-    with pytest.raises(ValueError, match="5-pixel border crop leaves nothing of a 10x40 image"):
-        ssim(torch.rand(1, 1, 10, 40), torch.rand(1, 1, 10, 40), crop=5)
+    """(root, {id: edited path}, the batch) of a PIE-Bench fixture: piebench_fixture.fixture_batch."""
+    return fixture_batch(tmp_path_factory.mktemp("pie"))
 
 
 @pytest.mark.parametrize("net", ["squeeze", "alex"])
 def test_fast_lpips_equals_torchmetrics_network(net):
     """The GEMM / unconcatenated-parts forward (squeeze) and the channels-last one (alex)
     against torchmetrics' own LPIPS module, at sizes where pooling rounds up (ceil_mode)."""
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
-
     metric = build_metric("lpips_whole", net_type=net, weights="random", seed=3)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
@@ -111,17 +49,18 @@ def test_fast_lpips_equals_torchmetrics_network(net):
 
 
 @pytest.fixture(scope="module")
-def official(fixture):
+def official_per_image(fixture):
+    """id -> {metric: value} of the official per-image loop on the fixture, every region."""
     root, edited, _ = fixture
     names = [f"{base}_{region}" for base in ("psnr", "ssim", "mse", "lpips") for region in REGIONS]
     return official_scores(root, edited, names, lpips_seed=7)
 
 
 @pytest.mark.parametrize("region", list(REGIONS))
-def test_pixel_metrics_equal_official_per_image_formulas(fixture, official, region):
+def test_pixel_metrics_equal_official_per_image_formulas(fixture, official_per_image, region):
     _, _, batch = fixture
     names = [f"{base}_{region}" for base in ("psnr", "ssim", "mse", "lpips")]
-    expected = official
+    expected = official_per_image
     for name in names:
         kwargs = {"weights": "random", "seed": 7} if name.startswith("lpips") else {}
         metric = build_metric(name, **kwargs)
@@ -162,11 +101,7 @@ def test_ssim_conventions_equal_their_torchmetrics(fixture):
 
 def test_table_titles_name_the_ssim_convention_of_the_rows(fixture):
     """Runner rows take every column a metric returns: the SSIM convention reaches the rows
-    and, from them, every table title (attnedit.tables.title_marks, also the DCAG report's)."""
-    import pandas as pd
-
-    from attnedit.report.marks import title_marks
-
+    and, from them, every table title (attnedit.report.marks.title_marks, also the DCAG report's)."""
     _, _, batch = fixture
     rows = {}
     for name, convention in (("ssim_whole", "current"), ("ssim_unedit_part", "torchmetrics_legacy_crop")):
@@ -204,9 +139,6 @@ def test_region_multiplies_both_images_and_keeps_the_full_frame():
 
 def test_psnr_mse_accurate_at_official_size():
     """Sums over 512x512x3 values, where a naive float32 accumulation would drift past 1e-5 dB."""
-    from torchmetrics.image import PeakSignalNoiseRatio
-    from torchmetrics.regression import MeanSquaredError
-
     gen = torch.Generator().manual_seed(2)
     a = torch.rand(2, 3, 512, 512, generator=gen)
     b = (a + 0.05 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
@@ -225,30 +157,6 @@ def test_edited_of_another_size_is_resized_bicubic_antialiased(fixture):
     torch.testing.assert_close(
         metric(big, batch["reference"])["ssim_whole"], metric(resized, batch["reference"])["ssim_whole"]
     )
-
-
-def test_learned_backbone_weights_rules(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
-    with pytest.raises(WeightsNotFoundError, match="squeezenet1_1-b8a52dc0.pth.*checkpoints"):
-        build_metric("lpips_whole", seed=123)
-    with pytest.raises(ConfigError, match="only apply to weights=random"):
-        build_metric("structure_distance", config_overrides=TINY_DINO)
-    a = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    seeded = [build_metric("lpips_whole", weights="random", seed=s) for s in (1, 1, 2)]
-    assert seeded[0].weights == "random(seed=1)" and seeded[0].uses_random_weights
-    values = [float(m(a, a.flip(-1))["lpips_whole"]) for m in seeded]
-    assert values[0] == values[1] != values[2]
-
-
-def test_clip_tokenizer_is_openai_bpe():
-    import open_clip
-
-    ours = openai_clip_tokenizer()
-    reference = open_clip.get_tokenizer("ViT-L-14")
-    for text in ["a dog sitting on a mat", "Photo of a red, shiny bicycle!"]:
-        ids = ours(text)["input_ids"]
-        assert ids == reference([text])[0][: len(ids)].tolist()
 
 
 def _official_clip(model, processor, image_u8: np.ndarray, text: str) -> float:

@@ -116,7 +116,7 @@ def test_moving_a_module_or_the_checkout_keeps_the_signature():
 def test_a_run_of_an_earlier_signature_is_named_not_redone(tiny_ddpm_dir, tmp_path):
     """A run directory whose manifest holds this config under another name: the new run
     stops before any work, naming the folder and the mv that resumes it."""
-    from conftest import run_overrides
+    from harness import run_overrides
 
     from attnedit.run.runner import Runner
 
@@ -131,3 +131,36 @@ def test_a_run_of_an_earlier_signature_is_named_not_redone(tiny_ddpm_dir, tmp_pa
     with pytest.raises(ConfigError, match=f"{earlier} holds this config's rows.*mv {earlier} {run_dir}"):
         Runner(cfg)
     assert not run_dir.exists()
+
+
+# -- which keys a signature reads ---------------------------------------------------------
+BASE = {"name": "x", "model": {"path": "m", "device": "cpu", "allow_tf32": False}, "method": {"alphas": [0.2]},
+        "device": "cpu", "batch_size": 4, "paths": {"root_dir": "/a"}, "logger": {"project": "p"},
+        "group": None, "numerical_floor": {"samples": 2}, "tables": {"reference": None},
+        "metric_weights": "pretrained"}
+
+
+def changed(**updates):
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
+    for dotted, value in updates.items():
+        node, *path = cfg, *dotted.split("__")
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+    return cfg
+
+
+def test_signature_ignores_keys_that_cannot_change_results():
+    base = config_signature(BASE)
+    for key, value in {"device": "cuda", "batch_size": 64, "paths__root_dir": "/b", "logger__project": "q",
+                       "model__device": "cuda", "group": "x/multirun_2026-01-01_00-00-00",  # a rerun of a -m sweep
+                       "numerical_floor__samples": 4, "tables__reference": "published.csv"}.items():
+        assert config_signature(changed(**{key: value})) == base, key
+
+
+def test_signature_changes_with_result_keys():
+    base = config_signature(BASE)
+    assert config_signature(changed(method__alphas=[0.4])) != base
+    assert config_signature(changed(model__path="other")) != base
+    assert config_signature(changed(metric_weights="random")) != base  # other metric backbones, other numbers
+    assert config_signature(changed(model__allow_tf32=True)) != base  # other GPU numerics

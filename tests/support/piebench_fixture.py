@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Small tensors on a shared CPU: OpenMP's thread barriers cost more than two threads gain."""
@@ -37,6 +38,15 @@ ENTRIES = {
     "811000000000": ("8", "8_change_background_80/1_artificial/811000000000.jpg", "box"),
     "911000000000": ("9", "9_change_style_80/1_artificial/911000000000.jpg", "ellipse"),
 }
+
+
+#: Tiny configs of the learned PIE-Bench metrics' backbones (weights=random only).
+TINY_CLIP = {
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "projection_dim": 16,
+}
+TINY_DINO = {"depth": 2, "embed_dim": 48, "num_heads": 3}
 
 
 def encode_rle(mask: np.ndarray) -> list[int]:
@@ -136,6 +146,29 @@ def fixture_samples(base: Path, size: int = 64) -> tuple[Path, dict, list]:
     edited = write_edited(root, base / "edited")
     data = PIEBench(root)
     return root, edited, [data.load(i) for i in data.sample_ids()]
+
+
+def pil_rgb(path) -> np.ndarray:
+    """An image file as uint8 HxWx3, read with PIL as the official script does."""
+    return np.array(Image.open(path).convert("RGB"))
+
+
+def fixture_batch(base: Path, size: int = 64) -> tuple[Path, dict, dict]:
+    """:func:`fixture_samples` as one batch: (root, {id: edited path}, {"ids", "reference",
+    "edited", "mask", "original_prompt", "editing_prompt"}), images as [0, 1] float NCHW."""
+    import torch
+
+    root, edited, samples = fixture_samples(base, size)
+    batch = {
+        "ids": [s.id for s in samples],
+        "reference": torch.stack([s.image for s in samples]),
+        "edited": torch.stack([torch.from_numpy(pil_rgb(edited[s.id])).permute(2, 0, 1).float() / 255
+                               for s in samples]),
+        "mask": torch.stack([s.fields["mask"] for s in samples]),
+        "original_prompt": [s.fields["original_prompt"] for s in samples],
+        "editing_prompt": [s.fields["editing_prompt"] for s in samples],
+    }
+    return root, edited, batch
 
 
 def official_mask_decode(encoded, shape=(512, 512)) -> np.ndarray:

@@ -33,6 +33,13 @@ SPECIAL = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "
 TEXT_DIM = 24
 
 
+def tiny_transformer() -> QwenImageTransformer2DModel:
+    return QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=TEXT_DIM, axes_dims_rope=(4, 6, 6),
+    ).eval()
+
+
 def tiny_pipeline() -> QwenImageEditPipeline:
     torch.manual_seed(0)
     # Byte-level BPE without merges: every byte is a token, so any prompt encodes.
@@ -57,10 +64,7 @@ def tiny_pipeline() -> QwenImageEditPipeline:
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )).eval()
-    transformer = QwenImageTransformer2DModel(
-        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=TEXT_DIM, axes_dims_rope=(4, 6, 6),
-    ).eval()
+    transformer = tiny_transformer()
     # Five levels (16x downsampling) keep the ~1 MP working size of the pipeline cheap on a CPU.
     vae = AutoencoderKLQwenImage(base_dim=2, z_dim=4, dim_mult=[1, 1, 1, 1, 1], num_res_blocks=0,
                                  temperal_downsample=[False] * 4, latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()

@@ -11,8 +11,8 @@ import torch
 from attnedit.errors import ConfigError, WeightsNotFoundError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-#: The installed huggingface_hub's download command (its console script ``hf``; the old
-#: ``huggingface-cli`` is gone since huggingface_hub 1.0). tests/test_entry_points.py checks it.
+#: The installed huggingface_hub's download command (its console script ``hf``;
+#: huggingface_hub >= 1.0 ships no ``huggingface-cli``). tests/cli/test_console.py checks it.
 DOWNLOAD_COMMAND = "hf download"
 
 

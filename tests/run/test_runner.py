@@ -1,0 +1,226 @@
+"""The runner end to end on the tiny model: rows, images, figures, tables, provenance,
+cost, resume after a real process kill (also one between a sample's last part and its
+figure), and a two-job Hydra multirun that resumes when rerun."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attnedit.config import compose
+from attnedit.run.runner import Runner, case_id
+from attnedit.store.run_store import RunStore
+from harness import run_overrides
+from images import read_png
+from processes import assert_same_rows, cli, finish, run_dir_of, wait_for_parts
+
+
+def test_rows_images_figures_tables_and_manifest(finished_run):
+    cfg, runner, run_dir = finished_run
+    frame = pd.read_parquet(run_dir / "cases")
+    assert len(frame) == 2 * 2 * 3 and frame.case_id.is_unique
+    for column in ("sample_id", "method", "direction", "label", "alpha", "alpha_scale", "position", "layers",
+                   "window_lo", "window_hi", "ssim", "psnr", "seconds_per_case", "image_path", "random_backbone",
+                   "identity_edit"):
+        assert column in frame, column
+    assert set(frame.alpha) == {-0.4, 0.0, 0.4} and set(frame.direction) == {0, 1}
+    assert (frame.alpha_scale == "token_norm").all() and not frame.random_backbone.any()
+    assert frame.model_random_weights.all()
+    for path in frame.image_path:
+        assert (run_dir / path).exists()
+    # alpha = 0 is not recomputed on the DDPM: its image is the reference, its time not counted
+    identity = frame[frame.identity_edit]
+    assert list(identity.alpha.unique()) == [0.0] and len(identity) == 4
+    assert (identity.image_path == identity.reference_path).all() and identity.seconds_per_case.isna().all()
+    assert (frame[~frame.identity_edit].seconds_per_case > 0).all()
+    assert sorted(p.name for p in (run_dir / "figures").glob("*.png")) == [
+        "alpha_sweep_seed000000.png", "alpha_sweep_seed000001.png"]
+    for suffix in ("md", "csv", "tex"):
+        assert (run_dir / "tables" / f"summary.{suffix}").exists()
+    summary = pd.read_csv(run_dir / "tables" / "by_direction.csv")
+    assert len(summary) == 6 and (summary.n == 2).all()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["signature"] == run_dir.name
+    assert manifest["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert manifest["model"]["weights_sha256_16"] and manifest["model"]["path"] == str(cfg.model.path)
+    assert "revision" in manifest["git"] and manifest["config"]["method"]["alphas"] == [-0.4, 0.0, 0.4]
+    assert manifest["model"]["settings"]["allow_tf32"] is False and "resumes" not in manifest
+
+
+def test_every_row_is_scored_against_its_own_samples_reference(finished_run):
+    """The RMS difference of each edit from its own sample's reference, recomputed in float64
+    from the saved PNGs, against the one the stored PSNR implies (10^(-PSNR/20), computed
+    before 8-bit rounding): rounding moves each pixel by <= 0.5/255, so the two RMS
+    values differ by at most 1/255."""
+    _, runner, run_dir = finished_run
+    frame = pd.read_parquet(run_dir / "cases")
+    assert frame.groupby("sample_id").size().to_dict() == {"seed000000": 6, "seed000001": 6}
+    for row in frame.itertuples():
+        assert row.reference_path == f"images/{row.sample_id}/reference.png"
+        rms = np.sqrt(np.mean((read_png(run_dir / row.image_path) - read_png(run_dir / row.reference_path)) ** 2))
+        assert abs(rms - 10 ** (-row.psnr / 20)) <= 1 / 255 + 1e-12, row.case_id
+    for sid in frame.sample_id.unique():  # and each reference is that sample's unedited image
+        own = runner.backend.reference([runner.dataset.load(sid)])[0].permute(1, 2, 0).double().numpy()
+        assert np.abs(read_png(run_dir / "images" / sid / "reference.png") - own).max() <= 1 / 255 + 1e-3
+
+
+def test_cost_and_numerical_floor_in_the_manifest_and_titles(finished_run):
+    from attnedit.report.marks import floor_title
+
+    _, runner, run_dir = finished_run
+    frame = pd.read_parquet(run_dir / "cases")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    cost = manifest["cost"]
+    timed = frame.seconds_per_case.to_numpy(dtype=np.float64)
+    timed = timed[~np.isnan(timed)]
+    assert cost["seconds_per_case_mean"] == pytest.approx(timed.mean(), rel=1e-12)
+    assert cost["seconds_per_case_median"] == pytest.approx(np.median(timed), rel=1e-12)
+    assert cost["cases_timed"] == 8 and cost["peak_gpu_memory_bytes"] is None  # CPU
+    assert cost["device_name"] == manifest["model"]["device_name"] and len(cost["sessions"]) == 1
+    assert cost["sessions"][0]["cases"] == 12 and cost["wall_seconds"] > 0
+    floor = manifest["numerical_floor"]
+    assert floor["sample_ids"] == ["seed000000", "seed000001"] and floor["batch_size"] == 4
+    assert floor["edit"]["alpha"] == 0.0 and floor["ssim_min"] > 0.99
+    line = floor_title(floor)
+    assert line.startswith("[numerical floor") and "SSIM >= " in line
+    for name in ("summary", "by_direction", "editing_time"):
+        assert line in (run_dir / "tables" / f"{name}.md").read_text().splitlines()[0], name
+
+
+def test_stored_metrics_equal_an_independent_recomputation(finished_run):
+    _, runner, run_dir = finished_run
+    frame = pd.read_parquet(run_dir / "cases")
+    row = frame.iloc[3]
+    sample = runner.dataset.load(row.sample_id)
+    edit = next(e for e in runner.method.edits() if case_id(row.sample_id, "sad", e) == row.case_id)
+    reference = runner.backend.reference([sample]).double().numpy()
+    with runner.method.control(runner.backend, [edit]):
+        edited = runner.backend.generate([sample]).double().numpy()
+    mse = np.mean((edited - reference) ** 2)
+    assert row.psnr == pytest.approx(-10 * math.log10(mse), abs=0.05)  # batch composition differs slightly
+
+
+def test_running_again_adds_nothing(finished_run):
+    cfg, _, run_dir = finished_run
+    parts = sorted((run_dir / "cases").glob("*.parquet"))
+    first = json.loads((run_dir / "manifest.json").read_text())
+    again = Runner(cfg).run()
+    assert again == run_dir and sorted((run_dir / "cases").glob("*.parquet")) == parts
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["created"] == first["created"] and manifest["numerical_floor"] == first["numerical_floor"]
+    assert len(manifest["resumes"]) == 1 and manifest["resumes"][0]["started"] >= first["created"]
+    assert manifest["cost"]["sessions"][0] == first["cost"]["sessions"][0]
+    assert [s["cases"] for s in manifest["cost"]["sessions"]] == [12, 0]
+
+
+def test_the_runner_draws_each_sample_figure_without_rereading_the_store(tiny_ddpm_dir, tmp_path, monkeypatch):
+    reads, finishing = [], []
+    read = RunStore.read
+    monkeypatch.setattr(RunStore, "read", lambda self, sample_id=None: reads.append((bool(finishing), sample_id))
+                        or read(self, sample_id))
+    finish_run = Runner.finish
+    monkeypatch.setattr(Runner, "finish", lambda self: finishing.append(True) or finish_run(self))
+    run_dir = Runner(compose("config", run_overrides(tmp_path, tiny_ddpm_dir, "batch_size=3"))).run()
+    assert not [r for r in reads if not r[0]], "no store read during the sample loop (rows kept in memory)"
+    assert len(list((run_dir / "figures").glob("alpha_sweep_*.png"))) == 2
+    rows = RunStore(run_dir).read(sample_id="seed000001")
+    assert set(rows.sample_id) == {"seed000001"} and len(rows) == 4
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_complete_rows(tiny_ddpm_dir, tmp_path):
+    overrides = run_overrides(tmp_path, tiny_ddpm_dir, "dataset.num_samples=4", "batch_size=1")
+    process = cli(*overrides, root=tmp_path)
+    cases_dir = None
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        found = list(tmp_path.glob("results/runs/*/*/cases/*.parquet"))
+        if len(found) >= 2:
+            cases_dir = found[0].parent
+            break
+        time.sleep(0.2)
+    assert cases_dir is not None, "the run wrote no rows in time"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = pd.read_parquet(cases_dir)
+    assert 2 <= len(partial) < 16, "the kill should land part way"
+
+    resumed = cli(*overrides, root=tmp_path)
+    output, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, output
+    assert "resuming" in output and output.strip().splitlines()[-1] == f"run dir: {cases_dir.parent}"
+    frame = pd.read_parquet(cases_dir)
+    assert len(frame) == 16 and frame.case_id.is_unique
+    assert set(partial.case_id) <= set(frame.case_id)
+    merged = partial.merge(frame, on="case_id", suffixes=("_before", "_after"))
+    assert np.array_equal(merged.psnr_before, merged.psnr_after), "finished rows are never rewritten"
+    manifest = json.loads((cases_dir.parent / "manifest.json").read_text())
+    assert len(manifest["resumes"]) == 1 and manifest["resumes"][0]["started"] >= manifest["created"]
+    assert manifest["cost"]["sessions"][0]["cases"] == 16 - len(partial)  # the killed process never finished
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_uninterrupted_rows_and_every_figure(tiny_ddpm_dir, tmp_path):
+    """A SIGKILL from outside mid-run, then one that lands between a sample's last part
+    and its figure (ATTNEDIT_TEST_DIE_AT), then a resume: rows equal an uninterrupted run's
+    to 2e-6, alpha = 0 rows included, in batches of 4 that cross samples."""
+    extra = ("dataset.num_samples=3", "method.alphas=[-0.4,0.0,0.4]", "batch_size=4")
+    straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
+    straight_root.mkdir(), killed_root.mkdir()
+    straight = cli(*run_overrides(straight_root, tiny_ddpm_dir, *extra), root=straight_root)
+    overrides = run_overrides(killed_root, tiny_ddpm_dir, *extra)
+    first = cli(*overrides, root=killed_root)
+    parts = wait_for_parts(killed_root, 1, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    run_dir = parts[0].parent.parent
+    after_first = len(pd.read_parquet(run_dir / "cases"))
+    assert after_first < 18
+
+    second = cli(*overrides, root=killed_root, env={"ATTNEDIT_TEST_DIE_AT": "before_figure"})
+    finish(second, expect_ok=False)
+    assert second.returncode == -signal.SIGKILL
+    rows = pd.read_parquet(run_dir / "cases")
+    finished = [s for s, n in rows.groupby("sample_id").size().items() if n == 6]
+    assert any(not (run_dir / "figures" / f"alpha_sweep_{s}.png").exists() for s in finished), "killed before it"
+
+    output = finish(cli(*overrides, root=killed_root))
+    assert "resuming" in output
+    reference = pd.read_parquet(run_dir_of(finish(straight)) / "cases")
+    frame = pd.read_parquet(run_dir / "cases")
+    assert len(frame) == 18 and frame.identity_edit.sum() == 6
+    assert_same_rows(frame, reference)
+    assert sorted(p.name for p in (run_dir / "figures").glob("alpha_sweep_*.png")) == [
+        f"alpha_sweep_seed{i:06d}.png" for i in range(3)]
+
+
+@pytest.mark.slow
+def test_two_job_multirun_and_its_rerun_resumes_every_job(tiny_ddpm_dir, tmp_path):
+    overrides = run_overrides(tmp_path, tiny_ddpm_dir, "dataset.num_samples=1", "method.directions=1",
+                              "numerical_floor.samples=0")
+    command = ["-m", *[o for o in overrides if not o.startswith("method.alphas")], "method.alphas=[0.2],[0.4]"]
+    outputs = []
+    for _ in range(2):  # the same command again: a new sweep folder, so a new W&B group
+        process = cli(*command, root=tmp_path)
+        output, _ = process.communicate(timeout=400)
+        assert process.returncode == 0, output
+        outputs.append(output)
+    run_dirs = [[line.removeprefix("run dir: ") for line in out.splitlines() if line.startswith("run dir: ")]
+                for out in outputs]
+    assert len(run_dirs[0]) == 2 and len(set(run_dirs[0])) == 2 and run_dirs[1] == run_dirs[0]
+    assert outputs[1].count("resuming ") == 2 and "resuming " not in outputs[0]
+    alphas = sorted(float(pd.read_parquet(Path(d) / "cases").alpha.iloc[0]) for d in run_dirs[0])
+    assert alphas == [0.2, 0.4]
+    for run_dir in run_dirs[0]:
+        assert len(list((Path(run_dir) / "cases").glob("*.parquet"))) == 1  # nothing recomputed
+        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+        before, now = manifest["resumes"][0]["config_changed"]["group"]  # the signature ignored it
+        assert before != now and before.startswith("quickstart/multirun_") and now == manifest["config"]["group"]
