@@ -3,7 +3,7 @@ evaluation, on a synthetic fixture of 512x512 images in the official format, for
 method and for several methods scored in one call (``--methods 1 5``: 5 = the DCAG
 paper's rows none, GRAG x2, DCAG x2), on CPU or CUDA (``--device``).
 
-The official loop (tests/piebench_fixture.py, the main loop of PnPInversion's
+The official loop (tests/support/piebench_fixture.py, the main loop of PnPInversion's
 evaluation/evaluate.py): per image, the Python-loop mask decoder and the source image;
 per method its edited image, then per metric one torchmetrics call on PIL-converted
 arrays moved to the device; one CSV row per image. SSIM in the published numbers'

@@ -95,6 +95,12 @@ def test_the_cycle_check_sees_imports_inside_functions():
         assert find_cycle(graph) == ["attnedit.a", "attnedit.b", "attnedit.a"]
 
 
+def test_no_import_hides_from_the_check():
+    """Imports by name at run time (importlib) would be edges this test cannot see."""
+    hidden = [f"{name}" for name, path in MODULES.items() if re.search(r"\bimport_module\(|__import__\(", path.read_text())]
+    assert not hidden
+
+
 def test_the_top_level_holds_only_what_a_user_imports_first():
     top = {p.stem for p in SRC.glob("*.py")}
     assert top <= TOP_LEVEL and len(top) <= 6, sorted(top - TOP_LEVEL)

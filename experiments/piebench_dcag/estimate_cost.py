@@ -1,6 +1,6 @@
 """Project the GPU time and memory of the DCAG study (Qwen-Image-Edit on PIE-Bench).
 
-1. Measures the tiny QwenImageEditPipeline of the tests (tests/qwen_tiny.py) through the
+1. Measures the tiny QwenImageEditPipeline of the tests (tests/support/qwen_tiny.py) through the
    qwen_image_edit backend on this machine: seconds and FLOPs per transformer call and
    of the rest of one edit (text encoder, VAE), from runs of 1 and 3 steps.
 2. Counts the FLOPs of the real architectures on the meta device (no weights needed):

@@ -96,8 +96,10 @@ def _unknown_config(err) -> str:
     if group and options:
         close = difflib.get_close_matches(name, options, n=1)
         hint = f" (did you mean {group}={close[0]}?)" if close else ""
-        return f"{group}={name} is not a config in conf/{group}/{hint}; choose one of: {', '.join(options)}"
-    return f"config '{missing or err}' not found; the configs are the .yaml files under conf/"
+        return (f"{group}={name} is not a config in conf/{group}/ or a study's {group}/ folder "
+                f"(experiments/<study>/{group}/){hint}; choose one of: {', '.join(options)}")
+    return (f"config '{missing or err}' not found; the configs are the .yaml files under conf/ and the study "
+            "folders (experiments/<study>/)")
 
 
 def _unknown_key(err: OmegaConfBaseException) -> str:

@@ -14,3 +14,17 @@ def test_describe_schema_rejects_a_second_name_for_a_fact():
         check_description(good | {"weight_sha256_16": "abc"})
     with pytest.raises(TypeError, match="settings"):
         check_description({k: v for k, v in good.items() if k != "settings"})
+
+
+def test_a_control_is_what_a_method_yields_and_anything_else_names_the_method():
+    from attnedit.backends.base import Control, check_control
+    from attnedit.errors import ConfigError
+    from attnedit.methods.base import NoEdit
+
+    method = NoEdit()
+    assert type(check_control(None, method)) is Control
+    control = Control()
+    assert check_control(control, method) is control
+    assert (control.first_edit_timestep, control.latent_hook, control.eta_at, control.row_extras) == (None,) * 4
+    with pytest.raises(ConfigError, match=r"method 'none' \(attnedit\.methods\.base\.NoEdit\).*yielded dict"):
+        check_control({"first_edit_timestep": 3}, method)

@@ -17,7 +17,7 @@ from attnedit.data.piebench import (
     PIEBench,
     RLEClippedWarning,
     decode_rle_mask,
-    read_rgb,
+    read_rgb_uint8,
 )
 from attnedit.errors import DataError
 from piebench_fixture import (
@@ -169,9 +169,9 @@ def test_float_images_with_nan_or_inf_are_an_error_naming_the_file(tmp_path):
     """PIL would turn NaN into 0 and inf into 255 (a broken image scored as a real one)."""
     values = np.linspace(0, 255, 48, dtype=np.float32).reshape(6, 8)
     Image.fromarray(values).save(tmp_path / "fine.tiff")
-    expected = np.asarray(Image.fromarray(values).convert("RGB")).transpose(2, 0, 1) / 255
-    np.testing.assert_array_equal(read_rgb(tmp_path / "fine.tiff", "x").numpy(), expected.astype(np.float32))
+    expected = np.asarray(Image.fromarray(values).convert("RGB")).transpose(2, 0, 1)
+    np.testing.assert_array_equal(read_rgb_uint8(tmp_path / "fine.tiff", "x"), expected)
     values[0, :3], values[5, 7] = np.nan, -np.inf
     Image.fromarray(values).save(tmp_path / "broken.tiff")
     with pytest.raises(NonFinitePixelsError, match=r"entry 7: image .*broken.tiff holds 3 NaN and 1 infinite"):
-        read_rgb(tmp_path / "broken.tiff", "7")
+        read_rgb_uint8(tmp_path / "broken.tiff", "7")

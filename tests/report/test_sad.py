@@ -13,7 +13,8 @@ import pytest
 from attnedit.cli.tables import main as tables
 from attnedit.errors import ConfigError
 from attnedit.report.marks import RANDOM_BACKBONE_MARK
-from attnedit.report.sad import build_tables, table2_cases
+from attnedit.report.runs import load_run
+from attnedit.report.sad import run_frames, table2_cases
 from attnedit.report.studies import write_tables
 from planted_runs import sad_run
 from sad_study import SIGN
@@ -71,13 +72,13 @@ def test_table2_alpha_not_in_the_run_is_one_clear_error(sad_study_run):
     with pytest.raises(ConfigError, match=r"table2_alpha=0.3 .*\|alpha\| held: \[0.2, 0.4\]"):
         table2_cases(frame, 0.3)
     with pytest.raises(ConfigError, match="table2_alpha"):
-        build_tables(sad_study_run, frame, None, 0.6)
+        run_frames(load_run(sad_study_run), None, 0.6)
 
 
 def test_comparison_table_follows_the_table2_protocol(sad_study_run, tmp_path):
-    from attnedit.report.comparison import write_comparison
+    from attnedit.report.studies import write_study
 
-    folder, text = write_comparison([sad_study_run], tmp_path)
+    _, folder, text = write_study([sad_study_run], tmp_path)
     table = pd.read_csv(folder / "comparison.csv", keep_default_na=False)
     assert table.method[0] == "sad" and int(table.n[0]) == 2 and int(table.samples[0]) == 1
     frame = pd.read_parquet(sad_study_run / "cases")

@@ -105,11 +105,11 @@ def test_tolerance_rule_is_numpys_isclose_on_planted_values():
 
 
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="no study 'nope'.*shapes_smoke"):
+    with pytest.raises(ConfigError, match="no reproduction 'nope'.*shapes_smoke"):
         load_study("nope")
     frame = pd.DataFrame({"method": ["sad"], "ssim": [0.5]})
     untolerant = pd.DataFrame({"method": ["sad"], "ssim": [0.5], "source": ["x"]})
     with pytest.raises(DataError, match="states no tolerance; fill ssim_atol or ssim_rtol"):
         compare(frame, ["ssim"], untolerant, "r.csv")
     code, _ = run_main("nope")
-    assert code == 2 and "no study 'nope'" in capsys.readouterr().err
+    assert code == 2 and "no reproduction 'nope'" in capsys.readouterr().err

@@ -27,7 +27,7 @@ def test_celebahq_compare_composes_in_step_with_celebahq_sad():
             assert "directions_file" not in cfg.method
             for key in ("num_probes", "first_seed", "alpha", "vocabulary"):
                 assert cfg.method.labeling[key] == directions.labeling[key], key
-    # the study's largest |alpha| is each published protocol's own edit (conf/compare/*.yaml)
+    # the study's largest |alpha| is each published protocol's own edit (experiments/celebahq_compare/compare/*.yaml)
     official = OmegaConf.load(REPO / "conf" / "method" / "pullback.yaml")
     biggest = max(abs(a) for a in sad.method.alphas)
     pullback = compose("config", ["experiment=celebahq_compare", "compare=pullback"]).method

@@ -197,7 +197,7 @@ def random_lpips_metric(seed: int):
             return LearnedPerceptualImagePatchSimilarity(net_type="squeeze")
 
 
-def legacy_ssim(pred, gt) -> "torch.Tensor":
+def legacy_ssim(pred, gt):
     """SSIM as torchmetrics computed it before 1.4.2 (the published PIE-Bench numbers):
     the installed torchmetrics' own per-pixel SSIM map, its 5-pixel border cropped as the
     old code did (Lightning-AI/torchmetrics src/torchmetrics/functional/image/ssim.py,

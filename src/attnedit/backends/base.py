@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from attnedit.data.base import Sample
+from attnedit.errors import ConfigError
 
 # Keys every describe() returns (values may be None where a fact does not apply).
 DESCRIBE_KEYS = (
@@ -55,10 +56,16 @@ class Control:
     row_extras: list[dict[str, Any]] | None = None
 
 
-def check_control(control: Any, method: str) -> Control:
+def check_control(control: Any, method: Any) -> Control:
+    """What ``method.control()`` yielded, as a :class:`Control` (None: a plain one); any
+    other object is an error naming the method's class."""
+    if control is None:
+        return Control()
     if not isinstance(control, Control):
-        raise TypeError(f"method '{method}': control() yielded {type(control).__name__}, not an "
-                        "attnedit.backends.base.Control (subclass it; yield Control() for an edit with nothing to say)")
+        where = f"{type(method).__module__}.{type(method).__qualname__}"
+        raise ConfigError(f"method '{getattr(method, 'name', where)}' ({where}): control() yielded "
+                          f"{type(control).__name__}, not an attnedit.backends.base.Control; subclass Control "
+                          "for what the edit tells the sampler, or yield None for nothing")
     return control
 
 

@@ -10,7 +10,7 @@ from attnedit.cli.console import ArgumentParser, guarded
 from attnedit.errors import ConfigError
 from attnedit.run import reproduce as library
 
-USAGE = "usage: attnedit-reproduce <study> [<run dir> ...] [key=value ...] [--reference CSV]"
+USAGE = "usage: attnedit-reproduce <reproduction> [<run dir> ...] [key=value ...] [--reference CSV]"
 
 
 def reproduce(name: str, rest: list[str], reference: str | None) -> int:
@@ -29,9 +29,9 @@ def reproduce(name: str, rest: list[str], reference: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser("attnedit-reproduce", USAGE, library.__doc__, "give a study name")
-    parser.add_argument("study")
+    parser = ArgumentParser("attnedit-reproduce", USAGE, library.__doc__, "give a reproduction name (experiments/<study>/reproduce/<name>.yaml)")
+    parser.add_argument("reproduction")
     parser.add_argument("rest", nargs="*", metavar="run dir or key=value")
     parser.option("--reference", "a CSV file", metavar="CSV")
     args = parser.parse_intermixed_args(argv)
-    sys.exit(guarded(lambda: reproduce(args.study, args.rest, args.reference)))
+    sys.exit(guarded(lambda: reproduce(args.reproduction, args.rest, args.reference)))

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from attnedit.cli.console import ArgumentParser, guarded
-from attnedit.errors import AttneditError
 from attnedit.run import progress
+from attnedit.store.run_store import RunStore
 
 USAGE = "usage: attnedit-status <run dir> [--shards N]"
 
 
 def status(run_dirs: list[str], shards: int | None) -> None:
     for run_dir in run_dirs:
-        if not (Path(run_dir) / "manifest.json").exists():
-            raise AttneditError(f"{run_dir} is not a run directory (no manifest.json); "
-                                "give the path printed as 'run dir:' by attnedit-run")
+        RunStore.open(run_dir)
         print(progress.render(run_dir, shards))
 
 
@@ -23,5 +19,5 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser("attnedit-status", USAGE, progress.__doc__, "give a run directory")
     parser.add_argument("run_dirs", nargs="+", metavar="run dir")
     parser.option("--shards", "a number", type=int, metavar="N")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     guarded(lambda: status(args.run_dirs, args.shards))

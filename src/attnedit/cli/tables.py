@@ -37,5 +37,5 @@ def tables(run_dirs: list[str], out: str | None, pairs: list[tuple[str, str]]) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     guarded(lambda: tables(args.run_dirs, args.out, args.pair))

@@ -148,9 +148,6 @@ def read_rgb_uint8(path: Path, entry_id: str) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def read_rgb(path: Path, entry_id: str) -> torch.Tensor:
-    """A file as a float 3xHxW tensor in [0, 1] (uint8 / 255, as the official script does)."""
-    return torch.from_numpy(read_rgb_uint8(path, entry_id)).float().div_(255)
 
 
 def load_mapping(root: Path) -> dict[str, dict[str, Any]]:

@@ -43,7 +43,6 @@ from torch import Tensor
 
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
-from attnedit.metrics.registry import register_metric
 from attnedit.metrics.weights import check_weights_mode, hf_hub_cache, missing_weights, offline, weights_label
 
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
@@ -181,7 +180,6 @@ def preprocess(images: Tensor, cfg: dict) -> Tensor:
     return TF.normalize(x, mean=list(cfg["mean"]), std=list(cfg["std"]))
 
 
-@register_metric("directional_clip")
 class DirectionalCLIP(PairMetric):
     """Directional CLIP similarity; needs per-image ``source_text`` and ``target_text``.
 

@@ -18,7 +18,6 @@ from attnedit.data.shapes import FACTOR_RANGES
 from attnedit.factors.accuracy import circular_difference
 from attnedit.factors.regressor import load_regressor
 from attnedit.metrics.base import PairMetric
-from attnedit.metrics.registry import register_metric
 
 
 def factor_changes(edited: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -30,7 +29,6 @@ def factor_changes(edited: dict[str, np.ndarray], reference: dict[str, np.ndarra
     return out
 
 
-@register_metric("factors")
 class FactorChange(PairMetric):
     name = "factor_change"
     higher_is_better = None  # a description of the edit, not a quality

@@ -19,13 +19,11 @@ from torch import Tensor
 
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
-from attnedit.metrics.registry import register_metric
 
 SSIM_BORDERS = ("crop", "pad")
 SSIM_SIGMA = 1.5
 
 
-@register_metric("ssim")
 class SSIM(PairMetric):
     """Per-image SSIM; ``border``: "crop" (Wang et al., the reference) or "pad" (torchmetrics 1.5+)."""
 
@@ -58,7 +56,6 @@ class SSIM(PairMetric):
         return {self.name: values, f"{self.name}_border": [self.border] * len(values)}
 
 
-@register_metric("psnr")
 class PSNR(PairMetric):
     name = "psnr"
     higher_is_better = True
@@ -77,7 +74,6 @@ class PSNR(PairMetric):
         return {self.name: values}
 
 
-@register_metric("mse")
 class MSE(PairMetric):
     name = "mse"
     higher_is_better = False

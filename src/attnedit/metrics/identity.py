@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
-from attnedit.metrics.registry import register_metric
 from attnedit.metrics.weights import check_weights_mode, from_torch_hub, weights_label
 
 FACE_SIZE = 160
@@ -79,7 +78,6 @@ def center_square(image_hwc: Tensor, size: int = FACE_SIZE) -> Tensor:
     return F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-@register_metric("id_sim")
 class IdentitySimilarity(PairMetric):
     """FaceNet identity cosine similarity, per image pair, with a no-face flag column.
 

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
-from attnedit.metrics.registry import register_metric
 from attnedit.metrics.weights import check_weights_mode, from_torch_hub, imagenet_backbone_url, weights_label
 
 NETS = ("alex", "vgg", "squeeze")
@@ -43,7 +42,6 @@ def load_lpips(net: str = "alex", weights: str = "pretrained", seed: int = 0, ve
     return model.eval().requires_grad_(False)
 
 
-@register_metric("lpips")
 class LPIPS(PairMetric):
     """LPIPS distance (lower is more similar), per image pair.
 

@@ -47,7 +47,6 @@ from torch import Tensor
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics import piebench_backbones as backbones
 from attnedit.metrics.base import REGIONS, MetricInfo, PairMetric
-from attnedit.metrics.registry import register_metric
 from attnedit.metrics.ssim_fast import gaussian_window, ssim_against, ssim_reference
 from attnedit.metrics.weights import weights_label
 
@@ -477,23 +476,14 @@ class StructureDistance(PIEBenchMetric):
         return out
 
 
-#: Name -> factory of every PIE-Bench metric, each also in the metric registry (the names
-#: the Python API accepts).
-PIEBENCH_METRICS: dict[str, Any] = {}
-
-
-def _register() -> None:
-    for region in REGIONS:
-        for cls in (PIEBenchPSNR, PIEBenchSSIM, PIEBenchMSE, PIEBenchLPIPS):
-            PIEBENCH_METRICS[f"{cls.base}_{region}"] = functools.partial(cls, region=region)
-    for kind in CLIP_KINDS:
-        PIEBENCH_METRICS[f"clip_similarity_{kind}"] = functools.partial(PIEBenchCLIPScore, kind=kind)
-    PIEBENCH_METRICS["structure_distance"] = StructureDistance
-    for name, factory in PIEBENCH_METRICS.items():
-        register_metric(name)(factory)
-
-
-_register()
+#: Name -> factory of every PIE-Bench metric (the names the Python API and the metric
+#: registry accept).
+PIEBENCH_METRICS: dict[str, Any] = {
+    **{f"{cls.base}_{region}": functools.partial(cls, region=region)
+       for region in REGIONS for cls in (PIEBenchPSNR, PIEBenchSSIM, PIEBenchMSE, PIEBenchLPIPS)},
+    **{f"clip_similarity_{kind}": functools.partial(PIEBenchCLIPScore, kind=kind) for kind in CLIP_KINDS},
+    "structure_distance": StructureDistance,
+}
 
 #: The official script's default metric set, in its order.
 OFFICIAL_DEFAULT_METRICS = (

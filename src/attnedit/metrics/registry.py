@@ -1,18 +1,34 @@
-"""Registry of named metrics, so a metric list can be given by names on the command line."""
+"""The one metric factory: metrics by name (``metrics=[names]`` of attnedit-evaluate, the
+Python API) and from config nodes (attnedit-run's ``metrics`` group, attnedit-rescore).
+
+The built-in names are the table below; a metric of one's own joins with
+:func:`register_metric` from its own module, or needs no name at all (a config node's
+``_target_`` is its class).
+"""
 
 from __future__ import annotations
 
 import functools
 from typing import Callable
 
-from attnedit.errors import ConfigError
+from attnedit.errors import AttneditError, ConfigError
+from attnedit.metrics import clip, factors, fidelity, identity, perceptual, piebench
 from attnedit.metrics.base import MetricInfo, PairMetric
 
-_REGISTRY: dict[str, Callable[..., PairMetric]] = {}
+_REGISTRY: dict[str, Callable[..., PairMetric]] = {
+    "ssim": fidelity.SSIM,
+    "psnr": fidelity.PSNR,
+    "mse": fidelity.MSE,
+    "lpips": perceptual.LPIPS,
+    "id_sim": identity.IdentitySimilarity,
+    "directional_clip": clip.DirectionalCLIP,
+    "factors": factors.FactorChange,
+    **piebench.PIEBENCH_METRICS,
+}
 
 
 def register_metric(name: str):
-    """Decorator: ``@register_metric("psnr")`` on a PairMetric class or factory."""
+    """Decorator: ``@register_metric("my_metric")`` on a PairMetric class or factory."""
 
     def wrap(factory):
         if name in _REGISTRY and _REGISTRY[name] is not factory:
@@ -24,14 +40,12 @@ def register_metric(name: str):
 
 
 def available_metrics() -> list[str]:
-    _import_builtin()
     return sorted(_REGISTRY)
 
 
 def metric_info(name: str) -> MetricInfo:
     """How the column ``name`` of a registered metric is shown (its class's declaration,
     without building the metric); a column of no registered metric is shown raw."""
-    _import_builtin()
     factory = _REGISTRY.get(name)
     if factory is None:
         return MetricInfo(name, name)
@@ -40,7 +54,6 @@ def metric_info(name: str) -> MetricInfo:
 
 
 def build_metric(name: str, **kwargs) -> PairMetric:
-    _import_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown metric '{name}'; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**kwargs)
@@ -54,8 +67,6 @@ def build_metrics(nodes) -> list[PairMetric]:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from attnedit.errors import AttneditError
-
     try:
         metrics = [instantiate(node) for node in (nodes or {}).values()]
     except InstantiationException as err:  # the metric's own error, not Hydra's wrapper
@@ -66,11 +77,3 @@ def build_metrics(nodes) -> list[PairMetric]:
     if len(set(names)) != len(names):
         raise ConfigError(f"two metrics share a column name: {names}")
     return metrics
-
-
-def _import_builtin() -> None:
-    # Importing the modules runs their @register_metric decorators.
-    import importlib
-
-    for module in ("fidelity", "perceptual", "identity", "clip", "piebench", "factors"):
-        importlib.import_module(f"attnedit.metrics.{module}")

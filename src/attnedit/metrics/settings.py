@@ -29,6 +29,7 @@ from torch import Tensor
 
 from attnedit.columns import failed_mask
 from attnedit.errors import ConfigError
+from attnedit.store.signature import without_code_location
 
 #: The row column holding ``{metric column: settings hash}`` as JSON.
 SETTINGS_COLUMN = "metric_settings"
@@ -111,8 +112,20 @@ def _resizes(metric: Any) -> bool:
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
-    payload = json.dumps({k: v for k, v in settings.items() if k != "hash"}, sort_keys=True, default=str)
+    """A short hash of the settings without where the code and the checkout live (the
+    metric class by its name, as the run signature): a moved module pools as before."""
+    located = {k: v for k, v in settings.items() if k != "hash"}
+    located["metric"] = str(located.get("metric", "")).rpartition(".")[2]
+    payload = json.dumps(without_code_location(located), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def keep_recorded(recorded: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``current`` settings, each replaced by the run's ``recorded`` one where both are the
+    same settings: new rows of a resumed run carry the hash its earlier rows carry, also
+    when that hash was computed where the metric's module lived then."""
+    return {column: recorded[column] if column in recorded and settings_hash(recorded[column]) == settings_hash(s)
+            else s for column, s in current.items()}
 
 
 def all_settings(metrics: list, configs: dict[str, Any] | None, images: str = SCORED_IMAGES) -> dict[str, dict[str, Any]]:

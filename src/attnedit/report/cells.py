@@ -94,8 +94,3 @@ def spread_cell(means: list[float], digits: int = 4) -> Cell:
                "max": float(values.max()), "seeds": len(values)}
     text = f"{values.mean():.{digits}f} ± {values.std(ddof=0):.{digits}f} ({len(values)} seeds)"
     return Cell(text, numbers, {"min..max": f"{values.min():.{digits}f}..{values.max():.{digits}f}"}, kind="spread")
-
-
-def mean_std(values: pd.Series, digits: int = 4) -> str:
-    """A cell's text alone: "mean ± std" over finite values (+ their count skipped)."""
-    return stat_cell(values, digits=digits).text

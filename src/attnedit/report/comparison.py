@@ -15,8 +15,6 @@ samples, alphas or model weights (then the rows are not a like-for-like comparis
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -27,7 +25,7 @@ from attnedit.report.cells import group_cell, paired_cell, spread_cell
 from attnedit.report.marks import scale_note, title_marks
 from attnedit.report.plots import figure_note
 from attnedit.report.reference import read_reference, with_reference
-from attnedit.report.render import Figure, Report, Table, display, json_text, write_report
+from attnedit.report.render import Figure, Report, Table, display, json_text
 from attnedit.report.runs import Run, differing_keys, load_runs, run_labels
 from attnedit.report.sad import edits_only, factor_tables, study_settings, table2_cases, table2_note, with_strength
 from attnedit.report.stats import paired
@@ -219,12 +217,3 @@ def build_several(runs: list[Run]) -> Report:
                               {"dpi": 120, "bbox_inches": "tight"}))
     runs_json = json_text([str(r.run_dir.resolve()) for r in runs])
     return Report(tables, figures, {"comparison_runs.json": runs_json}, table_dir="", index="comparison_tables.md")
-
-
-def write_comparison(run_dirs, out_dir: str | Path | None = None) -> tuple[Path, str]:
-    """Write the comparison tables into ``out_dir`` (default: the first run's tables/,
-    beside its own tables); returns (the folder, the Markdown)."""
-    runs = load_runs(run_dirs)
-    out = Path(out_dir) if out_dir is not None else runs[0].run_dir / "tables"
-    out.mkdir(parents=True, exist_ok=True)
-    return out, write_report(build_several(runs), out)

@@ -130,10 +130,7 @@ def prepare_out(out: Path) -> None:
 def load_runs(run_dirs: list[Path]) -> list[RunPage]:
     runs, keys = [], set()
     for run_dir in run_dirs:
-        if not (run_dir / "manifest.json").exists():
-            raise DataError(f"{run_dir} is not a run directory (no manifest.json); "
-                            "give the path printed as 'run dir:' by attnedit-run")
-        store = RunStore(run_dir)
+        store = RunStore.open(run_dir)
         manifest = store.read_json("manifest.json")
         key = f"{(manifest.get('config') or {}).get('name', run_dir.parent.name)}-{run_dir.name}"
         while key in keys:

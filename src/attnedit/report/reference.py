@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from attnedit.config import studies
 from attnedit.errors import DataError
 
 
 def read_reference(path: str | Path) -> pd.DataFrame:
     path = Path(path)
+    if not path.exists():
+        path = in_study_folder(path) or path
     if not path.exists():
         raise DataError(f"reference table {path} does not exist; see experiments/README.md for the format")
     try:
@@ -22,6 +25,15 @@ def read_reference(path: str | Path) -> pd.DataFrame:
         if column not in frame:
             raise DataError(f"reference table {path} lacks the '{column}' column")
     return frame
+
+
+def in_study_folder(path: Path) -> Path | None:
+    """Where a reference CSV that a run recorded under the checkout's ``results/reference/``
+    lives: ``experiments/<study>/reference/<file>`` (None: no study holds the file)."""
+    if (path.parent.name, path.parent.parent.name) != ("reference", "results"):
+        return None
+    return next((folder / "reference" / path.name for folder in studies().values()
+                 if (folder / "reference" / path.name).is_file()), None)
 
 
 def with_reference(measured: pd.DataFrame, reference: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 
 from attnedit.columns import METHOD
-from attnedit.errors import AttneditError
 from attnedit.metrics.settings import check_uniform
 from attnedit.store.run_store import RunStore
 from attnedit.store.signature import strip_keys
@@ -40,10 +39,7 @@ class Run:
 
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").exists():
-        raise AttneditError(f"{run_dir} is not a run directory (no manifest.json); "
-                            "give the path printed as 'run dir:' by attnedit-run")
-    store = RunStore(run_dir)
+    store = RunStore.open(run_dir)
     run = Run(run_dir, store.read(), store.read_json("manifest.json"))
     check_uniform(run.frame, run.metrics, run_dir)  # never one mean over values scored under different settings
     return run

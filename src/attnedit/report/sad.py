@@ -20,8 +20,6 @@ every edit and its title says so.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -120,14 +118,14 @@ def run_tables(run: Run) -> tuple[list[Table], dict[str, pd.DataFrame]]:
     """(the tables of one run, factor tables for the figure)."""
     frame, title = run.frame, run_title(run)
     reference, table2_alpha = study_settings(run.config)
-    built = _run_frames(run, reference, table2_alpha)
+    built = run_frames(run, reference, table2_alpha)
     notes = table_notes(frame, table2_alpha)
     notes["editing_time"] = timing_title(built["editing_time"])
     tables = [Table(name, " ".join(filter(None, [title, notes.get(name)])), table) for name, table in built.items()]
     return tables, {k: v for k, v in built.items() if k.startswith("factor_")}
 
 
-def _run_frames(run: Run, reference: str | None, table2_alpha: float | None) -> dict[str, pd.DataFrame]:
+def run_frames(run: Run, reference: str | None, table2_alpha: float | None) -> dict[str, pd.DataFrame]:
     frame, metrics = run.frame, run.metrics
     edits = with_strength(edits_only(frame))
     tables = {"summary": aggregate(edits, [METHOD, *EDIT_KEYS, "abs_alpha"], metrics)}
@@ -146,14 +144,6 @@ def _run_frames(run: Run, reference: str | None, table2_alpha: float | None) -> 
     return tables
 
 
-def build_tables(run_dir: Path, frame: pd.DataFrame, reference: str | None = None,
-                 table2_alpha: float | None = None) -> dict[str, pd.DataFrame]:
-    """The tables of one run (text cells), for rows ``frame`` of ``run_dir``."""
-    from attnedit.report.render import display
-    from attnedit.store.run_store import RunStore
-
-    run = Run(Path(run_dir), frame, RunStore(run_dir).read_json("manifest.json"))
-    return {name: display(table) for name, table in _run_frames(run, reference, table2_alpha).items()}
 
 
 def table_notes(frame: pd.DataFrame, table2_alpha: float | None) -> dict[str, str]:

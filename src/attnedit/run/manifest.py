@@ -72,7 +72,7 @@ def resumed_manifest(previous: dict[str, Any], current: dict[str, Any]) -> dict[
     tables.reference may differ) and this session appended to ``resumes``, with the
     config keys it changed as ``{key: [before, now]}``."""
     merged = dict(previous)
-    merged["config"] = current["config"]
+    merged["config"], merged["signature"] = current["config"], current["signature"]
     before, now = _flat(previous.get("config", {})), _flat(current["config"])
     entry: dict[str, Any] = {
         "started": current["created"],

@@ -56,8 +56,8 @@ def load_study(name: str) -> Study:
 
     known = reproductions()
     if name not in known:
-        raise ConfigError(f"no study '{name}' (no experiments/<study>/reproduce/{name}.yaml); "
-                          f"studies: {', '.join(sorted(known))}")
+        raise ConfigError(f"no reproduction '{name}' (no experiments/<study>/reproduce/{name}.yaml); "
+                          f"reproductions: {', '.join(sorted(known))}")
     path = known[name]
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if not spec.get("reference") or not spec.get("runs"):
@@ -80,10 +80,7 @@ def measured_cases(run_dirs: list[Path], study: Study) -> tuple[pd.DataFrame, li
 
     frames, metrics = [], []
     for run_dir in run_dirs:
-        if not (run_dir / "manifest.json").exists():
-            raise DataError(f"{run_dir} is not a run directory (no manifest.json); give the path printed as "
-                            "'run dir:' by attnedit-run")
-        store = RunStore(run_dir)
+        store = RunStore.open(run_dir)
         frame, manifest = store.read(), store.read_json("manifest.json")
         if frame.empty:
             raise DataError(f"run {run_dir} holds no cases yet; run it first (attnedit-run)")

@@ -105,13 +105,10 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
 
     from attnedit.backends.loading import pick_device
     from attnedit.metrics.registry import build_metrics
-    from attnedit.run.runner import _context
+    from attnedit.run.runner import metric_context
 
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").exists():
-        raise DataError(f"{run_dir} is not a run directory (no manifest.json); give the path printed as "
-                        "'run dir:' by attnedit-run")
-    store = RunStore(run_dir)
+    store = RunStore.open(run_dir)
     manifest = store.read_json("manifest.json")
     config = manifest["config"]
     groups, dotted, options = parse_overrides(overrides)
@@ -144,7 +141,7 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
             cases = [(r["sample_id"], r) for r in batch]
             out: dict[str, Any] = {}
             for metric in metrics:
-                out.update(metric(edited, refs, **_context([metric], cases, samples, refs)))
+                out.update(metric(edited, refs, **metric_context([metric], cases, samples, refs)))
             for i, r in enumerate(batch):
                 scores[r["case_id"]] = {k: _value(v, i) for k, v in out.items()}
     columns = sorted({k for values in scores.values() for k in values})

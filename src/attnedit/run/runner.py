@@ -45,6 +45,7 @@ from attnedit.metrics.settings import (
     SETTINGS_COLUMN,
     all_settings,
     encode_saved,
+    keep_recorded,
     quantize,
     row_settings,
     scored_images_label,
@@ -80,7 +81,7 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
     Image.fromarray(array).save(path)
 
 
-def _context(metrics, cases, samples, references) -> dict[str, Any]:
+def metric_context(metrics, cases, samples, references) -> dict[str, Any]:
     """Per-case fields the metrics declared in ``needs``: edit params first, then sample fields."""
     context: dict[str, Any] = {}
     for key in {k for m in metrics for k in m.needs}:
@@ -179,6 +180,7 @@ class Runner:
 
         # under the run's lock: writers starting together record one first run and resumes
         manifest = self.store.update_json("manifest.json", merge)
+        self.metric_settings = keep_recorded(manifest.get("metric_settings") or {}, self.metric_settings)
         self.session = SessionCost(model["device"], model["device_name"])
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(self.config))))
         self.logger.start(self.config, str(self.run_dir), self.signature, self.cfg.get("group"), [str(self.cfg.name)])
@@ -333,9 +335,9 @@ class Runner:
         seconds = float("nan")
         if todo:
             start = time.perf_counter()
-            with self.method.control(self.backend, [edits[i] for i in todo]) as control:
-                generated = self.backend.generate([batch_samples[i] for i in todo],
-                                                  check_control(control, self.method.name))
+            with self.method.control(self.backend, [edits[i] for i in todo]) as yielded:
+                control = check_control(yielded, self.method)
+                generated = self.backend.generate([batch_samples[i] for i in todo], control)
             seconds = (time.perf_counter() - start) / len(todo)
             if not torch.isfinite(generated).all():
                 raise NonFiniteOutputError(f"{self.method.name} produced NaN/inf images for cases {batch}")
@@ -349,7 +351,7 @@ class Runner:
             for i in todo:
                 files[i], scored[i] = encode_saved(images[i], *self.saved_format)
         for metric in self.metrics:
-            scores.update(metric(scored, scored_refs, **_context([metric], batch, batch_samples, refs)))
+            scores.update(metric(scored, scored_refs, **metric_context([metric], batch, batch_samples, refs)))
         rows = []
         for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
             cid = case_id(sid, self.method.name, edit)

@@ -57,6 +57,14 @@ class RunStore:
         self._parts_written = 0
         self._done: dict[str, set[str]] = {}  # part name -> its successful case ids (rewrites keep them)
 
+    @classmethod
+    def open(cls, run_dir: str | Path) -> "RunStore":
+        """The store of an existing run directory; one error line when ``run_dir`` is none."""
+        if not (Path(run_dir) / "manifest.json").exists():
+            raise DataError(f"{run_dir} is not a run directory (no manifest.json); "
+                            "give the path printed as 'run dir:' by attnedit-run")
+        return cls(run_dir)
+
     def part_files(self) -> list[Path]:
         return sorted(p for p in self.cases_dir.glob("*.parquet") if not p.name.startswith((".", "_")))
 
@@ -108,7 +116,7 @@ class RunStore:
             if table is None or FAILED not in table.column_names:
                 continue
             flags = table.select(["case_id", FAILED]).to_pandas()
-            drop = (flags[FAILED].fillna(False).astype(bool) & flags.case_id.isin(case_ids)).to_numpy()
+            drop = (failed_mask(flags) & flags.case_id.isin(case_ids)).to_numpy()
             if not drop.any():
                 continue
             removed += int(drop.sum())

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from attnedit.assets import ASSETS_DIR
+from attnedit.config import REPO_ROOT
 
 # Dotted keys that never change a row's numbers: where things go, how fast, who watches.
 NON_RESULT_KEYS = (
@@ -42,7 +43,6 @@ NON_RESULT_KEYS = (
     "group",  # W&B only; a multirun sets it per sweep folder, which must not stop a rerun resuming
     "numerical_floor",  # measured into the manifest and table titles, never into rows
 )
-REPO_ROOT = ASSETS_DIR.parents[2]
 
 
 def resolved_container(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -62,12 +62,12 @@ def strip_keys(config: dict[str, Any], keys=NON_RESULT_KEYS) -> dict[str, Any]:
     return config
 
 
-def _located(value: Any) -> Any:
+def without_code_location(value: Any) -> Any:
     """A value with the code's location taken out (module docstring)."""
     if isinstance(value, dict):
-        return {k: (str(v).rpartition(".")[2] if k == "_target_" else _located(v)) for k, v in value.items()}
+        return {k: (str(v).rpartition(".")[2] if k == "_target_" else without_code_location(v)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_located(v) for v in value]
+        return [without_code_location(v) for v in value]
     if isinstance(value, str):
         for root, name in ((ASSETS_DIR, "${asset:"), (REPO_ROOT, "${repo:}")):
             prefix = str(root)
@@ -79,7 +79,7 @@ def _located(value: Any) -> Any:
 
 def signature_payload(cfg: DictConfig | dict) -> dict[str, Any]:
     """What the signature hashes: the result keys, code locations taken out."""
-    return _located(strip_keys(resolved_container(cfg)))
+    return without_code_location(strip_keys(resolved_container(cfg)))
 
 
 def config_signature(cfg: DictConfig | dict, length: int = 12) -> str:

@@ -1,18 +1,17 @@
 """The transformer classes bias-delta guidance knows: for each, the stock processor it
 wraps, its guided subclass, where the attention modules are and how a call's condition
-tokens are counted. qwen.py and flux.py register theirs; a new architecture is one module
-that calls :func:`register` (and a name in ``BUILTIN``)."""
+tokens are counted. qwen.py and flux.py register theirs (guidance.py imports both); an
+architecture of one's own is one module that calls :func:`register`, imported before the
+guidance is installed."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from attnedit.errors import ConfigError
 
-BUILTIN = ("qwen", "flux")
 _REGISTRY: dict[type, "Architecture"] = {}
 
 
@@ -51,8 +50,6 @@ def register(transformer_class: type, architecture: Architecture) -> None:
 
 
 def architecture_of(transformer) -> Architecture:
-    for module in BUILTIN:
-        importlib.import_module(f"attnedit.methods.bias_delta.{module}")
     for cls, architecture in _REGISTRY.items():
         if isinstance(transformer, cls):
             return architecture

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from attnedit.backends.base import Control
 from attnedit.errors import ConfigError
+from attnedit.methods.bias_delta import flux, qwen  # noqa: F401 - each registers its architecture
 from attnedit.methods.bias_delta.architectures import architecture_of
 from attnedit.methods.bias_delta.params import ARITHMETIC, BRANCHES, CHANNELS, QKV
 from attnedit.methods.bias_delta.rescale import Call

@@ -104,7 +104,7 @@ def fidelity_vs_editability(means: pd.DataFrame, metrics: list[str], title: str)
             ax.annotate(f"({dk:g}, {dv:g})", (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6)
         ax.margins(0.12)
         ax.set_xlabel(f"{_label(clip)} (higher = more edited)")
-        better = "lower" if metric.startswith("lpips") else "higher"
+        better = "higher" if metric_info(metric).higher_is_better else "lower"
         ax.set_ylabel(f"{_label(metric)} ({better} = more faithful)")
         fig.colorbar(scatter, ax=ax, label="dv")
         if identity.any():
