@@ -58,8 +58,9 @@ def shipped_runs() -> dict[str, list[str]]:
 
 def independent_signature(cfg) -> str:
     """The documented rule, computed here on its own: the resolved config without the
-    non-result keys, each ``_target_`` as its last dotted name, paths inside the checkout
-    written relative to it; sha256 of the key-sorted JSON, 12 hex digits."""
+    non-result keys, each ``_target_`` as its last dotted name, a shipped asset's path as
+    ``${asset:<name>}`` and paths inside the checkout relative to it; sha256 of the
+    key-sorted JSON, 12 hex digits."""
     tree = copy.deepcopy(resolved_container(cfg))
     for dotted in NON_RESULT_KEYS:
         *parents, last = dotted.split(".")
@@ -68,15 +69,14 @@ def independent_signature(cfg) -> str:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(last, None)
-    assets = str(REPO_ROOT / "src" / "attnedit" / "assets")
 
     def clean(value):
         if isinstance(value, dict):
             return {k: v.split(".")[-1] if k == "_target_" else clean(v) for k, v in value.items()}
         if isinstance(value, list):
             return [clean(v) for v in value]
-        if isinstance(value, str) and value.startswith(assets + "/"):
-            return "${asset:" + value[len(assets) + 1:] + "}"
+        if isinstance(value, str) and value.startswith("/") and "/attnedit/assets/" in value:
+            return "${asset:" + value.rsplit("/attnedit/assets/", 1)[1] + "}"
         if isinstance(value, str) and value.startswith(str(REPO_ROOT) + "/"):
             return "${repo:}/" + value[len(str(REPO_ROOT)) + 1:]
         return value
@@ -110,7 +110,10 @@ def test_moving_a_module_or_the_checkout_keeps_the_signature():
     assert cfg["model"]["path"].startswith(shipped)
     clone = copy.deepcopy(cfg)
     clone["model"]["path"] = cfg["model"]["path"].replace(str(REPO_ROOT), "/elsewhere/attnedit")
-    assert config_signature(clone) != config_signature(cfg)  # a path outside the checkout is what it says
+    assert config_signature(clone) == config_signature(cfg)  # the shipped model of another clone
+    other = copy.deepcopy(cfg)
+    other["model"]["path"] = "/data/models/shapes_ddpm"
+    assert config_signature(other) != config_signature(cfg)  # a model of one's own is what its path says
 
 
 def test_a_run_of_an_earlier_signature_is_named_not_redone(tiny_ddpm_dir, tmp_path):

@@ -14,12 +14,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from attnedit.assets import ASSETS_DIR
 from attnedit.config import REPO_ROOT
 
 # Dotted keys that never change a row's numbers: where things go, how fast, who watches.
@@ -45,6 +45,10 @@ NON_RESULT_KEYS = (
 )
 
 
+#: A path to a file the package ships (attnedit/assets/<name>), wherever attnedit lives.
+SHIPPED_ASSET = re.compile(r"^/.*/attnedit/assets/(.+)$")
+
+
 def resolved_container(cfg: DictConfig | dict) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -65,15 +69,17 @@ def strip_keys(config: dict[str, Any], keys=NON_RESULT_KEYS) -> dict[str, Any]:
 def without_code_location(value: Any) -> Any:
     """A value with the code's location taken out (module docstring)."""
     if isinstance(value, dict):
-        return {k: (str(v).rpartition(".")[2] if k == "_target_" else without_code_location(v)) for k, v in value.items()}
+        return {k: (str(v).rpartition(".")[2] if k == "_target_" else without_code_location(v))
+                for k, v in value.items()}
     if isinstance(value, list):
         return [without_code_location(v) for v in value]
     if isinstance(value, str):
-        for root, name in ((ASSETS_DIR, "${asset:"), (REPO_ROOT, "${repo:}")):
-            prefix = str(root)
-            if value == prefix or value.startswith(prefix + "/"):
-                rest = value[len(prefix):].lstrip("/")
-                return f"${{asset:{rest}}}" if name == "${asset:" else f"${{repo:}}/{rest}"
+        shipped = SHIPPED_ASSET.search(value)  # in this checkout, another clone, or an installed copy
+        if shipped:
+            return f"${{asset:{shipped[1]}}}"
+        root = str(REPO_ROOT)
+        if value == root or value.startswith(root + "/"):
+            return "${repo:}/" + value[len(root):].lstrip("/")
     return value
 
 
