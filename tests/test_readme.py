@@ -3,6 +3,16 @@ parsed here, so a new command is tested without touching this file): offline, at
 sizes (overrides appended), placeholders and data paths pointed at fixture folders.
 Commands that need weights this offline machine cannot have must end in the documented
 weights error (`hf download <id> ...`); commands listed in SKIPPED say why they are not run.
+Every README has at least one command checked here.
+
+SLURM commands (``hydra/launcher=submitit_slurm``) run up to the submission
+(tests/support/slurm_dry_run.py): each job's config is composed as on its node and
+checked against the command's overrides, the job count against the command's sweeps, the
+launcher's settings against its ``hydra.launcher.*`` values. ``export`` lines set the
+environment of the commands after them (absolute paths moved into the README's folder);
+commands reading the SLURM runs (``$ATTNEDIT_ROOT/...``) must end in the documented
+missing-run error. Scripts (``python <script>``) run with the tiny options and output
+folders of SCRIPTS, never over the shipped files (checked).
 
 The commands of one README run in order in one folder (the tables of a study read the
 runs of the command before); the READMEs run side by side. Each command is a process of
@@ -12,6 +22,10 @@ imports per command."""
 
 from __future__ import annotations
 
+import getpass
+import glob
+import hashlib
+import json
 import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +35,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import REPO
+from harness import COMMAND_ENV, REPO
 
 READMES = [REPO / "README.md", *sorted((REPO / "experiments").glob("*/README.md"))]
 
@@ -31,13 +45,30 @@ SKIPPED = [
     (r"^hf download\b", "downloads from the model hub (no network here); the command is checked to exist "
                         "in tests/cli/test_console.py"),
     (r"^python -c .*weights=", "downloads torchvision weights (no network here)"),
-    (r"hydra/launcher=submitit_slurm", "needs a SLURM cluster"),
-    (r"^export ", "sets the cluster's shared paths for the commands after it"),
-    (r"\$ATTNEDIT_ROOT", "reads the runs of the SLURM commands above (a shared cluster folder)"),
-    (r"experiments/shapes_ddpm/train_(ddpm|regressor)\.py", "trains the shipped model (minutes to hours of CPU)"),
-    (r"experiments/shapes_ddpm/evaluate_model\.py", "samples the shipped model at full size (minutes of CPU)"),
     (r"experiments/celebahq_sad/measure_alpha_scale\.py", "a GPU measurement on the CelebA-HQ weights"),
 ]
+#: Commands that submit to SLURM: run up to the submission (tests/support/slurm_dry_run.py).
+SLURM = r"hydra/launcher=submitit_slurm"
+#: Commands that read the runs of SLURM commands (a shared cluster folder): the documented missing-run error.
+READS_SLURM_RUNS = r"\$ATTNEDIT_ROOT"
+#: Scripts: (options appended: tiny, outputs into the README's folder; the files they must write there).
+#: The scripts' default outputs are the shipped files, so a script without an entry is not run.
+SCRIPTS = {
+    "experiments/shapes_ddpm/train_ddpm.py": (
+        ["--steps", "2", "--batch-size", "2", "--warmup", "1", "--threads", "1",
+         "--out", "shapes_ddpm", "--work", "train_work", "--log", "training_log.json"],
+        ["shapes_ddpm/unet/config.json", "shapes_ddpm/unet/diffusion_pytorch_model.safetensors",
+         "shapes_ddpm/scheduler/scheduler_config.json", "training_log.json"]),
+    "experiments/shapes_ddpm/train_regressor.py": (
+        ["--steps", "2", "--batch-size", "4", "--threads", "1", "--out", "shapes_regressor",
+         "--log", "regressor_log.json"],
+        ["shapes_regressor/config.json", "shapes_regressor/model.safetensors", "regressor_log.json"]),
+    "experiments/shapes_ddpm/evaluate_model.py": (
+        ["--samples", "2", "--steps", "2", "--out", "report"],
+        ["report/model_report.json", "report/model_report.md", "report/samples.png"]),
+}
+#: What the scripts write by default: must be the same bytes after the READMEs ran.
+SHIPPED = ["src/attnedit/assets/shapes_ddpm", "src/attnedit/assets/shapes_regressor", "experiments/shapes_ddpm"]
 #: Models whose weights are not on this machine: their commands must end in the weights error.
 NEEDS_WEIGHTS = r"celebahq_sad|celebahq_compare|lsun_sad|piebench_dcag|ddpm_celebahq|ddpm_church|flux_kontext|qwen"
 #: Appended to every attnedit-run / attnedit-directions command: tiny, fast, quiet.
@@ -87,6 +118,8 @@ def data(tmp_path_factory, tiny_ddpm_dir):
 def localize(command: str, data: dict) -> list[str]:
     """The command as run here: data paths -> fixtures, tiny overrides appended."""
     words = shlex.split(command)
+    if Path(words[0]).name.startswith("python"):  # a script of SCRIPTS: from the checkout, tiny options
+        return ["python", str(REPO / words[1]), *words[2:], *SCRIPTS[words[1]][0]]
     out = []
     for word in words:
         key, eq, value = word.partition("=")
@@ -109,30 +142,131 @@ def localize(command: str, data: dict) -> list[str]:
     return out
 
 
-def run_readme(readme: Path, data: dict, cwd: Path, zygote) -> list[tuple[str, str | None, int, str, str]]:
-    """(command, skip reason, exit code, stdout, stderr) per command, in order, in ``cwd``."""
-    return [run_command(command, data, cwd, zygote) for command in readme_commands(readme)]
+def run_readme(readme: Path, data: dict, cwd: Path, zygote) -> list[tuple[str, str | None, int, str, str, dict]]:
+    """(command, skip reason, exit code, stdout, stderr, exported variables) per command, in
+    order, in ``cwd``; an ``export`` line sets the variables of the commands after it."""
+    exported, outcomes = {}, []
+    for command in readme_commands(readme):
+        if command.startswith("export "):
+            exported = {**exported, **export(command, exported, cwd)}
+            outcomes.append((command, "sets variables (checked by the commands after it)", 0, "", "", exported))
+        else:
+            outcomes.append((*run_command(command, data, cwd, zygote, exported), exported))
+    return outcomes
 
 
-def run_command(command: str, data: dict, cwd: Path, zygote) -> tuple[str, str | None, int, str, str]:
+def expand_variables(word: str, variables: dict) -> str:
+    """$NAME / ${NAME} as the shell expands them (unset: left as written)."""
+    return re.sub(r"\$(?:\{(\w+)\}|(\w+))", lambda m: variables.get(m[1] or m[2], m[0]), word)
+
+
+def export(command: str, exported: dict, cwd: Path) -> dict:
+    """The variables of an ``export`` line; absolute paths (a cluster's shared folder) moved into ``cwd``."""
+    variables = {"USER": getpass.getuser(), **COMMAND_ENV, **exported}
+    out = {}
+    for word in shlex.split(command)[1:]:
+        name, eq, value = word.partition("=")
+        assert eq, f"{command}: export of {word} without a value"
+        value = expand_variables(value, {**variables, **out})
+        out[name] = str(cwd / value.lstrip("/")) if value.startswith("/") else value
+    return out
+
+
+def run_command(command: str, data: dict, cwd: Path, zygote, exported: dict) -> tuple[str, str | None, int, str, str]:
     """One README command, localized, run as its own process (forked from ``zygote``)."""
     why = skip_reason(command)
     if why:
         return command, why, 0, "", ""
-    words = localize(command, data)
+    first, *rest = shlex.split(command)
+    if Path(first).name.startswith("python") and (rest[:1] or ["-"])[0] not in SCRIPTS:
+        return command, None, 1, "", "not run: a script needs tiny options and output folders in SCRIPTS (or a SKIPPED reason)"
+    if re.search(SLURM, command):  # as written, up to the submission (no SLURM here): nothing runs, nothing to shrink
+        words = ["python", str(REPO / "tests" / "support" / "slurm_dry_run.py"), first, *rest]
+    else:
+        words = localize(command, data)
+    words = [expand_variables(word, exported) for word in words]
     # Shell globs (results/runs/<study>/*) as the shell expands them; <signature>: the run folder.
     expanded = []
     for word in words:
         word = word.replace("<signature>", "*")
-        hits = sorted(str(p.relative_to(cwd)) for p in cwd.glob(word)) if "*" in word and "=" not in word else []
+        hits = sorted(glob.glob(word, root_dir=cwd)) if "*" in word and "=" not in word else []
         expanded += hits or [word]
-    done = zygote.run(expanded, cwd=cwd, timeout=1200)
+    done = zygote.run(expanded, cwd=cwd, env={**COMMAND_ENV, **exported} if exported else None, timeout=1200)
     return command, None, done.returncode, done.stdout, done.stderr
 
 
+def digests(paths: list[str]) -> dict[str, str]:
+    """sha256 of every file under ``paths`` (relative to the checkout)."""
+    files = sorted(f for p in paths for f in (REPO / p).rglob("*") if f.is_file())
+    return {str(f.relative_to(REPO)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def sweep_values(value: str) -> list[str] | None:
+    """The values of a Hydra sweep override's value (``a,b,c``, ``range(n)``), None for one value."""
+    found = re.fullmatch(r"range\((-?\d+)(?:,\s*(-?\d+))?(?:,\s*(-?\d+))?\)", value)
+    if found:
+        return [str(i) for i in range(*(int(g) for g in found.groups() if g is not None))]
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(value):  # commas at the top level, not inside [..] or (..)
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(value[start:i])
+            start = i + 1
+    return [*parts, value[start:]] if parts else None
+
+
+def check_slurm_dry_run(command: str, exported: dict, out: str, context: str) -> None:
+    """The jobs a SLURM command would submit, against the command as written."""
+    jobs = [json.loads(line.removeprefix("slurm-dry-run: ")) for line in out.splitlines()
+            if line.startswith("slurm-dry-run: ")]
+    overrides = [w.partition("=") for w in shlex.split(command)[1:] if "=" in w and not w.startswith("-")]
+    sweeps = {key.lstrip("+"): sweep_values(value) for key, _, value in overrides}
+    expected_jobs = 1
+    for values in sweeps.values():
+        expected_jobs *= len(values) if values else 1
+    assert len(jobs) == expected_jobs, f"{len(jobs)} jobs, the command's sweeps make {expected_jobs}" + context
+    assert sorted(job["job"] for job in jobs) == list(range(expected_jobs)), context
+    for key, _, value in overrides:
+        key = key.lstrip("+")
+        if key.startswith("hydra.launcher."):  # the launcher's setting, as submitit gets it
+            name = key.removeprefix("hydra.launcher.")
+            for job in jobs:
+                given = {**job["init"], **job["parameters"]}
+                got = given.get(name, given.get(f"slurm_{name}", "<not passed to submitit>"))
+                assert str(got) == value, f"{key}: submitit gets {got}" + context
+        elif "." in key and not key.startswith("hydra"):  # a config key of each job
+            got = sorted({str(select(job["config"], key)) for job in jobs})
+            assert got == sorted(set(sweeps[key] or [value])), f"{key}: the jobs have {got}" + context
+    assert {job["cluster"] for job in jobs} == {"slurm"}, context
+    if "ATTNEDIT_ROOT" in exported:  # results, runs and the sweep folder with submitit's logs on the shared folder
+        for job in jobs:
+            assert job["config"]["paths"]["root_dir"] == exported["ATTNEDIT_ROOT"], context
+            assert Path(job["init"]["folder"]).is_relative_to(exported["ATTNEDIT_ROOT"]), context
+    if "ATTNEDIT_CACHE" in exported:
+        assert {job["config"]["paths"]["cache_dir"] for job in jobs} == {exported["ATTNEDIT_CACHE"]}, context
+
+
+def select(config: dict, key: str):
+    for part in key.split("."):
+        config = config[part] if isinstance(config, dict) and part in config else "<missing>"
+    return config
+
+
 @pytest.fixture(scope="module")
-def outcomes(data, tmp_path_factory, zygote):
-    folders = {readme: tmp_path_factory.mktemp(readme.parent.name) for readme in READMES}
+def folders(tmp_path_factory):
+    return {readme: tmp_path_factory.mktemp(readme.parent.name) for readme in READMES}
+
+
+@pytest.fixture(scope="module")
+def shipped_before():
+    return digests(SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def outcomes(data, folders, shipped_before, zygote):
     with ThreadPoolExecutor(len(READMES)) as pool:
         futures = {readme: pool.submit(run_readme, readme, data, folders[readme], zygote) for readme in READMES}
         return {readme: future.result() for readme, future in futures.items()}
@@ -142,18 +276,40 @@ def test_the_readmes_hold_commands():
     commands = [c for r in READMES for c in readme_commands(r)]
     assert len(READMES) >= 5 and len(commands) >= 25
     assert "attnedit-run dataset=image_folder 'dataset.root=<folder>' dataset.size=32" in commands
-    assert any(skip_reason(c) is None for c in commands)
+    for readme in READMES:  # every README has commands checked here, not only skipped ones
+        checked = [c for c in readme_commands(readme) if skip_reason(c) is None and not c.startswith("export ")]
+        assert checked, f"{readme.relative_to(REPO)}: every command is skipped"
+
+
+def test_sweep_values_as_hydra_expands_them():
+    assert sweep_values("range(16)") == [str(i) for i in range(16)]
+    assert sweep_values("none,grag,dcag") == ["none", "grag", "dcag"]
+    assert sweep_values("[0.2],[0.4]") == ["[0.2]", "[0.4]"]
+    assert sweep_values("[-1,1]") is None and sweep_values("/shared/data/PIE-Bench") is None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_readme_command_runs_or_ends_in_its_documented_error(outcomes, readme):
-    for command, why, code, out, err in outcomes[readme]:
+def test_every_readme_command_runs_or_ends_in_its_documented_error(outcomes, folders, readme):
+    checked = [o for o in outcomes[readme] if o[1] is None]
+    assert checked, f"{readme.relative_to(REPO)}: no command checked"
+    for command, why, code, out, err, exported in outcomes[readme]:
         if why:
             continue
         last = (err.strip().splitlines() or [""])[-1]
         context = f"\n$ {command}\nexit {code}\n--- stdout ---\n{out[-1500:]}\n--- stderr ---\n{err[-3000:]}"
-        if re.search(NEEDS_WEIGHTS, command) and command.startswith(("attnedit-run", "attnedit-directions")):
+        if re.search(SLURM, command):
+            assert code == 0, context
+            check_slurm_dry_run(command, exported, out, context)
+        elif re.search(READS_SLURM_RUNS, command):
+            # the runs come from the SLURM commands above (submitted nowhere here): the documented missing-run error
+            assert code == 2 and "is not a run directory" in last, context
+            assert exported.get("ATTNEDIT_ROOT", "<ATTNEDIT_ROOT not exported>") in last, context
+        elif Path(shlex.split(command)[0]).name.startswith("python"):
+            assert code == 0, context
+            for name in SCRIPTS[shlex.split(command)[1]][1]:
+                assert (folders[readme] / name).is_file(), f"{name} not written" + context
+        elif re.search(NEEDS_WEIGHTS, command) and command.startswith(("attnedit-run", "attnedit-directions")):
             assert code == 2 and last.startswith("attnedit: error: ") and "`hf download " in last, context
         elif command.startswith("attnedit-tables") and code != 0:
             # the runs it reads come from a command above that needs weights (none here)
@@ -163,3 +319,8 @@ def test_every_readme_command_runs_or_ends_in_its_documented_error(outcomes, rea
             if command.startswith("attnedit-run"):
                 # a multirun ends with its summary: "job <i> run dir: <path>" per job
                 assert re.match(r"(job \d+ )?run dir: ", out.strip().splitlines()[-1]), context
+
+
+@pytest.mark.slow
+def test_the_readme_commands_leave_the_shipped_files_alone(outcomes, shipped_before):
+    assert digests(SHIPPED) == shipped_before

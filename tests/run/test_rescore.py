@@ -21,12 +21,19 @@ from harness import run_overrides
 from images import read_png
 
 
+SAMPLES, DIRECTIONS, ALPHAS = 3, 2, (-0.4, 0.0, 0.4)
+BATCH = 4  # the run's batch size, which attnedit-rescore takes: batches straddle samples (6 rows each)
+
+
 @pytest.fixture(scope="module")
 def small_run(tiny_ddpm_dir, tmp_path_factory):
-    """1 sample x 2 directions x alphas -0.4, 0, 0.4 (alpha 0: the reference itself)."""
+    """3 samples x 2 directions x alphas -0.4, 0, 0.4 (alpha 0: the reference itself); batches
+    of 4 rows straddle two samples, each row to be scored against its own sample's reference."""
     root = tmp_path_factory.mktemp("rescore")
-    cfg = compose("config", run_overrides(root, tiny_ddpm_dir, "dataset.num_samples=1", "method.alphas=[-0.4,0.0,0.4]",
-                                          "batch_size=6", "numerical_floor.samples=0", "figures=false"))
+    cfg = compose("config", run_overrides(root, tiny_ddpm_dir, f"dataset.num_samples={SAMPLES}",
+                                          f"method.directions={DIRECTIONS}",
+                                          f"method.alphas=[{','.join(map(str, ALPHAS))}]", f"batch_size={BATCH}",
+                                          "numerical_floor.samples=0", "figures=false"))
     return Runner(cfg).run()
 
 
@@ -41,12 +48,21 @@ def test_rescoring_gives_the_runs_values_then_a_changed_border_and_a_new_column(
     assert manifest["metric_settings"]["ssim"]["images"] == "uint8"
     assert manifest["metric_settings"]["ssim"]["convention"] == "crop"
 
+    rows = SAMPLES * DIRECTIONS * len(ALPHAS)
+    order = RunStore(run_dir).read()  # the order attnedit-rescore batches the rows in
+    assert len(order) == rows and order.sample_id.nunique() == SAMPLES
+    batches = [order.iloc[i : i + BATCH] for i in range(0, rows, BATCH)]
+    assert any(b.reference_path.nunique() > 1 for b in batches), "some batch holds rows of several samples"
+    references = [read_png(run_dir / p) for p in sorted(set(order.reference_path))]
+    assert all(np.abs(a - b).max() > 0 for i, a in enumerate(references) for b in references[i + 1 :])
+
     rescore_main([str(run_dir), "metrics=fidelity"])
-    assert "rescored 6 rows: psnr, ssim, ssim_border" in capsys.readouterr().out
+    assert f"rescored {rows} rows: psnr, ssim, ssim_border" in capsys.readouterr().out
     same = _frame(run_dir)
     for column in ("ssim", "psnr"):  # inf (alpha 0: identical images) stays inf
         a, b = before[column].to_numpy(), same[column].to_numpy()
-        assert np.array_equal(np.isinf(a), np.isinf(b)) and np.isinf(a).sum() == (2 if column == "psnr" else 0)
+        infinite = SAMPLES * DIRECTIONS if column == "psnr" else 0  # one alpha-0 row per sample and direction
+        assert np.array_equal(np.isinf(a), np.isinf(b)) and np.isinf(a).sum() == infinite
         assert np.abs(a[np.isfinite(a)] - b[np.isfinite(b)]).max() <= 1e-6, column
     # the stored PSNR is the PSNR of the saved PNGs (numpy float64): the runner scores 8-bit images
     for row in same[np.isfinite(same.psnr)].itertuples():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import time
 from pathlib import Path
@@ -73,7 +74,10 @@ def test_every_row_is_scored_against_its_own_samples_reference(finished_run):
 
 
 def test_cost_and_numerical_floor_in_the_manifest_and_titles(finished_run):
-    from attnedit.report.marks import floor_title
+    """The floor's numbers and its table titles against an independent recomputation of
+    its alpha = 0 batch (samples 0, 1, 0, 1 in one batch of 4, each against its reference
+    computed alone, as the runner computes references): numpy float64 PSNR, skimage SSIM."""
+    from skimage.metrics import structural_similarity
 
     _, runner, run_dir = finished_run
     frame = pd.read_parquet(run_dir / "cases")
@@ -88,11 +92,37 @@ def test_cost_and_numerical_floor_in_the_manifest_and_titles(finished_run):
     assert cost["sessions"][0]["cases"] == 12 and cost["wall_seconds"] > 0
     floor = manifest["numerical_floor"]
     assert floor["sample_ids"] == ["seed000000", "seed000001"] and floor["batch_size"] == 4
-    assert floor["edit"]["alpha"] == 0.0 and floor["ssim_min"] > 0.99
-    line = floor_title(floor)
-    assert line.startswith("[numerical floor") and "SSIM >= " in line
+    assert floor["edit"]["alpha"] == 0.0
+
+    samples = [runner.dataset.load(sid) for sid in ("seed000000", "seed000001")]
+    refs = torch.stack([runner.backend.reference([s])[0] for s in samples]).double().numpy()
+    edit = {**runner.method.edits()[0], "alpha": 0.0}
+    with runner.method.control(runner.backend, [edit] * 4) as state:
+        images = runner.backend.generate([samples[i] for i in (0, 1, 0, 1)], state).double().numpy()
+    expected = refs[[0, 1, 0, 1]]
+    mse = ((images - expected) ** 2).reshape(4, -1).mean(axis=1)
+    ssim = min(structural_similarity(i, r, data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False) for i, r in zip(images, expected))
+    assert floor["identical"] is bool((mse == 0).all())
+    assert floor["ssim_min"] == pytest.approx(ssim, abs=2e-5) and floor["ssim_min"] > 0.99
+    if (mse == 0).all():
+        assert floor["psnr_min"] is None
+        want = "[numerical floor (alpha = 0 via the edit path, 2 samples, batch 4): identical to the unedited image]"
+    else:
+        psnr = 10 * np.log10(1.0 / mse.max())  # the worst image of the batch
+        assert floor["psnr_min"] == pytest.approx(psnr, abs=1e-3)
+        want = None
     for name in ("summary", "by_direction", "editing_time"):
-        assert line in (run_dir / "tables" / f"{name}.md").read_text().splitlines()[0], name
+        title = (run_dir / "tables" / f"{name}.md").read_text().splitlines()[0]
+        if want is not None:
+            assert want in title, (name, title)
+            continue
+        shown = re.search(r"\[numerical floor \(alpha = 0 via the edit path, (\d+) samples, batch (\d+)\): "
+                          r"PSNR >= (\d+\.\d) dB, SSIM >= (\d\.\d{5})\]", title)
+        assert shown, (name, title)
+        assert shown[1] == "2" and shown[2] == "4", (name, title)
+        assert abs(float(shown[3]) - psnr) <= 0.05 + 1e-9, (name, shown[3], psnr)  # one decimal shown
+        assert abs(float(shown[4]) - ssim) <= 5e-6 + 2e-5, (name, shown[4], ssim)  # five decimals shown
 
 
 def test_stored_metrics_equal_an_independent_recomputation(finished_run):

@@ -122,7 +122,11 @@ def _main_of(argv: list[str]):
             raise SystemExit(f"zygote: only 'python <script> ...' is supported, not {argv}")
         sys.argv = argv[1:]
         sys.path.insert(0, str(Path(argv[1]).resolve().parent))
-        return lambda: runpy.run_path(argv[1], run_name="__main__")
+
+        def script() -> None:  # a script that ends normally exits 0, as python would (run_path returns its globals)
+            runpy.run_path(argv[1], run_name="__main__")
+
+        return script
     scripts = entry_points(group="console_scripts", name=Path(argv[0]).name)
     if not scripts:
         raise SystemExit(f"zygote: {argv[0]} is not a console script of this environment")

@@ -76,6 +76,13 @@ def test_only_condition_tokens_change_and_blocks_count_single_stream_last(transf
     with bias_delta_guidance(transformer, dk=1.2, dv=1.15, dq=1.1, blocks=[-1]):  # the last single-stream block
         run(transformer, inputs)
     first_cond = text + math.prod(noisy)
+    # one attention call per block (1 double-stream, then 2 single-stream), each of the whole joint sequence:
+    # a recording that misses a call (or all of them) must fail here, not pass the loop below empty
+    blocks = transformer.config.num_layers + transformer.config.num_single_layers
+    assert blocks == 3 and len(stock) == blocks, f"stock run: {len(stock)} attention calls recorded"
+    assert len(calls) == blocks, f"guided run: {len(calls)} attention calls recorded, {blocks} blocks"
+    for recorded in (*stock, *calls):
+        assert len(recorded) == 3 and all(t.shape[1] == first_cond + math.prod(cond) for t in recorded)
     for i, (s, g) in enumerate(zip(stock, calls)):
         for name, a, b in zip("QKV", s, g):
             if i < 2:  # blocks before the guided one see identical inputs
