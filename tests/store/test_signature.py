@@ -5,6 +5,7 @@ cannot rename (and so stop resuming) any run directory."""
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import json
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 from attnedit.config import REPO_ROOT, compose, studies
 from attnedit.errors import ConfigError
-from attnedit.store.signature import NON_RESULT_KEYS, config_signature, resolved_container
+from attnedit.store.signature import ADDED_KEYS, NON_RESULT_KEYS, config_signature, resolved_container
 
 #: Overrides a shipped experiment needs to compose (keys it leaves `???`), and the study
 #: groups whose every option is a run of it.
@@ -58,7 +59,7 @@ def shipped_runs() -> dict[str, list[str]]:
 
 def independent_signature(cfg) -> str:
     """The documented rule, computed here on its own: the resolved config without the
-    non-result keys, each ``_target_`` as its last dotted name, a shipped asset's path as
+    non-result keys and the later keys at their earlier value, each ``_target_`` as its last dotted name, a shipped asset's path as
     ``${asset:<name>}`` and paths inside the checkout relative to it; sha256 of the
     key-sorted JSON, 12 hex digits."""
     tree = copy.deepcopy(resolved_container(cfg))
@@ -69,6 +70,21 @@ def independent_signature(cfg) -> str:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(last, None)
+
+    def flat(node, prefix=()):  # every (key path, leaf) of the tree
+        for key, value in node.items():
+            yield (*prefix, key), value
+            if isinstance(value, dict):
+                yield from flat(value, (*prefix, key))
+
+    for pattern, before in ADDED_KEYS:
+        for path, value in list(flat(tree)):
+            if fnmatch.fnmatchcase(".".join(path), pattern) and len(path) == len(pattern.split(".")) \
+                    and value == before:
+                parent = tree
+                for part in path[:-1]:
+                    parent = parent[part]
+                parent.pop(path[-1], None)
 
     def clean(value):
         if isinstance(value, dict):
@@ -159,6 +175,18 @@ def test_signature_ignores_keys_that_cannot_change_results():
                        "model__device": "cuda", "group": "x/multirun_2026-01-01_00-00-00",  # a rerun of a -m sweep
                        "numerical_floor__samples": 4, "tables__reference": "published.csv"}.items():
         assert config_signature(changed(**{key: value})) == base, key
+
+
+def test_a_key_added_later_changes_the_signature_only_away_from_its_earlier_behaviour(monkeypatch):
+    from attnedit.store import signature
+
+    base = config_signature(BASE)
+    monkeypatch.setattr(signature, "ADDED_KEYS", (("model.later", None), ("*.knob", "old")))
+    assert config_signature(changed(model__later=None)) == base  # a run made before the key resumes
+    assert config_signature(changed(model__later=True)) != base
+    assert config_signature(changed(method__knob="old")) == base
+    assert config_signature(changed(method__knob="new")) != base
+    assert config_signature(changed(model__knob="old")) == base
 
 
 def test_signature_changes_with_result_keys():

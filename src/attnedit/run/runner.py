@@ -6,14 +6,18 @@ DDPM), an edit the method calls an identity (``is_identity``, e.g. alpha = 0) is
 recomputed: its image is the reference (column ``identity_edit``; ``seconds_per_case``
 NaN, as the reference's cost is not counted). Its distance through the edit path is the
 run's numerical floor, measured once per run (attnedit.run.numerical_floor) and shown in
-every table title.
+every table title. A method that samples otherwise (pullback's eta-1 boosting) is scored
+against its own sampler's unedited image too (attnedit.run.references: ``reference_kind``,
+``<metric>_vs_<kind>``), and its floor measured against that one.
 
 A case that raises is a failed row and the run goes on (attnedit.run.failures: the policy,
 batch retries one case at a time, what a resume retries); ``failure`` holds the line
 the run ends with when cases failed.
 
 Metrics score the edited image and its reference rounded to 8 bits, as saved (the
-official PIE-Bench evaluator scores the saved files); each metric column's settings are
+official PIE-Bench evaluator scores the saved files; PIE-Bench edits are saved at the
+pipeline's output size as the official scripts save them and scored through
+attnedit-evaluate's own decoding and resize: attnedit.run.saved_edits); each metric column's settings are
 in the manifest and each row (attnedit.metrics.settings), so ``attnedit-rescore`` can
 recompute a column from the saved PNGs and tables never pool different settings.
 """
@@ -36,15 +40,15 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from attnedit.backends.base import check_control, check_description
+from attnedit.backends.base import check_control, check_description, row_columns
 from attnedit.columns import ERROR, FAILED, successful
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
+from attnedit.methods.labeling import check_probes_disjoint, with_null_texts
 from attnedit.metrics.registry import build_metrics
 from attnedit.metrics.settings import (
     SETTINGS_COLUMN,
     all_settings,
-    encode_saved,
     keep_recorded,
     quantize,
     row_settings,
@@ -55,6 +59,8 @@ from attnedit.run.failures import failure_line, run_cases
 from attnedit.run.manifest import SessionCost, build_manifest, resumed_manifest, run_cost
 from attnedit.run.numerical_floor import measure_floor
 from attnedit.run.progress import work_plan
+from attnedit.run.saved_edits import saved_edit
+from attnedit.run.references import OWN_REFERENCE_FILE, OWN_SAMPLER, UNEDITED, ReferenceChoice
 from attnedit.run.secrets import redact
 from attnedit.run.tracking import build_logger
 from attnedit.run.workunits import WorkUnits
@@ -65,9 +71,13 @@ from attnedit.store.signature import config_signature, resolved_container, same_
 log = logging.getLogger(__name__)
 
 
+#: Edit fields that describe a direction's label, not the edit: not part of a case's id.
+LABEL_FIELDS = ("label", "source_text", "target_text", "label_probes", "null_texts")
+
+
 def case_id(sample_id: str, method: str, edit: dict[str, Any]) -> str:
     """Readable and unique per (sample, edit parameters)."""
-    params = ",".join(f"{k}={edit[k]}" for k in sorted(edit) if k not in ("label", "source_text", "target_text"))
+    params = ",".join(f"{k}={edit[k]}" for k in sorted(edit) if k not in LABEL_FIELDS)
     return f"{sample_id}|{method}|{params}"
 
 
@@ -127,16 +137,24 @@ class Runner:
         self.method = instantiate(cfg.method)
         self.dataset = instantiate(cfg.dataset)
         self.metrics = build_metrics(cfg.get("metrics"))
-        # How edited images are saved, hence scored: PNG, or what the dataset's protocol saves (PIE-Bench: JPEG).
+        # How edited images are saved, hence scored: PNG, or what the dataset's protocol saves (PIE-Bench: JPEG of
+        # the pipeline's full-size output, scored as attnedit-evaluate scores it: attnedit.run.saved_edits).
         self.saved_format = (getattr(self.dataset, "edited_format", "png"), getattr(self.dataset, "jpeg_quality", 75))
+        self.saved_size = getattr(self.dataset, "saved_size", "source")
+        self.native_outputs = self.saved_size == "output" and hasattr(self.backend, "generate_native")
+        if self.native_outputs and getattr(self.backend, "resize", "bicubic") != "bicubic":
+            raise ConfigError(f"model.resize={self.backend.resize} resizes outputs before saving, which "
+                              "dataset.saved_size=output does not do (saved at full size, resized bicubic when "
+                              "scored, as attnedit-evaluate); pass dataset.saved_size=source or drop model.resize")
         self.metric_settings = all_settings(self.metrics, self.config.get("metrics"),
-                                            scored_images_label(*self.saved_format))
+                                            scored_images_label(*self.saved_format, self.saved_size))
         self.logger = build_logger(cfg.get("logger"))
         self.batch_size = int(cfg.get("batch_size", 8))
         self.session: SessionCost | None = None  # this process's cost, recorded by finish()
         self.claims = Claims(self.run_dir, float((cfg.get("claims") or {}).get("stale_seconds", DEFAULT_STALE_SECONDS)))
         self.cases_done = 0
         self.failure: str | None = None  # set by finish() when cases of this run failed
+        self.choice = ReferenceChoice(None, None)  # run(): after the method's setup
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -151,11 +169,18 @@ class Runner:
 
     def cases(self) -> list[tuple[str, dict[str, Any]]]:
         edits = self.method.edits()
+        for metric in self.metrics:  # Directional CLIP's label-shuffled null: other directions' label texts
+            edits = with_null_texts(edits, getattr(self.method, "labels", {}), getattr(metric, "label_null", 0),
+                                    getattr(metric, "label_null_seed", 0))
         return [(sid, edit) for sid in self.sample_ids() for edit in edits]
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> Path:
         self.method.setup(self.backend, cache_dir=str(self.cfg.paths.cache_dir))
+        check_probes_disjoint(getattr(self.method, "labels", {}), getattr(self.dataset, "seeds", None))
+        save_own = (lambda sid, image: _save_png(image, self.store.images_dir / sid / OWN_REFERENCE_FILE)) \
+            if self.cfg.get("save_images", True) else None
+        self.choice = ReferenceChoice(self.backend, self.method, save_own)
         weights = {m.name: m.weights for m in self.metrics}
         random_backbone = any(m.uses_random_weights for m in self.metrics)
         model = check_description(self.backend.describe(), type(self.backend).__name__)
@@ -208,10 +233,11 @@ class Runner:
 
         def complete(sid: str, computed: bool) -> None:  # a sample's rows are all on disk
             references.pop(sid, None)
+            self.choice.forget(sid)
             samples.pop(sid, None)
             rows = sample_rows.pop(sid, [])
-            faults.die_at("before_figure")
             if computed or not self._figure_path(sid).exists():
+                faults.die_at("before_figure")  # only where a figure is due (not a sample finished earlier)
                 # from this session's rows; a sample finished earlier (or by another writer) is read alone
                 self._sample_figure(sid, rows, resumed=sid in resumed or not computed)
 
@@ -252,7 +278,7 @@ class Runner:
     def _failed_row(self, case, samples, error: str, weights, random_backbone) -> dict[str, Any]:
         """A case that raised: its ids, edit and error; metric columns NaN; no edited image."""
         sid, edit = case
-        reference_path = self.store.images_dir / sid / "reference.png"
+        reference_path = self.store.images_dir / sid / self.choice.file_name()
         return {
             "case_id": case_id(sid, self.method.name, edit),
             "sample_id": sid,
@@ -267,6 +293,7 @@ class Runner:
             "reference_path": str(reference_path.relative_to(self.run_dir)) if reference_path.exists() else None,
             "model": self.backend.name,
             "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
+            **row_columns(self.backend),
             "metric_weights": json.dumps(weights, sort_keys=True),
             "random_backbone": random_backbone,
             "run_signature": self.signature,
@@ -298,8 +325,11 @@ class Runner:
         floor_samples = [self.dataset.load(sid) for sid in self.dataset.sample_ids()[:count]]
         held: dict[str, torch.Tensor] = {}
         self._references(floor_samples, held)
-        floor = measure_floor(
-            self.backend, self.method, floor_samples, self.batch_size, torch.stack([held[s.id] for s in floor_samples]))
+        by_kind = self.choice.batch(floor_samples, torch.stack([held[s.id] for s in floor_samples]))
+        kind = OWN_SAMPLER if OWN_SAMPLER in by_kind else UNEDITED  # the edit path's null: its own sampler's image
+        floor = measure_floor(self.backend, self.method, floor_samples, self.batch_size, by_kind[kind])
+        if floor is not None and self.choice.sampler is not None:
+            floor["reference"] = kind
 
         def keep_first(now: dict) -> dict:  # shards measure at once: the first one's floor stays
             if len((now.get("numerical_floor") or {}).get("sample_ids", [])) == count:
@@ -311,6 +341,8 @@ class Runner:
             if sample.id in pending_ids:
                 samples[sample.id] = sample
                 references[sample.id] = held[sample.id]
+            else:
+                self.choice.forget(sample.id)
 
     def _check_metric_inputs(self, edits: list[dict[str, Any]]) -> None:
         """Fail before any work when an edit lacks a field a metric needs (e.g. texts)."""
@@ -331,33 +363,43 @@ class Runner:
         todo = [i for i, same in enumerate(identity) if not same]
         refs = torch.stack([references[s.id] for s in batch_samples])
         images = refs.clone()  # identity edits: the reference is the image
+        by_kind = self.choice.batch(batch_samples, refs)  # + the method's own-sampler references
         extras = [{} for _ in batch]
+        outputs: dict[int, torch.Tensor] = {}
         seconds = float("nan")
         if todo:
             start = time.perf_counter()
             with self.method.control(self.backend, [edits[i] for i in todo]) as yielded:
                 control = check_control(yielded, self.method)
-                generated = self.backend.generate([batch_samples[i] for i in todo], control)
+                generate = self.backend.generate_native if self.native_outputs else self.backend.generate
+                generated = generate([batch_samples[i] for i in todo], control)
             seconds = (time.perf_counter() - start) / len(todo)
             if not torch.isfinite(generated).all():
                 raise NonFiniteOutputError(f"{self.method.name} produced NaN/inf images for cases {batch}")
-            images[todo] = generated
+            if self.native_outputs:  # the model's own size: saved so, scored once resized (below)
+                outputs = dict(zip(todo, generated))
+            else:
+                images[todo] = generated
             for i, extra in zip(todo, control.row_extras or [{}] * len(todo)):
                 extras[i] = extra  # per-case facts a method measured
         scores: dict[str, torch.Tensor] = {}
-        scored, scored_refs = quantize(images), quantize(refs)  # the saved PNGs (attnedit.metrics.settings)
+        scored, scored_refs = quantize(images), quantize(by_kind[self.choice.kind])  # the saved PNGs (attnedit.metrics.settings)
         files: dict[int, bytes] = {}
-        if self.saved_format[0] != "png":  # edits are scored as the files saved in the protocol's format decode
+        if self.saved_format[0] != "png" or self.saved_size == "output":  # scored as the saved files decode
             for i in todo:
-                files[i], scored[i] = encode_saved(images[i], *self.saved_format)
+                files[i], scored[i] = saved_edit(outputs.get(i, images[i]), tuple(refs.shape[-2:]),
+                                                 *self.saved_format, self.saved_size, batch[i][0])
         for metric in self.metrics:
             scores.update(metric(scored, scored_refs, **metric_context([metric], batch, batch_samples, refs)))
+        scores.update(self.choice.other_scores(self.metrics, scored, by_kind,
+                                               lambda metric: metric_context([metric], batch, batch_samples, refs)))
         rows = []
         for i, ((sid, edit), sample) in enumerate(zip(batch, batch_samples)):
             cid = case_id(sid, self.method.name, edit)
-            reference_path = self.store.images_dir / sid / "reference.png"
-            suffix = ".jpg" if i in files else ".png"
-            image_path = reference_path if identity[i] else self.store.images_dir / sid / f"{_slug(cid)}{suffix}"
+            reference_path = self.store.images_dir / sid / self.choice.file_name()
+            suffix = ".png" if self.saved_format[0] == "png" else ".jpg"
+            unedited_path = self.store.images_dir / sid / "reference.png"  # an identity edit's image
+            image_path = unedited_path if identity[i] else self.store.images_dir / sid / f"{_slug(cid)}{suffix}"
             if self.cfg.get("save_images", True) and not identity[i]:
                 if i in files:
                     image_path.parent.mkdir(parents=True, exist_ok=True)
@@ -372,8 +414,9 @@ class Runner:
                 **edit,
                 **{k: _scalar(v[i]) for k, v in scores.items()},
                 **extras[i],
-                **({"edited_format": "png" if self.saved_format[0] == "png" else scored_images_label(*self.saved_format)}
-                   if hasattr(self.dataset, "edited_format") else {}),
+                **self.choice.row(),
+                **({"edited_format": "png" if self.saved_format[0] == "png" else scored_images_label(*self.saved_format),
+                    "saved_size": self.saved_size} if hasattr(self.dataset, "edited_format") else {}),
                 "identity_edit": identity[i],
                 "seconds_per_case": float("nan") if identity[i] else seconds,
                 "batch_size": len(todo),
@@ -381,6 +424,7 @@ class Runner:
                 "reference_path": str(reference_path.relative_to(self.run_dir)),
                 "model": self.backend.name,
                 "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
+                **row_columns(self.backend),
                 "metric_weights": json.dumps(weights, sort_keys=True),
                 "random_backbone": random_backbone,
                 "run_signature": self.signature,

@@ -1,7 +1,8 @@
 """Run signature: a short hash of the resolved config, without the keys that cannot change
 results and without where the code and the checkout live.
 
-What enters the hash (:func:`signature_payload`): every result key of the resolved config;
+What enters the hash (:func:`signature_payload`): every result key of the resolved config
+(a key added later only when it differs from what the code did before it, ADDED_KEYS);
 each ``_target_`` as the name of what it builds (``SAD``, not ``attnedit.methods.sad.SAD``),
 so moving a module changes no run directory's name; paths inside the checkout or the
 package's assets as ``${repo:}/...`` / ``${asset:...}``, so two clones of one revision
@@ -44,6 +45,21 @@ NON_RESULT_KEYS = (
     "numerical_floor",  # measured into the manifest and table titles, never into rows
 )
 
+#: Result keys added after runs were made without them: (dotted key, ``*`` matching one
+#: level; the value that does what the code did before the key existed). A key holding
+#: that value leaves the hash, so a run directory made before the key still resumes; any
+#: other value changes the signature. Add a new result key here with its earlier behaviour.
+ADDED_KEYS: tuple[tuple[str, Any], ...] = (
+    ("dataset.saved_size", "source"),  # PIE-Bench: edits resized to the source size, then saved, as before the key
+    ("model.clip_sample", None),  # null: the checkpoint's scheduler config, as before the key
+    ("method.edit_eta", None),  # hspace_pca: null = edits at model.eta, as before the key
+    ("label_null", 0),  # Directional CLIP's label-shuffled null: 0 = none, as before the key
+    ("metrics.*.label_null", 0),
+    ("metrics.*.label_null_seed", 0),
+    ("metrics.*.backbone", "facenet"),  # id_sim: FaceNet (VGGFace2), as before the key
+    ("metrics.*.arcface_file", None),  # id_sim: only read with backbone=arcface_ir_se50
+)
+
 
 #: A path to a file the package ships (attnedit/assets/<name>), wherever attnedit lives.
 SHIPPED_ASSET = re.compile(r"^/.*/attnedit/assets/(.+)$")
@@ -66,6 +82,25 @@ def strip_keys(config: dict[str, Any], keys=NON_RESULT_KEYS) -> dict[str, Any]:
     return config
 
 
+def strip_added_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the later keys that hold their earlier behaviour (ADDED_KEYS)."""
+    config = copy.deepcopy(config)
+
+    def drop(node: Any, parts: list[str], before: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        head, rest = parts[0], parts[1:]
+        for key in (list(node) if head == "*" else [head] if head in node else []):
+            if rest:
+                drop(node[key], rest, before)
+            elif node[key] == before:
+                del node[key]
+
+    for dotted, before in ADDED_KEYS:
+        drop(config, dotted.split("."), before)
+    return config
+
+
 def without_code_location(value: Any) -> Any:
     """A value with the code's location taken out (module docstring)."""
     if isinstance(value, dict):
@@ -85,7 +120,7 @@ def without_code_location(value: Any) -> Any:
 
 def signature_payload(cfg: DictConfig | dict) -> dict[str, Any]:
     """What the signature hashes: the result keys, code locations taken out."""
-    return without_code_location(strip_keys(resolved_container(cfg)))
+    return without_code_location(strip_added_keys(strip_keys(resolved_container(cfg))))
 
 
 def config_signature(cfg: DictConfig | dict, length: int = 12) -> str:
