@@ -15,8 +15,16 @@ rounding behaviour do not depend on trained weights; the shapes of the real mode
   prefix (:func:`bench_shared_prefix.measure`);
 - ``evaluator``: attnedit-evaluate vs the official per-image PIE-Bench loop on CUDA
   (:func:`bench_piebench_eval.measure`; target >= 8x on a 16-core host);
+- ``clip_sample``: what DDIM's x0 clipping (``model.clip_sample``: the checkpoint's true,
+  as diffusers' DDIMPipeline, vs false, the baselines' own samplers) changes on the
+  google/ddpm-ema-celebahq-256 architecture at 50 steps: unedited samples and SAD edits
+  clipped vs unclipped, PSNR / SSIM / largest difference (:func:`clip_sample`);
 - ``bias_delta``: guided vs stock calls of the 20.4 B-parameter Qwen-Image-Edit transformer
-  at a 1024x1024 edit (:func:`bench_bias_delta.measure`; target <= 1.02x).
+  at a 1024x1024 edit (:func:`bench_bias_delta.measure`; target <= 1.02x);
+- ``baselines``: the pullback local basis (rank 50) against a loop of Diffusion-Pullback's
+  own power method on the celebahq architecture, and h-space PCA's per-step PCA against
+  the reference's incremental PCA at CelebA-HQ's h size (:func:`bench_baselines.measure_pullback`,
+  :func:`bench_baselines.measure_hspace`; target: official / attnedit >= 1).
 
 Each section runs in order while the time budget (``--budget`` seconds) allows; a section
 that fails is reported with its error and the others still run. Prints one Markdown table
@@ -41,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Rough seconds each section takes on an H100/H200 (the budget check skips what cannot finish).
-ESTIMATES = {"sad": 90, "shared_prefix": 60, "evaluator": 90, "bias_delta": 150}
+ESTIMATES = {"sad": 90, "shared_prefix": 60, "evaluator": 90, "bias_delta": 150, "clip_sample": 40, "baselines": 120}
 
 
 def _sync(device: torch.device) -> None:
@@ -92,6 +100,41 @@ def sad(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]
     return result
 
 
+def clip_sample(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
+    """Unedited samples and SAD edits (3 directions, alpha +-0.4) with and without DDIM's x0
+    clipping, same seeds and weights: how far the two samplers' images lie apart."""
+    from bench_shared_prefix import build_model
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    from attnedit.backends.ddpm import DDPMBackend
+    from attnedit.data.base import Sample
+    from attnedit.methods.sad import SAD
+
+    config, steps, count = ("tiny", 4, 2) if quick else ("celebahq", 50, 4)
+    samples = [Sample(f"seed{i}", seed=i) for i in range(count)]
+    images: dict[bool, dict[str, torch.Tensor]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_model(Path(tmp) / config, config)
+        for clip in (True, False):
+            backend = DDPMBackend(str(folder), device=device, num_inference_steps=steps, clip_sample=clip)
+            method = SAD(directions=3, alphas=[-0.4, 0.4])
+            method.setup(backend)
+            edits = method.edits()
+            with method.control(backend, edits * count) as control:
+                edited = backend.generate([s for s in samples for _ in edits], control)
+            images[clip] = {"unedited": backend.reference(samples), "edited": edited}
+
+    def compare(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+        psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+        return {"psnr_mean": float(psnr.mean()), "psnr_min": float(psnr.min()), "ssim_mean": float(ssim.mean()),
+                "ssim_min": float(ssim.min()), "max_abs_diff": float((a - b).abs().max())}
+
+    return {"config": config, "steps": steps, "samples": count,
+            **{f"{kind}_clipped_vs_unclipped": compare(images[True][kind], images[False][kind])
+               for kind in ("unedited", "edited")}}
+
+
 def shared_prefix(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
     from bench_shared_prefix import measure
 
@@ -116,8 +159,19 @@ def bias_delta(device: str, quick: bool, options: argparse.Namespace) -> dict[st
     return result
 
 
+def baselines(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
+    from bench_baselines import measure_hspace, measure_pullback
+
+    if quick:
+        return {"pullback": measure_pullback(device, "tiny", ranks=(2,), iters=1, rounds=1),
+                "hspace": measure_hspace(device, n=64, d=128, steps=2, k=4, batch=32, rounds=1)}
+    return {"pullback": measure_pullback(device, "celebahq", ranks=(50,), iters=3, rounds=2),
+            "hspace": measure_hspace(device, n=1000, d=32768, steps=2, k=25, batch=1000, rounds=2)}
+
+
 SECTIONS: dict[str, Callable[[str, bool, argparse.Namespace], dict[str, Any]]] = {
     "sad": sad, "shared_prefix": shared_prefix, "evaluator": evaluator, "bias_delta": bias_delta,
+    "clip_sample": clip_sample, "baselines": baselines,
 }
 
 
@@ -173,6 +227,25 @@ def table(results: dict[str, Any]) -> list[str]:
                          f"{m['identity_max_abs_diff_vs_stock']:.2g}; one call's output: guided moves it by "
                          f"{m['guided_changes_output_by']:.2g}, arithmetic=official vs fused "
                          f"{m['official_arithmetic_vs_fused_max_abs_diff']:.2g}", "<= 1.02x, (1, 1) identical"))
+    r = results.get("clip_sample")
+    if isinstance(r, dict) and "error" not in r:
+        for kind in ("unedited", "edited"):
+            m = r[f"{kind}_clipped_vs_unclipped"]
+            rows.append((f"DDIM clip_sample true vs false, {kind} ({r['config']}, {r['steps']} steps, "
+                         f"{r['samples']} samples, random weights)",
+                         f"PSNR mean {m['psnr_mean']:.1f} dB (min {m['psnr_min']:.1f}), SSIM mean {m['ssim_mean']:.4f} "
+                         f"(min {m['ssim_min']:.4f}), max diff {m['max_abs_diff']:.2g}", "(a measurement)"))
+    r = results.get("baselines")
+    if isinstance(r, dict) and "error" not in r:
+        for m in r["pullback"]:
+            rows.append((f"pullback basis, official loop / attnedit ({m['model']}, rank {m['rank']}, {m['iters']} "
+                         f"iterations)", f"{m['ratio_wall']:.2f}x (seconds {m['official_s']} / {m['attnedit_s']}), "
+                         f"singular values apart {m['max_abs_s_attnedit_vs_official']:.2g}", ">= 1x"))
+        m = r["hspace"]
+        rows.append((f"h-space PCA, incremental PCA / attnedit (N {m['n']}, D {m['d']}, {m['steps']} steps, k {m['k']})",
+                     f"{m['ratio_wall']:.2f}x (seconds {m['reference_s']} / {m['attnedit_s']}; plain SVD "
+                     f"{m['svd_s']}); singular values from the SVD's: reference {m['reference_vs_svd_max_rel_s']:.2g}, "
+                     f"attnedit {m['attnedit_vs_svd_max_rel_s']:.2g} (relative)", ">= 1x"))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             rows.append((name, f"FAILED: {r['error']}", ""))

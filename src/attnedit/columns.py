@@ -28,6 +28,8 @@ SECONDS_PER_CASE = "seconds_per_case"
 RANDOM_BACKBONE = "random_backbone"
 MODEL_RANDOM_WEIGHTS = "model_random_weights"
 METRIC_WEIGHTS = "metric_weights"
+REFERENCE_KIND = "reference_kind"  # what a method with its own sampler was scored against (run/references.py):
+UNEDITED, OWN_SAMPLER = "unedited", "own_sampler"  # the study's unedited sample | the one under the method's sampler
 #: What a case varies over, in display order: the filters of the per-case views.
 #: SAD and its baselines: direction / label / alpha; GRAG / DCAG: the grid point (dk, dv).
 KEY_COLUMNS = (SAMPLE_ID, CATEGORY, METHOD, DIRECTION, "label", ALPHA, "dk", "dv")

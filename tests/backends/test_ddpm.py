@@ -214,3 +214,45 @@ def test_tf32_is_off_inside_the_unet_and_restored_after(fresh):
         assert (matmul.fp32_precision, conv.fp32_precision) == before
         assert backend.describe()["settings"]["allow_tf32"] is allowed
     assert matmul.allow_tf32 is False  # the legacy flags still read (no mixed-API error)
+
+
+def _ddim_pipeline_images(model_dir, seed: int, steps: int, **scheduler_kwargs) -> torch.Tensor:
+    """diffusers' own DDIMPipeline on the saved checkpoint (its scheduler built from the saved
+    config, with ``scheduler_kwargs`` overriding it), one CPU generator: (1, 3, H, W)."""
+    from diffusers import DDIMPipeline
+
+    pipe = DDIMPipeline(unet=UNet2DModel.from_pretrained(model_dir).eval(),
+                        scheduler=DDIMScheduler.from_pretrained(model_dir, **scheduler_kwargs))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=1, generator=torch.Generator().manual_seed(seed), eta=0.0, num_inference_steps=steps,
+               output_type="np").images
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+
+
+def test_clip_sample_null_samples_as_ddim_pipeline_and_a_forced_value_as_that_scheduler(tiny_ddpm_dir):
+    """model.clip_sample: null = the checkpoint's scheduler config (clip_sample true), as
+    DDIMPipeline; false = DDIMPipeline with an unclipped scheduler; each run as diffusers does."""
+    from attnedit.errors import ConfigError
+
+    sample = [Sample("s", seed=11)]
+    default = DDPMBackend(str(tiny_ddpm_dir), device="cpu", num_inference_steps=4)
+    unclipped = DDPMBackend(str(tiny_ddpm_dir), device="cpu", num_inference_steps=4, clip_sample=False)
+    forced_true = DDPMBackend(str(tiny_ddpm_dir), device="cpu", num_inference_steps=4, clip_sample=True)
+    assert (default.clip_sample, default.clip_sample_pipeline) == (True, True)
+    assert (unclipped.clip_sample, unclipped.clip_sample_pipeline) == (False, True)
+    assert unclipped.row_columns() == {"clip_sample": False, "clip_sample_pipeline": True}
+    # the sampler text (a cache key) changes only where the clipping is not the checkpoint's
+    assert default.describe()["settings"]["sampler"] == forced_true.describe()["settings"]["sampler"] == "DDIM eta=0.0 steps=4"
+    assert "clip_sample=False" in unclipped.describe()["settings"]["sampler"]
+    clipped_ref = _ddim_pipeline_images(tiny_ddpm_dir, 11, 4)
+    unclipped_ref = _ddim_pipeline_images(tiny_ddpm_dir, 11, 4, clip_sample=False)
+    torch.testing.assert_close(default.generate(sample), clipped_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(forced_true.generate(sample), clipped_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(unclipped.generate(sample), unclipped_ref, atol=1e-5, rtol=0)
+    assert (clipped_ref - unclipped_ref).abs().max() > 1e-2  # the random tiny model's x0 leaves [-1, 1]
+    # inversion follows the sampler's clipping
+    from diffusers import DDIMInverseScheduler
+
+    assert DDIMInverseScheduler.from_config(unclipped.scheduler.config).config.clip_sample is False
+    with pytest.raises(ConfigError, match="model.clip_sample must be null"):
+        DDPMBackend(str(tiny_ddpm_dir), device="cpu", clip_sample="no")

@@ -155,23 +155,39 @@ def test_side_by_side_output_is_cropped_as_the_official_script(bench, tmp_path):
     assert float(squashed["111000000000"][1]) < float(expected["111000000000"]["psnr_unedit_part"]) - 3
 
 
+SSIMS = ["ssim", "ssim_whole", "ssim_unedit_part", "ssim_edit_part"]  # every SSIM: the official whole "ssim" too
+OTHER_CONVENTION = {"current": "torchmetrics_legacy_crop", "torchmetrics_legacy_crop": "current"}
+
+
 def test_ssim_convention_is_an_option_recorded_in_meta_and_title(bench, tmp_path):
-    """ssim_convention=current gives the installed torchmetrics' SSIM; the default, the
-    published numbers' (legacy crop); each CSV's _meta.json and summary title say which."""
+    """ssim_convention=current gives the installed torchmetrics' SSIM, for every SSIM metric
+    (the plain whole-image ``ssim`` included); the default, the published numbers' (the
+    torchmetrics map with its 5-pixel border cropped); each CSV's _meta.json and summary
+    title say which."""
     root, edited_dir, edited = bench
     for convention in ("current", "torchmetrics_legacy_crop"):
         out = tmp_path / f"{convention}.csv"
         extra = [f"ssim_convention={convention}"] if convention == "current" else []
-        evaluate(args(root, edited_dir, out, "metrics=[ssim_unedit_part]", *extra))
-        expected = official_scores(root, edited, ["ssim_unedit_part"], ssim_convention=convention)
-        for key, cell in read_rows(out)[1:]:
-            want = expected[key]["ssim_unedit_part"]
-            assert cell == want if want == "nan" else float(cell) == pytest.approx(want, abs=1e-5), (convention, key)
+        evaluate(args(root, edited_dir, out, f"metrics=[{','.join(SSIMS)}]", *extra))
+        expected = official_scores(root, edited, SSIMS, ssim_convention=convention)
+        other = official_scores(root, edited, ["ssim"], ssim_convention=OTHER_CONVENTION[convention])
+        rows = read_rows(out)
+        assert rows[0] == ["file_id"] + [f"mine|{m}" for m in SSIMS]
+        for key, *cells in rows[1:]:
+            for metric, cell in zip(SSIMS, cells):
+                want = expected[key][metric]
+                assert cell == want if want == "nan" else float(cell) == pytest.approx(want, abs=1e-5), \
+                    (convention, metric, key)
+            assert abs(float(cells[0]) - other[key]["ssim"]) > 1e-4, key  # the conventions differ on these images
         assert json.loads(out.with_name(f"{convention}_meta.json").read_text())["ssim_convention"] == convention
         title = out.with_name(f"{convention}_summary.md").read_text().splitlines()[0]
         assert ("5-pixel border (torchmetrics < 1.4.2" in title) == (convention != "current"), title
+    # The plain ssim alone is an SSIM too: its convention is recorded.
+    evaluate(args(root, edited_dir, tmp_path / "plain.csv", "metrics=[ssim]", "ssim_convention=current"))
+    assert json.loads((tmp_path / "plain_meta.json").read_text())["ssim_convention"] == "current"
+    assert "SSIM map averaged whole" in (tmp_path / "plain_summary.md").read_text().splitlines()[0]
     with pytest.raises(ConfigError, match="other settings for \\['ssim_convention'\\]"):
-        evaluate(args(root, edited_dir, tmp_path / "current.csv", "metrics=[ssim_unedit_part]"))
+        evaluate(args(root, edited_dir, tmp_path / "current.csv", f"metrics=[{','.join(SSIMS)}]"))
 
 
 def test_parallel_decoding_gives_the_serial_rows(bench, tmp_path):
@@ -392,3 +408,18 @@ def test_several_methods_errors(bench, tmp_path):
         evaluate(several_args(root, {"mine": edited_dir, "partial": partial}, tmp_path / "d.csv", "missing=skip"))
     ids = [r[0] for r in read_rows(tmp_path / "d.csv")[1:]]
     assert "211000000000" not in ids and len(ids) == len(ENTRIES) - 1  # the row needs every method
+
+
+def test_official_whole_image_names_match_the_official_loop(bench, tmp_path):
+    """The official script's unsuffixed names (psnr, lpips, mse, ssim: whole image) build
+    and score as its per-image loop does; lpips takes the evaluator's lpips_net."""
+    root, edited_dir, edited = bench
+    names = ["psnr", "lpips", "mse", "ssim"]
+    out = tmp_path / "whole.csv"
+    given = [a for a in args(root, edited_dir, out) if not a.startswith("metrics=")]
+    assert evaluate([*given, f"metrics=[{','.join(names)}]"]) == 0
+    rows = read_rows(out)
+    expected = official_scores(root, edited, names, lpips_seed=7)
+    for row in rows[1:]:
+        for metric, cell in zip(names, row[1:]):
+            assert float(cell) == pytest.approx(expected[row[0]][metric], abs=1e-5, rel=1e-6), (row[0], metric)

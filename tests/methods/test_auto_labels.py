@@ -23,6 +23,7 @@ def test_baselines_label_their_own_directions(short_backend):
     assert method.labels[1]["label"] == "kept", "labels given in config win"
     entry = method.labels[0]
     assert entry["label"] in ("redder", "bluer") and entry["labeled_by"].endswith("weights=fake")
+    assert entry["probe_seeds"] == [7] and method.edits()[0]["label_probes"] == "seeds 7", "the probes are recorded"
     # recompute the winning (attribute, sign) independently: each sign's colour change from the unedited probe
     probe = [Sample(id="p", seed=7)]
     unedited = backend.generate(probe).mean(dim=(2, 3))[0].double()

@@ -1,8 +1,11 @@
 """Direction labels (methods/labeling.py): the planted (attribute, sign) wins, a mirrored
 edit at -alpha scores what the +alpha edit scores, and the labels travel through the
-directions file into a run; a run whose metric needs texts the directions lack fails first."""
+directions file into a run; a run whose metric needs texts the directions lack fails first;
+the label-shuffled null's permutations and texts, and the probes a label was chosen on."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -13,7 +16,16 @@ from safetensors.numpy import load_file
 from attnedit.config import compose
 from attnedit.errors import ConfigError
 from attnedit.methods.directions import read_metadata
-from attnedit.methods.labeling import FACE_ATTRIBUTES, case_texts, label_directions
+from attnedit.methods.labeling import (
+    FACE_ATTRIBUTES,
+    case_texts,
+    check_probes_disjoint,
+    label_directions,
+    derangement_count,
+    label_permutations,
+    probes_text,
+    with_null_texts,
+)
 from attnedit.methods.sad import SAD
 from attnedit.metrics.clip import directional_cosine
 from attnedit.run.runner import Runner
@@ -106,10 +118,11 @@ def test_mirrored_edit_at_negative_alpha_scores_the_same():
 
 def test_case_texts_order_and_bad_signs():
     entry = {"label": "bald", "source": "person", "target": "bald person"}
-    assert case_texts(entry, 0.2) == {"label_sign": 1, "source_text": "person", "target_text": "bald person"}
+    assert case_texts(entry, 0.2) == {"label_sign": 1, "source_text": "person", "target_text": "bald person",
+                                      "label_probes": "manual"}
     assert case_texts(entry, -0.2)["source_text"] == "bald person"
     assert case_texts({**entry, "sign": -1}, -0.2)["target_text"] == "bald person"
-    assert case_texts(None, 0.4) == {"label_sign": 1, "source_text": None, "target_text": None}
+    assert case_texts(None, 0.4) == {"label_sign": 1, "source_text": None, "target_text": None, "label_probes": None}
     with pytest.raises(ConfigError, match="sign must be 1 or -1"):
         case_texts({**entry, "sign": 2}, 0.4)
 
@@ -158,3 +171,71 @@ def test_run_without_texts_fails_before_any_work(tiny_ddpm_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"directional_clip' needs 'source_text'.*direction\(s\) 1 have none"):
         Runner(cfg).run()
     assert not list(tmp_path.glob("results/runs/*/*/cases/*.parquet"))
+
+
+def test_label_permutations_are_seeded_derangements():
+    ids = [0, 2, 5, 7, 9]
+    perms = label_permutations(ids, 6, seed=3)
+    assert len(perms) == 6
+    for perm in perms:
+        assert sorted(perm) == ids and sorted(perm.values()) == ids, "a bijection of the method's directions"
+        assert all(perm[k] != k for k in ids), "no direction keeps its own label"
+    assert perms == label_permutations(ids, 6, seed=3) and perms != label_permutations(ids, 6, seed=4)
+    assert len({tuple(p.values()) for p in perms}) > 1
+    with pytest.raises(ConfigError, match="label_null=2 permutes labels.*1 direction"):
+        label_permutations([3], 2)
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        label_permutations(ids, -1)
+    assert label_permutations([3], 0) == []
+
+
+def test_label_permutations_are_distinct_and_at_most_the_derangements_there_are():
+    """2 directions have one derangement (the swap), 3 have two: asking for more gives each
+    once, never a copy whose spread would read as the null's (counted with itertools)."""
+    import itertools
+
+    for n in range(0, 7):
+        independent = sum(all(p[i] != i for i in range(n)) for p in itertools.permutations(range(n)))
+        assert derangement_count(n) == independent
+    for n, count in ((2, 5), (3, 5), (3, 2), (4, 9), (4, 20), (5, 12)):
+        ids = [10 * k + 1 for k in range(n)]
+        perms = label_permutations(ids, count, seed=2)
+        everyone = {tuple(ids[j] for j in p) for p in itertools.permutations(range(n))
+                    if all(p[i] != i for i in range(n))}
+        assert len(perms) == min(count, len(everyone))
+        drawn = [tuple(perm[k] for k in ids) for perm in perms]
+        assert len(set(drawn)) == len(drawn) and set(drawn) <= everyone
+    assert [tuple(p.values()) for p in label_permutations([0, 1], 4)] == [(1, 0)]
+
+
+def test_null_texts_are_other_directions_labels_in_each_edits_order():
+    labels = {0: {"label": "smiling", "source": "face", "target": "smiling face"},
+              1: {"label": "old", "source": "face", "target": "old face", "sign": -1},
+              2: {"label": "bald", "source": "person", "target": "bald person"}}
+    edits = SAD(directions=[0, 1, 2], alphas=[-0.4, 0.4], labels=labels).edits()
+    nulled = with_null_texts(edits, labels, 3, seed=1)
+    assert [{k: v for k, v in e.items() if k != "null_texts"} for e in nulled] == edits
+    own = {k: {(v["source"], v["target"]), (v["target"], v["source"])} for k, v in labels.items()}
+    for p, perm in enumerate(label_permutations([0, 1, 2], 3, seed=1)):
+        for edit in nulled:
+            pair = tuple(json.loads(edit["null_texts"])[p])
+            entry = labels[perm[edit["direction"]]]
+            # written out: the permuted label's texts, reversed when its sign and the edit's alpha disagree
+            moves_to_target = entry.get("sign", 1) * edit["alpha"] > 0
+            assert pair == ((entry["source"], entry["target"]) if moves_to_target else (entry["target"], entry["source"]))
+            assert pair not in own[edit["direction"]]
+    assert with_null_texts(edits, labels, 0) is edits
+    with pytest.raises(ConfigError, match="no \\(direction, alpha\\)"):
+        with_null_texts([{"alpha": 1.0}], labels, 2)
+
+
+def test_probes_are_recorded_and_must_be_apart_from_the_evaluated_samples():
+    assert probes_text({"label": "a", "labeled_by": "clip", "probe_seeds": [1003, 1000, 1001, 1002]}) == "seeds 1000-1003"
+    assert probes_text({"label": "a", "labeled_by": "clip", "probe_seeds": [5, 9]}) == "seeds 5,9"
+    assert probes_text({"label": "a", "labeled_by": "clip"}) == "unrecorded"
+    assert probes_text({"label": "a"}) == "manual" and probes_text(None) is None
+    labels = {0: {"probe_seeds": [1000, 1001]}, 3: {"probe_seeds": [98, 99, 100]}}
+    check_probes_disjoint(labels, range(0, 98))
+    check_probes_disjoint(labels, None)  # a dataset of images, not seeds
+    with pytest.raises(ConfigError, match=r"direction 3's label was chosen on probe seeds \[98, 99\].*labeling.first_seed"):
+        check_probes_disjoint(labels, range(0, 100))

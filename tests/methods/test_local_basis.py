@@ -4,6 +4,7 @@ the public power method written here in numpy, and the sign alignment against a 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,11 @@ from attnedit.methods.local_basis import (
     subspace_iteration,
 )
 from ddpm_models import small_unet
+from harness import REPO
 from jacobian_reference import full_svd, largest_positive, numpy_power_method
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_baselines import official_local_basis  # noqa: E402
 
 
 def test_local_basis_matches_svd_of_the_full_jacobian():
@@ -110,3 +115,25 @@ def test_sign_alignment_undoes_a_planted_flip():
     cos = np.sum(j @ want.T * u_ref, axis=0) / np.linalg.norm(j @ want.T, axis=0) / np.linalg.norm(u_ref, axis=0)
     np.testing.assert_allclose(agreement.numpy(), cos, atol=1e-12)
     assert (cos > 0.5).all(), "nearby samples: each direction is the reference's"
+
+
+def test_the_benchmarks_official_loop_is_the_public_algorithm():
+    """benchmarks/bench_baselines.py times power_method against its own loop of the public
+    code (jacfwd chunks, the Jacobian of the summed projections, an SVD): that loop, with a
+    chunk smaller than the rank, is numpy's power method on the explicit Jacobian, and so is
+    power_method from the same start."""
+    unet = small_unet()
+    x = torch.randn(3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    j, _, _ = full_svd(unet, x, 600)
+    start = torch.randn(x.numel(), 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v0 = torch.linalg.qr(start)[0].T.reshape(3, *x.shape)  # power_method's start for seed 0
+    with plain_attention(unet):
+        f = h_space(unet, 600)
+        vt, s, iterations = official_local_basis(f, x[None], v0, iters=3, chunk_size=2, min_iters=3, tol=1e-30)
+        ours = power_method(f, x, rank=3, min_iters=3, max_iters=3, tol=1e-30, seed=0)
+    want = numpy_power_method(j, rank=3, iterations=3)
+    previous = numpy_power_method(j, rank=3, iterations=2)
+    assert iterations == 3 and ours.iterations == 3
+    same_up_to_sign(vt.numpy(), want, atol=1e-7)
+    same_up_to_sign(ours.vectors, want, atol=1e-7)
+    np.testing.assert_allclose(s.numpy(), np.sqrt(np.linalg.svd(previous @ j.T @ j, compute_uv=False)), rtol=1e-7)

@@ -87,6 +87,16 @@ def test_performance_boosting_is_eta_one_from_the_step_nearest_0_2_T(small_backe
             x = scheduler.step(small_backend.unet(x, t).sample, t, x, eta=eta, variance_noise=noise).prev_sample
     torch.testing.assert_close(got, (x.float() / 2 + 0.5).clamp(0, 1), atol=1e-6, rtol=0)
     assert method.edits()[0]["performance_boosting_t"] == 250
+    # its own sampler without an edit (the reference the runner scores against): the same recipe
+    own = small_backend.generate([Sample(id="s", seed=5)], method.sampler_control(small_backend))
+    torch.testing.assert_close(own, (x.float() / 2 + 0.5).clamp(0, 1), atol=1e-6, rtol=0)
+    assert method.sampler_control(small_backend).first_edit_timestep == 250
+    # so alpha = 0 is no identity of the study's (eta 0) unedited sample; without boosting it is
+    assert not method.is_identity(method.edits()[0]) and method.identity_edit()["alpha"] == 0.0
+    plain = pullback(small_backend, alphas=[0.0], performance_boosting_t=None, sign_alignment="none", max_iters=1)
+    assert plain.is_identity(plain.edits()[0]) and plain.sampler_control(small_backend) is None
+    with pytest.raises(ConfigError, match=r"method.reference='eta0' is not one of \('own_sampler', 'unedited'\)"):
+        Pullback(reference="eta0")
     # the step nearest 0.2 T is the last one: the public code boosts nothing (edit.py:1650)
     assert pullback(small_backend, performance_boosting_t=0.05, sign_alignment="none", max_iters=1).boost_timestep is None
 
@@ -128,7 +138,7 @@ def test_pullback_reuses_a_samples_decomposition_across_batches(small_backend):
     s = [Sample(id="s", seed=11)] * 2
     with method.control(small_backend, method.edits()) as first:
         edited = small_backend.generate(s, first)
-    assert method.is_identity(method.edits()[0]) and not method.is_identity(method.edits()[1])
+    assert not any(map(method.is_identity, method.edits()))  # boosting on: even alpha 0 is no identity
     seconds = first.row_extras[0]["discovery_seconds_per_sample"]
     assert seconds > 0 and first.row_extras[0]["discovery_share_seconds"] == pytest.approx(seconds / 2)
     with method.control(small_backend, method.edits()[1:]) as again:  # another batch, same sample

@@ -1,9 +1,11 @@
 """The directional CLIP score (metrics/clip.py): the cosine on hand-built embeddings, the
 text and image embeddings against open_clip, the whole score against StyleGAN-NADA's
-formula on open_clip with the same seeded random model, the default templates, and the
-error when its weights are missing offline."""
+formula on open_clip with the same seeded random model, the default templates, the
+error when its weights are missing offline, and the label-shuffled null's columns."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import open_clip
@@ -164,3 +166,35 @@ def test_clip_weights_missing_offline(tmp_path, monkeypatch, hub_offline):
         assert part in message
     assert not url.calls  # the tag's hub copy is preferred
     assert (len(hub.calls) == 0) == (hub_offline == "1")
+
+
+def test_label_null_scores_the_same_change_against_other_labels(clip_metric, monkeypatch):
+    """``null_texts`` (per image, JSON [source, target] pairs, one per permutation): each
+    ``_null_p<i>`` is the cosine of the image change with that pair's text change (float32
+    embeddings: 1e-6)."""
+    images = {0: [1.0, 0.0, 0.0], 1: [0.0, 1.0, 0.0], 2: [0.6, 0.8, 0.0]}
+    texts = {"a": [1.0, 0.0, 0.0], "b": [0.0, 0.6, 0.8], "c": [0.0, 0.0, 1.0], "d": [0.3, 0.3, 0.3]}
+    monkeypatch.setattr(
+        clip_metric, "embed_images", lambda x: torch.tensor([images[round(float(v) * 10)] for v in x[:, 0, 0, 0]])
+    )
+    monkeypatch.setattr(clip_metric, "embed_texts", lambda t: torch.tensor([texts[s] for s in t]))
+    monkeypatch.setattr(clip_metric, "label_null", 2)
+    monkeypatch.setattr(clip_metric, "needs", ("source_text", "target_text", "null_texts"))
+    flat = lambda *ids: torch.tensor(ids, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 4, 4) / 10  # noqa: E731
+    null = [json.dumps([["c", "d"], ["a", "c"]]), json.dumps([["b", "a"], ["d", "b"]])]
+    out = clip_metric(flat(1, 2), flat(0, 0), source_text=["a", "a"], target_text=["b", "b"], null_texts=null)
+    e, t = ({k: np.array(v) for k, v in d.items()} for d in (images, texts))
+    cos = lambda u, v: float(_unit(u) @ _unit(v))  # noqa: E731
+    for i, (img, pairs) in enumerate(zip((1, 2), ([("c", "d"), ("a", "c")], [("b", "a"), ("d", "b")]))):
+        expected = [cos(e[img] - e[0], t[tgt] - t[src]) for src, tgt in pairs]
+        np.testing.assert_allclose([out[f"directional_clip_null_p{p}"][i].item() for p in (0, 1)], expected, atol=1e-6)
+        assert out["directional_clip_null"][i].item() == pytest.approx(np.mean(expected), abs=1e-6)
+        assert out["directional_clip"][i].item() == pytest.approx(cos(e[img] - e[0], t["b"] - t["a"]), abs=1e-6)
+    # 2 directions have one derangement: fewer pairs than label_null, one column per pair held
+    one = clip_metric(flat(1), flat(0), source_text=["a"], target_text=["b"], null_texts=[json.dumps([["c", "d"]])])
+    assert "directional_clip_null_p1" not in one
+    assert one["directional_clip_null_p0"][0].item() == pytest.approx(cos(e[1] - e[0], t["d"] - t["c"]), abs=1e-6)
+    for bad in ([json.dumps([["a", "b"]] * 3)], [json.dumps([["a", "b"]]), json.dumps([["a", "b"]] * 2)], [json.dumps([])]):
+        with pytest.raises(DataError, match=r"null_texts must hold one number \(1 to 2\)"):
+            clip_metric(flat(*range(1, len(bad) + 1)), flat(*[0] * len(bad)), source_text=["a"] * len(bad),
+                        target_text=["b"] * len(bad), null_texts=bad)

@@ -1,11 +1,13 @@
 """The identity similarity id_sim (metrics/identity.py): its face crop and embedding
 cosine against known embeddings, against facenet-pytorch's own pipeline with the same
-seeded random network, its weights settings, and the error when its weights are missing
-offline."""
+seeded random network, pSp's fixed crop against numpy slicing and pooling, the backbone and
+crop recorded per row and in titles, its weights settings, and the error when its weights
+are missing offline."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from facenet_pytorch import MTCNN, InceptionResnetV1
@@ -15,6 +17,7 @@ from skimage import data
 
 from attnedit.errors import ConfigError, WeightsNotFoundError
 from attnedit.metrics.identity import FACE_SIZE, IdentitySimilarity
+from attnedit.report.marks import title_marks
 from attnedit.metrics.registry import available_metrics
 from metric_inputs import as_batch, unreachable
 
@@ -92,6 +95,7 @@ def test_id_sim_identical_pair_is_one_and_no_face_is_flagged(id_metric, astronau
     assert abs(float(out["id_sim"][0]) - 1) < 1e-6
     assert out["id_face_fallback"].dtype == torch.bool
     assert out["id_face_fallback"].tolist() == [False, True, True]
+    assert out["id_sim_backbone"] == ["facenet"] * 3 and out["id_sim_align"] == ["mtcnn(margin=0)"] * 3
 
 
 def test_identical_images_give_one_with_a_sensitive_embedding(unaligned, astronaut, monkeypatch):
@@ -121,6 +125,8 @@ def test_id_sim_weights_are_marked_and_validated(id_metric):
         IdentitySimilarity(weights="imagenet")
     with pytest.raises(ConfigError):
         IdentitySimilarity(weights="random", align="dlib")
+    with pytest.raises(ConfigError, match="backbone='arcface'.*'facenet', 'arcface_ir_se50'"):
+        IdentitySimilarity(weights="random", backbone="arcface")
 
 
 def test_id_sim_equals_facenet_pytorch_pipeline_with_the_same_seeded_network():
@@ -164,3 +170,72 @@ def test_facenet_weights_missing_offline(tmp_path, monkeypatch, hub_offline):
     assert "20180402-114759-vggface2.pt" in message and str(tmp_path / "checkpoints") in message
     assert "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/" in message
     assert len(download.calls) == (0 if hub_offline == "1" else 1)  # offline: no network attempt at all
+
+
+def pooled(images: np.ndarray, size: int) -> np.ndarray:
+    """Adaptive average pooling in float64: output cell i averages input rows
+    floor(i n / size) .. ceil((i + 1) n / size) - 1 (likewise columns)."""
+    n = images.shape[-1]
+    start = np.arange(size) * n // size
+    end = -(-(np.arange(size) + 1) * n // size)
+    total = np.zeros(images.shape[:-2] + (n + 1, n + 1))  # summed-area table
+    total[..., 1:, 1:] = images.cumsum(-2).cumsum(-1)
+    r0, r1, c0, c1 = start[:, None], end[:, None], start[None], end[None]
+    sums = total[..., r1, c1] - total[..., r0, c1] - total[..., r1, c0] + total[..., r0, c0]
+    return sums / ((r1 - r0) * (c1 - c0))
+
+
+def psp_crops(images: np.ndarray, size: int, divisor: float) -> np.ndarray:
+    """uint8 NHWC 256x256 -> pSp's crop (x[:, :, 35:223, 32:220]) pooled to size, standardized."""
+    crop = images.transpose(0, 3, 1, 2)[:, :, 35:223, 32:220].astype(np.float64)
+    return (pooled(crop, size) - 127.5) / divisor
+
+
+@pytest.mark.parametrize("backbone, size, divisor", [("facenet", 160, 128.0), ("arcface_ir_se50", 112, 127.5)])
+def test_fixed_crop_is_psps_crop_pooled_to_the_network_input(backbone, size, divisor):
+    import torchvision
+
+    metric = IdentitySimilarity(weights="random", backbone=backbone, align="fixed_crop")
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    faces, fallback = metric.align_faces(as_batch(images))
+    np.testing.assert_allclose(faces.double().numpy(), psp_crops(images, size, divisor), atol=1e-5)
+    assert fallback.tolist() == [False, False]
+    # another size: resized to 256 first, as semantic-diffusion's IDLoss does (torchvision Resize)
+    small = rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
+    resize = torchvision.transforms.Resize((256, 256), antialias=True)
+    resized = resize(torch.from_numpy(small).permute(0, 3, 1, 2).float())
+    faces, _ = metric.align_faces(as_batch(small))
+    np.testing.assert_allclose(faces.double().numpy(), psp_crops(resized.permute(0, 2, 3, 1).numpy(), size, divisor),
+                               atol=1e-4)
+
+
+def test_fixed_crop_scores_the_cosine_of_the_crops_and_rows_and_titles_say_so(monkeypatch):
+    metric = IdentitySimilarity(weights="random", align="fixed_crop")
+    rng = np.random.default_rng(6)
+    matrix = rng.standard_normal((16, 3 * FACE_SIZE * FACE_SIZE)).astype(np.float32)
+    monkeypatch.setattr(metric, "embedder", FixedLinearEmbedder(matrix))
+    edited = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    reference = edited.copy()
+    reference[1, 100:] = 255 - reference[1, 100:]
+    reference[0, :30] = 0  # outside the crop's rows 35:223: no change to the identity
+    out = metric(as_batch(edited), as_batch(reference))
+
+    def embed(images):
+        # (16, D) @ (D, N): numpy's (N, D) @ (D, 16) takes ~10 s here (a slow BLAS path for N = 2)
+        e = (matrix.astype(np.float64) @ psp_crops(images, FACE_SIZE, 128.0).reshape(len(images), -1).T).T
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    expected = (embed(edited) * embed(reference)).sum(axis=1)
+    np.testing.assert_allclose(out["id_sim"].numpy(), expected, atol=1e-5)
+    assert abs(expected[0] - 1) < 1e-12 and expected[1] < 0.9
+    assert out["id_face_fallback"].tolist() == [False, False]
+    assert out["id_sim_backbone"] == ["facenet"] * 2 and out["id_sim_align"] == ["fixed_crop"] * 2
+    rows = pd.DataFrame({"id_sim": [0.9, 0.8, 0.7], "id_sim_backbone": ["facenet", "facenet", "arcface_ir_se50"],
+                         "id_sim_align": ["fixed_crop", "mtcnn(margin=0)", "fixed_crop"]})
+    title = title_marks(rows)
+    assert ("[id_sim: FaceNet (facenet-pytorch InceptionResnetV1, VGGFace2, 160x160) on MTCNN face crops "
+            "(margin 0 px; no face: the centred square)]") in title
+    assert ("[id_sim: ArcFace IR-SE50 (pSp's model_ir_se50.pth, 112x112) on pSp's fixed crop (rows 35:223, "
+            "columns 32:220 of the 256x256 image, average-pooled)]") in title
+    assert "[id_sim: FaceNet (facenet-pytorch InceptionResnetV1, VGGFace2, 160x160) on pSp's fixed crop" in title

@@ -126,3 +126,54 @@ def test_comparison_means_leave_out_alpha_zero(all_runs, tmp_path):
     title, tables, _ = build_comparison([moved])
     assert sorted(tables["comparison_by_alpha"].alpha) == [0.0, 0.4]
     assert "alpha = 0 rows (no edit) left out" in title
+
+
+def _with_clip_sample(run_dir: Path, to: Path, clip_sample: bool) -> Path:
+    """A copy of a run whose rows say it sampled with ``clip_sample`` (as model.clip_sample would)."""
+    import shutil
+
+    shutil.copytree(run_dir, to)
+    for part in RunStore(to).part_files():
+        pd.read_parquet(part).assign(clip_sample=clip_sample).to_parquet(part, index=False)
+    return to
+
+
+def test_methods_of_a_comparison_share_one_sampler(all_runs, tmp_path):
+    """Every row records the resolved DDIM clipping and DDIMPipeline's (the tiny checkpoint's
+    config: true); methods sampled otherwise are one error; one method's runs may differ
+    (they compare the option) and the title names the setting that is not the pipeline's."""
+    from attnedit.errors import ConfigError
+
+    for method, run_dir in all_runs.items():
+        frame = pd.read_parquet(run_dir / "cases")
+        assert frame.clip_sample.eq(True).all() and frame.clip_sample_pipeline.eq(True).all(), method
+    unclipped = _with_clip_sample(all_runs["pullback"], tmp_path / "pullback_unclipped", False)
+    with pytest.raises(ConfigError, match=r"different model.clip_sample \(clip_sample=False: pullback; "
+                                          r"clip_sample=True: sad\)"):
+        build_comparison([all_runs["sad"], unclipped])
+    title, _, _ = build_comparison([all_runs["pullback"], unclipped])
+    assert "[DDIM clip_sample=False, not diffusers' DDIMPipeline's setting for this checkpoint" in title
+    assert "clip_sample" not in build_comparison([all_runs["sad"], all_runs["pullback"]])[0]
+
+
+def test_a_run_made_before_clip_sample_was_recorded_counts_as_the_checkpoints_sampler(tmp_path):
+    """Fast, from frames: a run without the ``clip_sample`` column sampled as the checkpoint's
+    config says; beside a run forced otherwise it is one error naming both runs and the fix,
+    whatever their methods; beside unforced runs it passes."""
+    from attnedit.errors import ConfigError
+    from attnedit.report.comparison import check_one_sampler
+    from attnedit.report.runs import Run
+
+    def run(name, method, **columns):
+        return Run(tmp_path / name, pd.DataFrame({"method": [method] * 2, **{k: [v] * 2 for k, v in columns.items()}}), {})
+
+    old_sad = run("old_sad", "sad")  # made before the column existed: clipped as google's configs say
+    unclipped = run("new_pullback", "pullback", clip_sample=False, clip_sample_pipeline=True)
+    for runs in ([old_sad, unclipped], [unclipped, old_sad], [old_sad, run("new_sad", "sad", clip_sample=False,
+                                                                           clip_sample_pipeline=True)]):
+        with pytest.raises(ConfigError, match=r"predate the clip_sample column") as error:
+            check_one_sampler(runs)
+        message = str(error.value)
+        assert "old_sad" in message and "clip_sample=False" in message and "model.clip_sample=null" in message
+    check_one_sampler([old_sad, run("pullback", "pullback", clip_sample=True, clip_sample_pipeline=True)])
+    check_one_sampler([old_sad, run("pullback", "pullback")])

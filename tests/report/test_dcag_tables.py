@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from attnedit.data.piebench import CATEGORY_NAMES
-from attnedit.report.marks import FUSED_ARITHMETIC_MARK, PNG_EDITS_MARK, RANDOM_BACKBONE_MARK, title_marks
+from attnedit.report.marks import (
+    FUSED_ARITHMETIC_MARK, PNG_EDITS_MARK, RANDOM_BACKBONE_MARK, STOCK_UNGUIDED_MARK, title_marks,
+)
 from dcag_study import REFERENCE, WHOLE, mean_std, points_of, read_table
 
 HEADERS = {"lpips_whole": "LPIPS whole [x10^3]", "ssim_whole": "SSIM whole [x10^2]", "psnr_whole": "PSNR whole [dB]",
@@ -49,7 +51,7 @@ def test_main_table_equals_the_rows_with_published_beside(dcag_study_report):
     assert "| not run " in (out / "tables" / "main.md").read_text()
     title = (out / "tables" / "main.md").read_text().splitlines()[0]
     for words in ("region: whole image", "secondary source, unverified", RANDOM_BACKBONE_MARK, "piebench_dcag",
-                  FUSED_ARITHMETIC_MARK, PNG_EDITS_MARK):  # arithmetic and file format: not the official scripts'
+                  FUSED_ARITHMETIC_MARK, STOCK_UNGUIDED_MARK, PNG_EDITS_MARK):  # not the official scripts'
         assert words in title, words
     assert set(rows.guidance_arithmetic.dropna()) == {"fused"}
     official = rows.assign(guidance_arithmetic=rows.guidance_arithmetic.where(rows.guidance_arithmetic.isna(), "official"))
@@ -95,3 +97,28 @@ def test_category_and_grid_tables_equal_the_rows(dcag_study_report):
             assert numbers(row, HEADERS[metric]) == pytest.approx(mean_std(group[metric], metric), abs=1e-9)
     title = (out / "tables" / "grid.md").read_text().splitlines()[0]
     assert "whole image" in title and "background" in title and "edit region" in title
+
+
+def test_each_guided_point_is_compared_with_the_unguided_row_of_its_arithmetic():
+    """A study holding both unguided rows, the stock one (dcag_row=none) and the official
+    scripts' (1, 1) (dcag_row=none_official): official points change against the official
+    (1, 1), fused points against the stock row; each table's title says which rows are not
+    the official scripts' arithmetic."""
+    from attnedit.report.dcag.tables import relative_table
+
+    values = {("stock", 1.0): [0.20, 0.30], ("official", 1.0): [0.25, 0.45],
+              ("official", 1.1): [0.30, 0.50], ("fused", 1.1): [0.28, 0.52]}
+    frame = pd.DataFrame([
+        {"run": f"{arithmetic}-{dk}", "guidance_arithmetic": arithmetic, "dk": dk, "dv": dk, "bk": 1.0, "bv": 1.0,
+         "dq": 1.0, "bq": 1.0, "guidance": "none" if dk == 1 else "DCAG", "sample_id": sample, "category": "1",
+         "lpips_whole": value}
+        for (arithmetic, dk), column in values.items() for sample, value in zip(("a", "b"), column)])
+    table = relative_table(frame, ["lpips_whole"], None).set_index("run")
+    change = {run: float(table.loc[run, "LPIPS whole Δ% measured"]) for run in table.index}
+    percent = {name: (sum(values[name]) / sum(values[base]) - 1) * 100
+               for name, base in ((("official", 1.1), ("official", 1.0)), (("fused", 1.1), ("stock", 1.0)))}
+    assert change == pytest.approx({"official-1.1": percent[("official", 1.1)],
+                                    "fused-1.1": percent[("fused", 1.1)]}, abs=0.051)
+    official = frame[frame.guidance_arithmetic == "official"]
+    assert STOCK_UNGUIDED_MARK in title_marks(frame) and FUSED_ARITHMETIC_MARK in title_marks(frame)
+    assert STOCK_UNGUIDED_MARK not in title_marks(official) and FUSED_ARITHMETIC_MARK not in title_marks(official)

@@ -54,6 +54,7 @@ def test_table2_is_one_edit_per_sample_and_direction_at_the_label_sign(sad_study
         md = (sad_study_run / "tables" / f"{name}.md").read_text()
         assert RANDOM_BACKBONE_MARK in md and "[alpha_scale=token_norm]" in md, name
         assert "[directional_clip: templates custom(1), not the reference's]" in md, name
+        assert "[id_sim: FaceNet (facenet-pytorch InceptionResnetV1, VGGFace2, 160x160) on MTCNN face crops" in md, name
         assert (sad_study_run / "tables" / f"{name}.tex").exists()
     assert RANDOM_BACKBONE_MARK in printed
     by_direction = pd.read_csv(sad_study_run / "tables" / "by_direction.csv")

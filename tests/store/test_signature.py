@@ -20,25 +20,26 @@ from attnedit.store.signature import ADDED_KEYS, NON_RESULT_KEYS, config_signatu
 #: groups whose every option is a run of it.
 NEEDS = {"piebench_dcag": ["dataset.root=/data/PIE-Bench"], "piebench_dcag_grid": ["dataset.root=/data/PIE-Bench"]}
 SWEEPS = {"celebahq_compare": ("compare", ["sad", "pullback", "pullback_move", "hspace_pca", "attn_input_pca", "random"]),
-          "piebench_dcag": ("dcag_row", ["none", "grag", "dcag"]),
+          "piebench_dcag": ("dcag_row", ["none", "none_official", "grag", "dcag"]),
           "lsun_sad": ("model", ["ddpm_church", "ddpm_bedroom", "ddpm_cat"])}
 #: Pinned signatures (12 hex digits) of every shipped experiment config; the test below
 #: also recomputes each one independently from the composed config.
 PINNED = {
-    "celebahq_compare/compare=attn_input_pca": "40151093371d",
-    "celebahq_compare/compare=hspace_pca": "95deeb669d99",
-    "celebahq_compare/compare=pullback": "142a2b2c69fc",
-    "celebahq_compare/compare=pullback_move": "79be2cebf8e7",
-    "celebahq_compare/compare=random": "131319579fdf",
-    "celebahq_compare/compare=sad": "a23d1804ffc9",
+    "celebahq_compare/compare=attn_input_pca": "84b9608d7ee2",  # the label-shuffled null (label_null=5) adds columns
+    "celebahq_compare/compare=hspace_pca": "b8411c3f6e70",  # label_null=5
+    "celebahq_compare/compare=pullback": "9736903b1dc6",  # method.reference=own_sampler; label_null=5
+    "celebahq_compare/compare=pullback_move": "6dfa5552c261",  # label_null=5
+    "celebahq_compare/compare=random": "6c2220d03083",  # label_null=5
+    "celebahq_compare/compare=sad": "828fa8ef09df",  # label_null=5
     "celebahq_sad": "85320575d872",
     "lsun_sad/model=ddpm_bedroom": "7ba0c206745d",
     "lsun_sad/model=ddpm_cat": "2117830bb821",
     "lsun_sad/model=ddpm_church": "60be72ba179b",
-    "piebench_dcag/dcag_row=dcag": "178b3ba9b642",
-    "piebench_dcag/dcag_row=grag": "0154b5a7678f",
-    "piebench_dcag/dcag_row=none": "d64e1f16aa33",
-    "piebench_dcag_grid": "8532b861ad43",
+    "piebench_dcag/dcag_row=dcag": "c3faa05de4b2",  # PIE-Bench dataset.saved_size=output: other files, other scores
+    "piebench_dcag/dcag_row=grag": "f68749595026",
+    "piebench_dcag/dcag_row=none": "00dad9786d1b",
+    "piebench_dcag/dcag_row=none_official": "fe5ee471e0d2",
+    "piebench_dcag_grid": "c74b1ee169f5",
     "quickstart": "596c62242282",
     "shapes_factors": "3cc16c022293",
 }

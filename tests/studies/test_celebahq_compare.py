@@ -17,10 +17,15 @@ def test_celebahq_compare_composes_in_step_with_celebahq_sad():
     for choice, target in COMPARED.items():
         cfg = compose("config", ["experiment=celebahq_compare", f"compare={choice}"])
         assert cfg.name == "celebahq_compare" and cfg.method._target_ == f"attnedit.methods.{target}"
-        for key in ("model.path", "model.num_inference_steps", "model.eta", "dataset.num_samples",
+        # one sampler for every method (model.clip_sample too: report/comparison.py refuses mixed rows)
+        for key in ("model.path", "model.num_inference_steps", "model.eta", "model.clip_sample", "dataset.num_samples",
                     "dataset.first_seed", "method.directions", "method.alphas", "batch_size", "tables.reference"):
             assert OmegaConf.select(cfg, key) == OmegaConf.select(sad, key), key
         assert list(cfg.metrics) == list(sad.metrics)
+        # labels chosen on probes apart from the evaluated seeds (the runner refuses others); Table 2's null on
+        probes = cfg.method.labeling if choice != "sad" else directions.labeling
+        assert probes.first_seed >= cfg.dataset.first_seed + cfg.dataset.num_samples
+        assert cfg.metrics.directional_clip.label_null == 5 and sad.metrics.directional_clip.label_null == 0
         if choice == "sad":
             assert cfg.method.directions_file == sad.method.directions_file
         else:

@@ -17,6 +17,7 @@ def test_rows_hold_every_metric_the_marks_and_texts_ordered_by_sign(sad_study_ru
         assert column in frame and frame[column].notna().all(), column
     assert frame.random_backbone.all()
     assert frame.id_face_fallback.all(), "random-noise samples hold no face: the fallback crop is recorded"
+    assert (frame.id_sim_backbone == "facenet").all() and (frame.id_sim_align == "mtcnn(margin=0)").all()
     for row in frame.itertuples():  # the labeled change where sign(alpha) is the label's, its reverse elsewhere
         source, target = TEXTS[row.direction]
         expected = (source, target) if np.sign(row.alpha) == SIGN[row.direction] else (target, source)

@@ -14,7 +14,8 @@ from harness import REPO, run_overrides
 
 #: The columns every method's rows hold.
 CORE = ("case_id", "sample_id", "method", "direction", "label", "alpha", "alpha_scale", "layers", "position",
-        "source_text", "target_text", "ssim", "psnr", "seconds_per_case", "batch_size", "model_random_weights")
+        "source_text", "target_text", "ssim", "psnr", "seconds_per_case", "batch_size", "model_random_weights",
+        "clip_sample", "clip_sample_pipeline")
 #: compare=<choice> -> its method class under attnedit.methods
 COMPARED = {"sad": "sad.SAD", "pullback": "pullback.Pullback", "pullback_move": "pullback_move.PullbackMove",
             "hspace_pca": "hspace_pca.HSpacePCA", "attn_input_pca": "attn_input_pca.AttnInputPCA",

@@ -1,7 +1,8 @@
 """The tiny MM-DiT transformers bias-delta guidance is tested on, Qwen-Image-Edit's
 QwenImageTransformer2DModel (qwen_tiny) and FLUX.1 Kontext's FluxTransformer2DModel
 (flux_tiny), with non-trivial weights; the inputs of one call; and an independent float64
-implementation of one guided attention call, written from the module weights.
+implementation of one guided attention call, written from the module weights; the
+official scripts' rescale of one block's keys or values (``official_block``).
 
 A test module names its architecture in ``ARCH`` ("qwen" or "flux"); the ``transformer``
 fixture of tests/methods/bias_delta/conftest.py builds that one.
@@ -199,3 +200,15 @@ def reference_attention(arch: str, attn, kw, length: int, scales: dict) -> tuple
     """The outputs of attention module ``attn`` called with ``kw`` when the last ``length``
     tokens of its image stream get the bias-delta ``scales`` (tensors, one value per sample)."""
     return {"qwen": _qwen_reference, "flux": _flux_reference}[arch](attn, kw, length, scales)
+
+
+def official_block(key_or_value, txt_len, img_len, bias, delta, text=None):
+    """The official scripts' lines on one sample, typed from leeguandong/DCAG dcag/models.py
+    lines 336-350 (2b0782e): ``x`` is (txt, img) of [1, S, heads, head_dim] in bfloat16."""
+    txt_key, img_key = key_or_value
+    if text is not None:  # keys: the text-stream rescale with grag_scale's txt (512, 1.0, 1.0)
+        txt_key_mean = txt_key[:, :txt_len, :, :].mean(dim=1)
+        txt_key[:, :txt_len, :, :] = 1.0 * txt_key_mean + (txt_key[:, :txt_len, :, :] - txt_key_mean) * 1.0
+    cond_key_mean = img_key[:, -1 * img_len:, :, :].mean(dim=1)
+    img_key[:, -1 * img_len:, :, :] = bias * cond_key_mean + (img_key[:, -1 * img_len:, :, :] - cond_key_mean) * delta
+    return torch.cat([txt_key, img_key], dim=1)

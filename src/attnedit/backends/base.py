@@ -69,6 +69,13 @@ def check_control(control: Any, method: Any) -> Control:
     return control
 
 
+def row_columns(backend: Any) -> dict[str, Any]:
+    """Sampler settings a backend records in every row (its optional ``row_columns()``,
+    e.g. the DDPM backend's ``clip_sample``); {} for a backend without any."""
+    columns = getattr(backend, "row_columns", None)
+    return dict(columns()) if callable(columns) else {}
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str

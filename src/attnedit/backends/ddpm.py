@@ -20,6 +20,21 @@ reference. Real images (no seed) seed theirs with crc32 of the sample id. A cont
 ``eta_at(t)`` overrides eta per step; a step at eta 0 draws nothing, so the generators
 of a run at eta 0 above the window are where an eta 0 run left them.
 
+Clipping: ``clip_sample`` null (the default) samples as the checkpoint's scheduler config
+says, as diffusers' DDIMPipeline does (it rebuilds its scheduler with
+``DDIMScheduler.from_config(scheduler.config)``, pipeline_ddim.py line 58 at 58eb52c, and
+steps it with that config, line 162); google's DDPM checkpoints say ``clip_sample: true``,
+so every step clips the predicted x0 to [-1, 1] (scheduling_ddim.py line 473). The
+baselines' own samplers never clip: Haas et al. switch it off (renhaa/semantic-diffusion
+@91f0a15, semanticdiffusion.py:334-338, and their ``reverse_step`` :368-397 has no clip)
+and Diffusion-Pullback's default ``YHCustomScheduler.step`` has none (enkeejunior1/
+Diffusion-Pullback@859c012, src/utils/utils.py:1197-1241; ``--use_yh_custom_scheduler``
+defaults to True, define_argparser.py:43). true/false force it for sampling and
+inversion; rows record the resolved value (``clip_sample``) and the pipeline's
+(``clip_sample_pipeline``), and table titles say when they differ. The shipped shapes DDPM
+needs the clipping: unclipped, half its pixels saturate and its samples lie PSNR 10.0 dB /
+SSIM 0.46 from the clipped ones (experiments/celebahq_compare/sampler_options.json).
+
 TF32: CUDA matmuls and cuDNN convolutions run in full float32 unless
 ``allow_tf32=True`` (on an H200, TF32 convolutions put an alpha = 0 edit 66.6 dB from the
 unedited image instead of 134.7 dB; reference/gpu-measurements.md). The flags are set
@@ -99,7 +114,11 @@ class DDPMBackend:
         share_prefix: bool = True,
         prefix_memory_mb: int = 1024,
         hub_id: str | None = None,
+        clip_sample: bool | None = None,
     ) -> None:
+        if clip_sample is not None and not isinstance(clip_sample, bool):
+            raise ConfigError(f"model.clip_sample must be null (the checkpoint's scheduler config, as diffusers' "
+                              f"DDIMPipeline), true or false, got {clip_sample!r}")
         if num_inference_steps < 1:
             raise ConfigError(f"model.num_inference_steps must be >= 1, got {num_inference_steps}")
         if eta < 0:
@@ -119,6 +138,11 @@ class DDPMBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=self.dtype).to(self.device).eval().requires_grad_(False)
         self.scheduler = DDIMScheduler.from_pretrained(sched_dir)
+        # what DDIMPipeline would do with this checkpoint, then the run's choice
+        self.clip_sample_pipeline = bool(self.scheduler.config.clip_sample)
+        if clip_sample is not None and clip_sample != self.clip_sample_pipeline:
+            self.scheduler = DDIMScheduler.from_config(self.scheduler.config, clip_sample=clip_sample)
+        self.clip_sample = bool(self.scheduler.config.clip_sample)
         self.num_inference_steps = num_inference_steps
         self.eta = float(eta)
         self.allow_tf32 = bool(allow_tf32)
@@ -333,6 +357,15 @@ class DDPMBackend:
             keys = [self._key(s) for s in samples] if self.share_prefix else None
             return self._images(self._loop(x, generators, keys=keys))
 
+    def row_columns(self) -> dict[str, Any]:
+        """Sampler facts every row records: the resolved clipping and DDIMPipeline's."""
+        return {"clip_sample": self.clip_sample, "clip_sample_pipeline": self.clip_sample_pipeline}
+
+    def _sampler(self) -> str:
+        # unchanged text where the clipping is the checkpoint's, so caches keyed by it stay valid
+        forced = "" if self.clip_sample == self.clip_sample_pipeline else f" clip_sample={self.clip_sample}"
+        return f"DDIM eta={self.eta} steps={self.num_inference_steps}{forced}"
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -345,7 +378,9 @@ class DDPMBackend:
             "device": str(self.device),
             "device_name": device_name(self.device),
             "settings": {
-                "sampler": f"DDIM eta={self.eta} steps={self.num_inference_steps}",
+                "sampler": self._sampler(),
+                "clip_sample": self.clip_sample,
+                "clip_sample_pipeline": self.clip_sample_pipeline,
                 "noise": "per-sample CPU torch.Generator(seed): x_T, then the DDIM variance noise",
                 "allow_tf32": self.allow_tf32,
                 "share_prefix": self.share_prefix,

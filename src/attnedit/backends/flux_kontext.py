@@ -22,7 +22,8 @@ are the same call.
 
 The pipeline appends the condition image's latent tokens after the noisy latent's and
 marks them in ``img_ids``; bias-delta guidance (GRAG / DCAG) finds them there. The
-output is resized back to the source size.
+output is resized back to the source size (a PIE-Bench run saves it at its own size and
+resizes it when scoring, as attnedit-evaluate: attnedit.run.saved_edits).
 """
 
 from __future__ import annotations

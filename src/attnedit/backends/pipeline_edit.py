@@ -5,8 +5,10 @@ generators, prompts from a sample field, resizing outputs back, provenance).
 
 Attention edits (GRAG / DCAG) are installed on :attr:`transformer` by the method's
 context manager around :meth:`generate`; the backend only runs the pipeline.
-The pipelines work at about one megapixel whatever the source size; outputs are
-resized back to the source size (bicubic with antialiasing, then clamped to [0, 1]).
+The pipelines work at about one megapixel whatever the source size; :meth:`generate`
+resizes outputs back to the source size (``resize``: bicubic with antialiasing, then
+clamped to [0, 1]); :meth:`generate_native` returns them at the pipeline's size, which
+PIE-Bench runs save as the official scripts do (attnedit.run.saved_edits).
 
 Each (image, prompt) is conditioned as the pipeline's documented single-image call
 conditions it (``pipe(image=<one PIL image>, prompt=<str>, ...)``): the text encoders run
@@ -157,9 +159,21 @@ class PipelineEditBackend(abc.ABC):
         arguments for one batch."""
 
     # -- editing -------------------------------------------------------------------------
-    @torch.no_grad()
     def generate(self, samples: list[Sample], control: Control | None = None) -> Tensor:
-        """Edit each sample's image by its instruction: (B, 3, H, W) float32 CPU in [0, 1].
+        """Edit each sample's image by its instruction: (B, 3, H, W) float32 CPU in [0, 1],
+        :meth:`generate_native` resized to the source size (``resize``)."""
+        edited = self.generate_native(samples, control)
+        size = tuple(samples[0].image.shape[-2:])
+        if edited.shape[-2:] != size:
+            mode = self.resize
+            extra = {"antialias": True, "align_corners": False} if mode != "area" else {}
+            edited = F.interpolate(edited, size=size, mode=mode, **extra).clamp(0, 1)
+        return edited
+
+    @torch.no_grad()
+    def generate_native(self, samples: list[Sample], control: Control | None = None) -> Tensor:
+        """The pipeline's outputs at its own size (about 1 MP: 1024 x 1024 for a square
+        source), float32 CPU in [0, 1]: what the official PIE-Bench scripts save.
 
         ``control`` is whatever the method's context manager yielded; guidance is already
         installed on :attr:`transformer`, so it needs nothing more here. Each sample gets
@@ -179,10 +193,6 @@ class PipelineEditBackend(abc.ABC):
             **self.text_kwargs(self._text_conditions(images, prompts, digests)),
         ).images
         edited = output.float().cpu()
-        if edited.shape[-2:] != sources.shape[-2:]:
-            mode = self.resize
-            extra = {"antialias": True, "align_corners": False} if mode != "area" else {}
-            edited = F.interpolate(edited, size=tuple(sources.shape[-2:]), mode=mode, **extra).clamp(0, 1)
         if not torch.isfinite(edited).all():
             raise NonFiniteOutputError(f"model '{self.name}' produced NaN/inf images (dtype {self.dtype}); "
                                        "try dtype=float32 or bfloat16")

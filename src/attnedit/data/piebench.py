@@ -169,17 +169,23 @@ def load_mapping(root: Path) -> dict[str, dict[str, Any]]:
 
 
 EDITED_FORMATS = ("jpeg", "png")
+SAVED_SIZES = ("output", "source")  # attnedit.run.saved_edits
 
 
 class PIEBench(Dataset):
     """The 700 PIE-Bench images with masks, prompts and categories.
 
-    ``edited_format``: how runs save, and therefore score, edited images. "jpeg" (the
-    default, PIL quality ``jpeg_quality`` = 75): the official scripts save each edit under
-    its source's file name, ``<id>.jpg``, with PIL's defaults (leeguandong/DCAG test.py
-    line 83, little-misfit/GRAG-Image-Editing Qwen-Edit-GRAG/test.py line 95:
-    ``image[0].save(os.path.join(out_path, img_folder, img_name))``) and the PIE-Bench
-    evaluator scores those files. "png": lossless, a named deviation marked in titles.
+    How runs save, and therefore score, edited images, as the official scripts save them
+    by default: each edit is the pipeline's full-size PIL output saved under its source's
+    file name, ``<id>.jpg``, with PIL's defaults (leeguandong/DCAG test.py line 83,
+    little-misfit/GRAG-Image-Editing Qwen-Edit-GRAG/test.py line 95:
+    ``image[0].save(os.path.join(out_path, img_folder, img_name))``), and is scored as
+    attnedit-evaluate scores that file (decoded, resized to the source size).
+    ``edited_format``: "jpeg" (default, PIL quality ``jpeg_quality`` = 75) or "png"
+    (lossless). ``saved_size``: "output" (default: the file at the pipeline's output
+    size, resized after decoding) or "source" (the output resized to the source size,
+    then saved: attnedit before this key). Both other values are named deviations,
+    recorded per row and marked in titles (attnedit.run.saved_edits).
 
     Selection: ``categories`` (ids 0-9), then ``ids``, then the first ``first_n`` of the
     sorted result. Sample fields: ``mask`` (HxW float, 1 = edit region),
@@ -198,9 +204,14 @@ class PIEBench(Dataset):
         first_n: int | None = None,
         edited_format: str = "jpeg",
         jpeg_quality: int = 75,
+        saved_size: str = "output",
     ) -> None:
         if edited_format not in EDITED_FORMATS:
             raise ConfigError(f"PIE-Bench: edited_format={edited_format!r} is not one of {EDITED_FORMATS}.")
+        if saved_size not in SAVED_SIZES:
+            raise ConfigError(f"PIE-Bench: saved_size={saved_size!r} is not one of {SAVED_SIZES} (output: the "
+                              "pipeline's full-size output, as the official scripts save it; source: resized first).")
+        self.saved_size = saved_size
         if not 1 <= int(jpeg_quality) <= 95:
             raise ConfigError(f"PIE-Bench: jpeg_quality={jpeg_quality} must be 1-95 (PIL's range).")
         self.edited_format, self.jpeg_quality = edited_format, int(jpeg_quality)
@@ -291,4 +302,5 @@ class PIEBench(Dataset):
             "num_samples": len(self._ids),
             "edited_format": self.edited_format,
             "jpeg_quality": self.jpeg_quality,
+            "saved_size": self.saved_size,
         }

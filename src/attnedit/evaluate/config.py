@@ -16,7 +16,7 @@ from attnedit.config import compose, conf_dir
 from attnedit.errors import ConfigError, explain
 from attnedit.metrics import registry
 from attnedit.metrics.base import PairMetric
-from attnedit.metrics.piebench import SSIM_CONVENTIONS
+from attnedit.metrics.piebench import SSIM_BORDER, SSIM_CONVENTIONS
 
 CHOICES = {
     "missing": ("error", "skip"),
@@ -112,11 +112,19 @@ def method_folders(cfg: Any) -> dict[str, Path]:
 
 
 def metric_options(cfg: Any) -> dict[str, dict[str, Any]]:
-    """Constructor arguments per metric family (PSNR and MSE take none)."""
+    """Constructor arguments per metric family, keyed by name prefix (the longest prefix of a
+    name wins; PSNR and MSE take none). ``ssim_convention`` reaches every SSIM: the region
+    SSIMs (``ssim_<region>``) as ``convention``, the plain whole-image ``ssim`` (the official
+    script's name, PnPInversion evaluation/evaluate.py lines 36-37) as its ``border``."""
+    if cfg.ssim_convention not in SSIM_BORDER:  # also where check_config was not called first
+        raise ConfigError(f"attnedit-evaluate: ssim_convention={cfg.ssim_convention!r} must be one of "
+                          f"{CHOICES['ssim_convention']}.")
     learned = {"weights": cfg.weights, "seed": int(cfg.seed)}
     return {
-        "ssim_": {"convention": cfg.ssim_convention},  # the PIE-Bench SSIMs, not the plain "ssim"
-        "lpips": {**learned, "net_type": cfg.lpips_net},
+        "ssim": {"border": SSIM_BORDER[cfg.ssim_convention]},
+        "ssim_": {"convention": cfg.ssim_convention},
+        "lpips": {**learned, "net": cfg.lpips_net},  # the plain whole-image LPIPS (attnedit.metrics.perceptual)
+        "lpips_": {**learned, "net_type": cfg.lpips_net},
         "clip_similarity": {**learned, "model": cfg.clip_model},
         "structure_distance": {**learned, "model": cfg.dino_model, "antialias": bool(cfg.dino_antialias)},
     }
@@ -128,7 +136,7 @@ def build_metrics(cfg: Any) -> list[PairMetric]:
     options = metric_options(cfg)
     nodes = {}
     for name in cfg.metrics:
-        family = next((f for f in options if name.startswith(f)), None)
+        family = max((f for f in options if name.startswith(f)), key=len, default=None)
         nodes[name] = {"_target_": "attnedit.metrics.registry.build_metric", "name": name,
                        **(options[family] if family else {})}
     return registry.build_metrics(nodes)

@@ -143,15 +143,17 @@ class Staging:
         return self.stack(tensors).float().div_(255)
 
 
-def edited_batch(images: list[torch.Tensor], size, cfg: Any, paths: list[Path], staging: Staging,
+def edited_batch(images: list[torch.Tensor], size, mode: str, paths: list[Path], staging: Staging,
                  fitted: Counter) -> torch.Tensor:
-    """One method's uint8 edited images -> float NCHW at the source size on the device."""
+    """One method's uint8 edited images -> float NCHW at the source size on the device
+    (``mode``: ``edited_size``). The runner brings its PIE-Bench edits to the source size
+    through this function too (attnedit.run.saved_edits), so a run scores what this scores."""
     if all(tuple(image.shape[-2:]) == tuple(size) for image in images):
         return staging.to_float(images)
     out = []
     for image, path in zip(images, paths):
-        action = fit_mode(image, size, cfg.edited_size)
+        action = fit_mode(image, size, mode)
         if action is not None:
             fitted[action] += 1
-        out.append(fit_edited(staging.to_float([image])[0], size, cfg.edited_size, path))
+        out.append(fit_edited(staging.to_float([image])[0], size, mode, path))
     return torch.stack(out)

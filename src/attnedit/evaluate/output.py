@@ -17,6 +17,7 @@ from attnedit.data.piebench import PIEBench
 from attnedit.errors import ConfigError
 from attnedit.evaluate.config import method_folders
 from attnedit.metrics.base import PairMetric
+from attnedit.metrics.fidelity import SSIM
 from attnedit.metrics.piebench import PIEBenchSSIM
 
 #: What the CSV cells hold besides numbers (recorded in <stem>_meta.json).
@@ -108,8 +109,8 @@ def check_meta(path: Path, meta: dict[str, Any], csv_path: Path) -> None:
 
 
 def ssim_convention(cfg: Any, metrics: list[PairMetric]) -> str | None:
-    """The SSIM convention of the run, None when it scores no PIE-Bench SSIM."""
-    return cfg.ssim_convention if any(isinstance(m, PIEBenchSSIM) for m in metrics) else None
+    """The SSIM convention of the run, None when it scores no SSIM (region or plain ``ssim``)."""
+    return cfg.ssim_convention if any(isinstance(m, (PIEBenchSSIM, SSIM)) for m in metrics) else None
 
 
 def run_settings(cfg: Any, dataset: PIEBench, metrics: list[PairMetric]) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def score_items(items: list[Item], cfg: Any, metrics: list[PairMetric], staging:
         for k in range(n_methods):
             # A failed image is scored as the source (in range, right size); its cells are blanked.
             images = [it.sample.image if it.edited[k] is None else it.edited[k] for it in group]
-            editeds.append(edited_batch(images, size, cfg, [it.paths[k] for it in group], staging, fitted))
+            editeds.append(edited_batch(images, size, cfg.edited_size, [it.paths[k] for it in group], staging,
+                                        fitted))
         context = {
             "mask": staging.stack([it.sample.fields["mask"] for it in group]),
             "original_prompt": [it.sample.fields["original_prompt"] for it in group],

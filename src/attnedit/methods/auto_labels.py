@@ -6,7 +6,9 @@ means nothing like SAD's direction k, so it gets its own labels, by the procedur
 direction, applied at +alpha and at -alpha with the method's own edit to the same probe
 samples, is scored per sign against the unedited probes and named after the
 (attribute, sign) it moves the CLIP embedding toward most; the sign is part of the label.
-For pullback, direction k is the k-th singular vector of each probe.
+For pullback, direction k is the k-th singular vector of each probe. Each label records
+its ``probe_seeds``: the runner refuses a run that evaluates one of them
+(labeling.check_probes_disjoint), as a label scored on its own probes is biased up.
 
 ``spec`` keys (as conf/directions.yaml's ``labeling``): num_probes, first_seed, alpha,
 vocabulary (null = the built-in face attributes), clip (a Hydra node with
@@ -64,8 +66,9 @@ def auto_label(method, backend, spec: Mapping[str, Any]) -> float:
     probes, clip, vocabulary, source = _probing(spec)
     labels = label_directions(renderer(backend, method, probes), todo, float(spec["alpha"]),
                               clip.embed_images, clip.embed_texts, vocabulary)
+    seeds = [int(p.seed) for p in probes]
     for k, entry in labels.items():
-        method.labels[int(k)] = {**entry, "labeled_by": source}
+        method.labels[int(k)] = {**entry, "labeled_by": source, "probe_seeds": seeds}
     return time.perf_counter() - start
 
 
@@ -82,6 +85,7 @@ def label_sad_directions(backend, layers: list[str], spec: Mapping[str, Any], ca
                               clip.embed_images, clip.embed_texts, vocabulary)
     for entry in labels.values():
         entry["labeled_by"] = f"directional_clip {clip.model_name}/{clip.pretrained} weights={clip.weights}"
+        entry["probe_seeds"] = [int(p.seed) for p in probes]
     return labels
 
 

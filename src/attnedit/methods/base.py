@@ -12,6 +12,11 @@ sampler and the runner read from the installed edit (its first edited timestep, 
 hook, an eta schedule, per-case facts for the rows). :meth:`is_identity` lets the runner
 skip an edit that changes nothing (where the reference is the unedited generation, the
 reference is its image).
+
+A method whose edits run under another sampler than the backend's (pullback's eta-1
+"performance boosting") says so in :meth:`sampler_control`; the runner then also makes
+the unedited sample under that sampler, with the same noise, and scores the edit against
+the reference its ``reference_kind`` names (:data:`REFERENCE_KINDS`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,17 @@ import contextlib
 from typing import Any, Iterator
 
 from attnedit.backends.base import Control
+from attnedit.columns import OWN_SAMPLER, UNEDITED
+
+#: What a method's edits are scored against, where its sampler differs from the backend's:
+#: ``own_sampler``, the unedited sample under the method's own sampler (same noise);
+#: ``unedited``, the backend's unedited sample, every other method's reference.
+REFERENCE_KINDS = (OWN_SAMPLER, UNEDITED)
 
 
 class EditMethod(abc.ABC):
     name: str = "method"
+    reference_kind: str = OWN_SAMPLER  # one of REFERENCE_KINDS; read only where sampler_control() is not None
 
     def setup(self, backend, cache_dir: str | None = None) -> None:
         """Once per run, before any case: direction discovery, caching."""
@@ -39,8 +51,16 @@ class EditMethod(abc.ABC):
         :class:`~attnedit.backends.base.Control`; restore the model on exit."""
 
     def is_identity(self, edit: dict[str, Any]) -> bool:
-        """True if ``edit`` cannot change the output (e.g. alpha = 0); default: False."""
+        """True if ``edit`` gives the backend's unedited reference itself (e.g. alpha = 0); a
+        method with a sampler of its own: False where that sampler alone changes the image.
+        Default: False."""
         return False
+
+    def sampler_control(self, backend) -> Control | None:
+        """The sampler this method's edits run under, as a Control that edits nothing (its
+        ``eta_at``; ``first_edit_timestep``: where it starts to differ from the backend's);
+        None: the backend's own sampler, whose unedited sample is the reference."""
+        return None
 
     def forget_samples(self) -> None:
         """Drop what was worked out per sample so far (a per-sample decomposition cache):

@@ -18,12 +18,26 @@ k, sign s in {+1, -1} and attribute (source, target), the mean over probes of
 whose -alpha edit best matches "smiling" gets label "smiling" with sign -1. Earlier
 files (labels without ``sign``, "-label" with swapped texts, from the symmetric
 E(x(+alpha)) - E(x(-alpha)) score) keep their meaning: sign +1, texts as stored.
+
+The best of 15 attributes x 2 signs is a maximum over 30 correlated scores, so a label
+scored on the samples it was chosen on is biased up (a random direction then scores
+above chance). So labels are chosen on probe samples apart from the evaluated ones:
+an entry records its ``probe_seeds``, every row says which (``label_probes``), and a run
+whose samples include a probe seed stops (:func:`check_probes_disjoint`). What a label
+is worth beyond a generic change is read against the label-shuffled null
+(:func:`null_case_texts`): the same Directional CLIP of the same cases with the labels
+permuted across the method's directions (distinct seeded derangements: no direction keeps
+its own label), ``label_null`` permutations (0: off) or the !n that n directions have where
+fewer (2 directions: one swap, so no spread), shown per method beside Table 2 with the
+number used.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -59,14 +73,100 @@ def label_sign(entry: Mapping[str, Any] | None) -> int:
     return int(sign)
 
 
-def case_texts(entry: Mapping[str, Any] | None, alpha: float) -> dict[str, Any]:
-    """Row fields of one edit of a labeled direction: the label's sign and the
-    Directional CLIP texts in the order this edit moves (swapped when sign * alpha < 0)."""
-    sign = label_sign(entry)
+def _ordered_texts(entry: Mapping[str, Any] | None, alpha: float) -> tuple[str | None, str | None]:
     source, target = (entry or {}).get("source"), (entry or {}).get("target")
-    if sign * float(alpha) < 0:
-        source, target = target, source
-    return {"label_sign": sign, "source_text": source, "target_text": target}
+    return (target, source) if label_sign(entry) * float(alpha) < 0 else (source, target)
+
+
+def case_texts(entry: Mapping[str, Any] | None, alpha: float) -> dict[str, Any]:
+    """Row fields of one edit of a labeled direction: the label's sign, the Directional
+    CLIP texts in the order this edit moves (swapped when sign * alpha < 0) and the
+    probes the label was chosen on (:func:`probes_text`)."""
+    source, target = _ordered_texts(entry, alpha)
+    return {"label_sign": label_sign(entry), "source_text": source, "target_text": target,
+            "label_probes": probes_text(entry)}
+
+
+def probes_text(entry: Mapping[str, Any] | None) -> str | None:
+    """Which samples a label was chosen on, for rows: "seeds 1000-1003"; "manual" for a
+    label given in config; "unrecorded" for an automatic label made before probes were
+    recorded; None without a label."""
+    if not entry:
+        return None
+    seeds = entry.get("probe_seeds")
+    if seeds is None:
+        return "unrecorded" if "labeled_by" in entry else "manual"
+    seeds = sorted(int(s) for s in seeds)
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seeds {seeds[0]}"
+    return "seeds " + ",".join(map(str, seeds))
+
+
+def check_probes_disjoint(labels: Mapping[int, Mapping[str, Any]], evaluated_seeds: Sequence[int] | None) -> None:
+    """A label chosen on a sample the run also scores is biased up on it: stop first."""
+    evaluated = set(int(s) for s in evaluated_seeds or ())
+    for k, entry in sorted(labels.items()):
+        shared = sorted(evaluated.intersection(int(s) for s in (entry or {}).get("probe_seeds") or ()))
+        if shared:
+            raise ConfigError(
+                f"direction {k}'s label was chosen on probe seeds {shared}, which this run also evaluates; "
+                "give probes apart from the evaluated samples (labeling.first_seed beyond dataset.first_seed + "
+                "dataset.num_samples), or labels chosen on other seeds")
+
+
+def derangement_count(n: int) -> int:
+    """!n, the number of permutations of n items that move every item:
+    !0 = 1, !1 = 0, !n = (n - 1) (!(n - 1) + !(n - 2))."""
+    before, count = 1, 0  # !0, !1
+    if n == 0:
+        return before
+    for m in range(2, n + 1):
+        before, count = count, (m - 1) * (count + before)
+    return count
+
+
+def label_permutations(direction_ids: Sequence[int], count: int, seed: int = 0) -> list[dict[int, int]]:
+    """``count`` distinct seeded derangements of ``direction_ids``: {k: the direction whose
+    label k takes}; at most the !n that n directions have (2 directions: the one swap, 3: two
+    rotations), so the null's spread over permutations is never over copies of one."""
+    ids = [int(k) for k in direction_ids]
+    if count < 0:
+        raise ConfigError(f"label_null={count} must be >= 0 (0: no label-shuffled null)")
+    if count and len(ids) < 2:
+        raise ConfigError(f"label_null={count} permutes labels across directions; the method has {len(ids)} "
+                          "direction(s): give method.directions of at least 2, or label_null=0")
+    wanted = min(count, derangement_count(len(ids)))
+    rng = np.random.default_rng(seed)
+    found: dict[tuple[int, ...], dict[int, int]] = {}
+    while len(found) < wanted:
+        order = rng.permutation(len(ids))
+        # rejection sampling (about 1/e of draws are derangements); repeats are skipped, so
+        # draws that were distinct anyway come out as before
+        if (order != np.arange(len(ids))).all():
+            found.setdefault(tuple(order.tolist()), {k: ids[j] for k, j in zip(ids, order)})
+    return list(found.values())
+
+
+def null_case_texts(labels: Mapping[int, Mapping[str, Any]], permutations: Sequence[Mapping[int, int]],
+                    k: int, alpha: float) -> str:
+    """The ``null_texts`` field of edit (k, alpha): JSON [[source, target], ...], one pair per
+    permutation, the texts of the label direction k takes there, ordered as
+    :func:`case_texts` orders them for this alpha."""
+    return json.dumps([list(_ordered_texts(labels.get(perm[int(k)]), alpha)) for perm in permutations])
+
+
+def with_null_texts(edits: list[dict[str, Any]], labels: Mapping[int, Mapping[str, Any]], count: int,
+                    seed: int = 0) -> list[dict[str, Any]]:
+    """``edits`` with their ``null_texts`` (``count`` permutations of the labels over the
+    edits' directions); unchanged when count is 0."""
+    if not count:
+        return edits
+    if any("direction" not in e or "alpha" not in e for e in edits):
+        raise ConfigError(f"label_null={count} permutes direction labels, but this method's edits have no "
+                          "(direction, alpha); set label_null=0")
+    ids = list(dict.fromkeys(int(e["direction"]) for e in edits))
+    permutations = label_permutations(ids, count, seed)
+    return [{**e, "null_texts": null_case_texts(labels, permutations, e["direction"], e["alpha"])} for e in edits]
 
 
 class LabeledEdits:

@@ -14,6 +14,10 @@ J^T U (torch.func.vjp, linearized once at x_t). Two iterations:
   is recorded as not converged, as the public code would compute it.
   The k vectors are a vmap batch over one linearization at x_t (:func:`linearized`): the
   public code's rank 50 at 256 x 256 would keep 50 copies of the activations as a batch.
+  Speed against a loop of the public code (benchmarks/bench_baselines.py, same start and
+  iterations): 1.6-2.2x faster on the shipped shapes DDPM at t = 980, rank 8 and 16, 2 CPU
+  threads; J V by vmap over one primal costs 0.6x the public code's jacfwd of a batch of
+  copies, and one vmapped vjp 0.5x its backward pass per vector.
 - :func:`subspace_iteration`: QR between iterations, a final Rayleigh-Ritz step (SVD of
   the small matrix J V); stop when the subspace change ||V_new - P_old V_new||_F (about
   the sine of the largest principal angle) falls below ``tol`` (pullback_move's). The k

@@ -28,6 +28,22 @@ src/modules/edit.py ``EditUncondDiffusion``, src/utils/utils.py):
   * T (0.2, the script; define_argparser.py:231 asserts it) down to x_0, unless that is
   the last step (edit.py:584, 1650-1653); null turns it off. The eta-1 noise is seeded per
   sample (the public code draws it unseeded).
+- reference: the public code runs the unedited x_t (guidance step 0, edit.py:766) in the
+  batch of its guided ones through the boosted sampler (edit.py:773-777), so the unedited
+  image its figures show beside an edit is boosted too. ``reference: own_sampler`` (the
+  default) scores each edit against the unedited sample under this sampler with the edit's
+  own noise (:meth:`Pullback.sampler_control`; the public code draws one unseeded batch of
+  noise per step, edit.py:1673-1674, so each image of a figure has other noise);
+  ``unedited``: against the study's unedited (eta-0) sample, as every other method. Rows
+  record it (``reference_kind``) and hold the other reference's scores (``<metric>_vs_<kind>``).
+  On the shipped shapes DDPM (20 steps, edit at 1.0T, seeds 0-1, 2 directions, rank 4) boosting
+  alone puts the alpha-0 edit at PSNR 32.2 dB / SSIM 0.855 (crop, 8-bit) from the eta-0 sample
+  (identical to the own-sampler one after 8-bit rounding; without an edit, float images,
+  measure_baselines.py: 32.3 dB / 0.856, torchmetrics' padded SSIM 0.819), and the alpha +-1 edits score SSIM 0.527
+  against it vs 0.605 against their own sampler's (PSNR 20.60 vs 20.57 dB): that is what
+  ``unedited`` charges every pullback row.
+  With boosting on, alpha = 0 is no identity of the study's unedited sample (the runner
+  computes it); the numerical floor is measured against the own-sampler sample.
 
 Recorded per row, where the public code records nothing: the basis iterations used and
 whether the entry-wise test was met, the sign flip applied and the sign agreement, the
@@ -56,6 +72,7 @@ from torch import Tensor
 
 from attnedit.backends.base import Control
 from attnedit.errors import ConfigError
+from attnedit.methods.base import REFERENCE_KINDS
 from attnedit.methods.local_basis import (
     LocalBasis,
     align_signs,
@@ -100,6 +117,7 @@ class Pullback(PerSampleDirections):
         performance_boosting_t: float | None = 0.2,
         sign_alignment: str = "reference",
         sign_reference_seed: int = 2_000_000,
+        reference: str = "own_sampler",
         labels: dict | None = None,
         labeling: dict | None = None,
         cache_samples: int = 4,
@@ -113,6 +131,8 @@ class Pullback(PerSampleDirections):
         if int(rank) < self.needed:
             raise ConfigError(f"method.rank={rank} is too small for direction index {self.needed - 1}; "
                               f"set method.rank>={self.needed}")
+        if reference not in REFERENCE_KINDS:
+            raise ConfigError(f"method.reference={reference!r} is not one of {REFERENCE_KINDS}")
         if int(guidance_steps) < 1:
             raise ConfigError(f"method.guidance_steps={guidance_steps} must be >= 1")
         if performance_boosting_t is not None and not 0.0 < float(performance_boosting_t) < 1.0:
@@ -125,6 +145,7 @@ class Pullback(PerSampleDirections):
         self.performance_boosting_t = None if performance_boosting_t is None else float(performance_boosting_t)
         self.sign_alignment = sign_alignment
         self.sign_reference_seed = int(sign_reference_seed)
+        self.reference_kind = reference  # what the runner scores against (methods/base.py)
         self.boost_timestep: int | None = None
         self.reference: LocalBasis | None = None
 
@@ -177,6 +198,22 @@ class Pullback(PerSampleDirections):
             "sign_alignment": self.sign_alignment,
         })
 
+    def is_identity(self, edit: dict[str, Any]) -> bool:
+        """alpha = 0 without boosting; with it, even alpha = 0 differs from the study's unedited sample."""
+        return float(edit["alpha"]) == 0.0 and edit.get("performance_boosting_t") is None
+
+    def identity_edit(self) -> dict[str, Any] | None:
+        """alpha = 0: it changes nothing against the own-sampler unedited sample, which the
+        runner measures the numerical floor against, boosting or not."""
+        edits = self.edits()
+        return {**edits[0], "alpha": 0.0} if edits else None
+
+    def sampler_control(self, backend) -> "BoostedSampler | None":
+        """With boosting: the sampler without an edit (eta 1 from the boosting step); else None."""
+        if self.timestep is None:
+            raise ConfigError("Pullback.sampler_control() needs setup(backend) first")
+        return None if self.boost_timestep is None else BoostedSampler(self, backend)
+
     @contextlib.contextmanager
     def control(self, backend, edits) -> Iterator["PullbackControl"]:
         if self.timestep is None:
@@ -206,26 +243,37 @@ class Pullback(PerSampleDirections):
             "performance_boosting_timestep": self.boost_timestep,
             "sign_alignment": self.sign_alignment,
             "sign_reference_seed": self.sign_reference_seed if self.sign_alignment == "reference" else None,
+            "reference": self.reference_kind if self.boost_timestep is not None else "unedited (no boosting)",
             "reference_singular_values": None if self.reference is None else self.reference.singular_values.tolist(),
             "h_space": "unet.mid_block output",
             "sampler": "the study's (model.num_inference_steps DDIM steps); the public code: 100-step custom DDIM",
         }
 
 
-class PullbackControl(Control):
+class BoostedSampler(Control):
+    """Pullback's sampler without an edit: ``eta_at`` is 1 from the boosting step down;
+    every step before it is the study's unedited run."""
+
+    def __init__(self, method: Pullback, backend) -> None:
+        self.method, self.backend = method, backend
+        self.first_edit_timestep = method.boost_timestep
+
+    def eta_at(self, t: int) -> float:
+        boost = self.method.boost_timestep
+        return 1.0 if boost is not None and t <= boost else float(self.backend.eta)
+
+
+class PullbackControl(BoostedSampler):
     """What generate() receives: ``latent_hook`` edits x_t at t_edit by x-space guidance;
     ``eta_at`` switches eta to 1 below the boosting step; afterwards ``row_extras[i]``
     holds the per-case facts of batch element i."""
 
     def __init__(self, method: Pullback, backend, edits: list[dict[str, Any]]) -> None:
-        self.method, self.backend, self.edits = method, backend, edits
+        super().__init__(method, backend)
+        self.edits = edits
         self.row_extras: list[dict[str, Any]] = [{} for _ in edits]
         boost = method.boost_timestep
         self.first_edit_timestep = method.timestep if boost is None else max(method.timestep, boost)
-
-    def eta_at(self, t: int) -> float:
-        boost = self.method.boost_timestep
-        return 1.0 if boost is not None and t <= boost else float(self.backend.eta)
 
     def latent_hook(self, t: int, x: Tensor) -> Tensor:
         if len(x) != len(self.edits):

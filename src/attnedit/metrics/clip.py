@@ -21,6 +21,14 @@ When either difference is zero (norm below 1e-6, the float32 noise of unit vecto
 identical images or texts) the cosine is undefined and the score is NaN; aggregates skip
 NaN (the reference instead re-encodes the edited image + 1e-6, a training-loss device).
 
+``label_null`` > 0 adds the label-shuffled null (methods/labeling.py): the runner hands each
+case ``null_texts``, the texts of the labels of other directions under ``label_null``
+distinct seeded permutations (``label_null_seed``; fewer where the method's directions have
+fewer derangements), and the metric scores the same image change
+against each: columns ``<name>_null_p<i>`` and their mean ``<name>_null``. The
+comparison's Table 2 shows the mean and spread over permutations of the per-permutation
+means beside the chosen labels' score.
+
 Images are preprocessed in torch on the [0, 1] tensors with the model's own settings
 (``model.visual.preprocess_cfg``: resolution, resize mode, interpolation, mean, std),
 the same operations as the reference's tensor preprocessing (CLIP's Resize, CenterCrop
@@ -33,6 +41,7 @@ run them with GELU, and open_clip only warns).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -187,7 +196,9 @@ class DirectionalCLIP(PairMetric):
     ``weights="random"`` builds the same architecture with open_clip's own init under
     ``torch.manual_seed(seed)`` (tests); ``templates``: "stylegan_nada" (the reference's)
     or a list, each with one ``{}`` (a deviation: rows record ``<name>_templates``);
-    ``cache_dir`` overrides open_clip's download cache (default: the HF hub cache).
+    ``cache_dir`` overrides open_clip's download cache (default: the HF hub cache);
+    ``label_null`` / ``label_null_seed``: the label-shuffled null's permutations (0: off)
+    and their seed (module docstring).
     ``embed_images`` / ``embed_texts`` are public for direction labeling.
     """
 
@@ -205,9 +216,16 @@ class DirectionalCLIP(PairMetric):
         templates: str | Sequence[str] = REFERENCE_TEMPLATES,
         cache_dir: str | None = None,
         name: str = "directional_clip",
+        label_null: int = 0,
+        label_null_seed: int = 0,
     ) -> None:
         super().__init__()
         self.name = name
+        if int(label_null) < 0:
+            raise ConfigError(f"metric '{name}': label_null={label_null} must be >= 0 (0: no label-shuffled null)")
+        self.label_null, self.label_null_seed = int(label_null), int(label_null_seed)
+        if self.label_null:
+            self.needs = (*type(self).needs, "null_texts")
         self.templates, self.templates_label = resolve_templates(templates, name)
         self.model_name, self.pretrained = model, pretrained
         self.weights = weights_label(check_weights_mode(weights, name), seed)
@@ -242,12 +260,33 @@ class DirectionalCLIP(PairMetric):
             self._text_cache.update(zip(new, emb.cpu()))
         return torch.stack([self._text_cache[t] for t in texts]).to(self.device)
 
-    def score(self, edited: Tensor, reference: Tensor, source_text, target_text) -> dict[str, Tensor]:
+    def score(self, edited: Tensor, reference: Tensor, source_text, target_text, null_texts=None) -> dict[str, Tensor]:
         n = len(edited)
         for key, texts in (("source_text", source_text), ("target_text", target_text)):
             if isinstance(texts, str) or len(texts) != n or not all(isinstance(t, str) for t in texts):
                 raise DataError(f"metric '{self.name}': {key} must be a list of {n} strings (one per image).")
         images = self.embed_images(torch.cat([edited, reference]))
+        change = images[:n] - images[n:]
         texts = self.embed_texts(list(target_text) + list(source_text))
-        return {self.name: directional_cosine(images[:n] - images[n:], texts[:n] - texts[n:]),
-                f"{self.name}_templates": [self.templates_label] * n}
+        out = {self.name: directional_cosine(change, texts[:n] - texts[n:]),
+               f"{self.name}_templates": [self.templates_label] * n}
+        if null_texts is not None:
+            out.update(self._null(change, null_texts))
+        return out
+
+    def _null(self, change: Tensor, null_texts) -> dict[str, Tensor]:
+        """The same cosine against each permutation's texts (``null_texts``: per image, JSON
+        [[source, target], ...]): ``<name>_null_p<i>`` and their mean ``<name>_null``."""
+        pairs = [json.loads(t) if isinstance(t, str) else t for t in null_texts]
+        counts = {len(p) for p in pairs}  # label_null, or the fewer distinct derangements n directions have
+        if len(pairs) != len(change) or len(counts) != 1 or not 0 < min(counts) <= self.label_null:
+            raise DataError(f"metric '{self.name}': null_texts must hold one number (1 to {self.label_null}) of "
+                            f"[source, target] pairs per image (label_null={self.label_null}), "
+                            f"got {[len(p) for p in pairs]}.")
+        columns = {}
+        for i in range(counts.pop()):
+            source, target = [p[i][0] for p in pairs], [p[i][1] for p in pairs]
+            texts = self.embed_texts(target + source)
+            columns[f"{self.name}_null_p{i}"] = directional_cosine(change, texts[:len(change)] - texts[len(change):])
+        columns[f"{self.name}_null"] = torch.stack(list(columns.values())).nanmean(dim=0)
+        return columns

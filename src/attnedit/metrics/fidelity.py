@@ -6,11 +6,18 @@ range per batch when ``data_range=None``; both are avoided here (see models.md).
 SSIM follows Wang et al. 2004 (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03): the
 mean of the SSIM map over the positions where the window lies inside the image, as the
 authors' MATLAB ssim_index ('valid' filtering), skimage's structural_similarity
-(gaussian_weights=True, use_sample_covariance=False) and torchmetrics before 1.5 compute
-it. torchmetrics 1.5+ (Lightning-AI/torchmetrics PR 2721) averages the whole map of the
+(gaussian_weights=True, use_sample_covariance=False) and torchmetrics before 1.4.2 compute
+it. torchmetrics 1.4.2+ (Lightning-AI/torchmetrics PR 2721) averages the whole map of the
 reflection-padded image instead, which counts a 5-pixel border of mirrored windows:
 ``border="pad"`` keeps that reading, a named deviation recorded per row in
 ``<name>_border`` and in table titles.
+
+``crop`` stays the default of the SAD study (``conf/metrics/sad.yaml``): the SAD paper
+names SSIM without its code (no public code, reference/methods.md), so nothing published
+says otherwise, and ``crop`` is the definition of the metric's authors. The two borders are
+the PIE-Bench SSIM conventions under other names (``crop`` = ``torchmetrics_legacy_crop``,
+``pad`` = ``current``; :data:`attnedit.metrics.piebench.SSIM_BORDER`): attnedit-evaluate's
+``ssim_convention`` sets this metric's ``border`` when it scores the plain ``ssim``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ SSIM_SIGMA = 1.5
 
 
 class SSIM(PairMetric):
-    """Per-image SSIM; ``border``: "crop" (Wang et al., the reference) or "pad" (torchmetrics 1.5+)."""
+    """Per-image SSIM; ``border``: "crop" (Wang et al., the reference) or "pad" (torchmetrics 1.4.2+)."""
 
     name = "ssim"
     higher_is_better = True
@@ -35,7 +42,7 @@ class SSIM(PairMetric):
         super().__init__()
         if border not in SSIM_BORDERS:
             raise ConfigError(f"metric '{name}': border={border!r} is not one of {SSIM_BORDERS} "
-                              "(crop: Wang et al. / skimage, the reference; pad: torchmetrics 1.5+).")
+                              "(crop: Wang et al. / skimage, the reference; pad: torchmetrics 1.4.2+).")
         self.name, self.border = name, border
 
     def score(self, edited: Tensor, reference: Tensor) -> dict[str, Tensor]:

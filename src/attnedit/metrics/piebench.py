@@ -174,6 +174,11 @@ class PIEBenchPSNR(RegionMetric):
 SSIM_CONVENTIONS = {"torchmetrics_legacy_crop": (gaussian_window(1.5, torch.float32, "cpu").numel() - 1) // 2, "current": 0}
 #: The default: the convention of the torchmetrics the published PIE-Bench numbers were computed with.
 SSIM_DEFAULT_CONVENTION = "torchmetrics_legacy_crop"
+#: The plain whole-image ``ssim`` (:class:`attnedit.metrics.fidelity.SSIM`, the official
+#: script's ``ssim``) averages its map the same two ways under other names: its ``border``
+#: for each convention (``crop`` leaves out the same 5 pixels), so one ``ssim_convention``
+#: reaches every SSIM of attnedit-evaluate.
+SSIM_BORDER = {"torchmetrics_legacy_crop": "crop", "current": "pad"}
 #: How each convention averages the SSIM map, for table titles.
 SSIM_CONVENTION_TEXT = {
     "torchmetrics_legacy_crop": "SSIM map without its 5-pixel border (torchmetrics < 1.4.2, as the published "

@@ -9,8 +9,9 @@ under different settings (a rescored run resumed with its original config, a res
 killed part way) are seen and tables refuse to average them (:func:`check_uniform`).
 
 Scored images are 8-bit: the edited image and its reference are rounded to the PNGs
-the run saves (PIE-Bench edits: the JPEG files the official scripts save,
-:func:`encode_saved`; the ``images`` setting says which) before they are scored, as the official PIE-Bench evaluator scores the
+the run saves (PIE-Bench edits: the JPEG files the official scripts save, at the
+pipeline's output size, then resized as attnedit-evaluate does, attnedit.run.saved_edits;
+the ``images`` setting says which) before they are scored, as the official PIE-Bench evaluator scores the
 saved files (cure-lab/PnPInversion @ 07f97f4, evaluation/evaluate.py lines 261 and 270:
 ``Image.open`` of the source and edited files; evaluation/matrics_calculator.py line
 305: ``np.array(img).astype(np.float32)/255``), and so ``attnedit-rescore`` recomputes
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from attnedit.columns import failed_mask
 from attnedit.errors import ConfigError
-from attnedit.store.signature import without_code_location
+from attnedit.store.signature import strip_added_keys, without_code_location
 
 #: The row column holding ``{metric column: settings hash}`` as JSON.
 SETTINGS_COLUMN = "metric_settings"
@@ -37,9 +38,12 @@ SETTINGS_COLUMN = "metric_settings"
 SCORED_IMAGES = "uint8"
 
 
-def scored_images_label(image_format: str = "png", quality: int = 75) -> str:
-    """The ``images`` entry of a column's settings: "uint8" (PNG, lossless) or "jpeg_q<quality>"."""
-    return SCORED_IMAGES if image_format == "png" else f"jpeg_q{int(quality)}"
+def scored_images_label(image_format: str = "png", quality: int = 75, saved_size: str = "source") -> str:
+    """The ``images`` entry of a column's settings: "uint8" (PNG, lossless) or "jpeg_q<quality>",
+    with "@output_size" where the file holds the model's output at its own size, resized to
+    the reference's when scored (PIE-Bench's ``saved_size=output``, attnedit.run.saved_edits)."""
+    label = SCORED_IMAGES if image_format == "png" else f"jpeg_q{int(quality)}"
+    return label if saved_size == "source" else f"{label}@output_size"
 
 
 def encode_saved(image: Tensor, image_format: str = "png", quality: int = 75) -> tuple[bytes, Tensor]:
@@ -113,9 +117,13 @@ def _resizes(metric: Any) -> bool:
 
 def settings_hash(settings: dict[str, Any]) -> str:
     """A short hash of the settings without where the code and the checkout live (the
-    metric class by its name, as the run signature): a moved module pools as before."""
+    metric class by its name, as the run signature): a moved module pools as before. A
+    config key added later that holds its earlier behaviour (the signature's ``metrics.*.<key>``
+    ADDED_KEYS) leaves the hash too, so a resumed run's new rows pool with its old ones."""
     located = {k: v for k, v in settings.items() if k != "hash"}
     located["metric"] = str(located.get("metric", "")).rpartition(".")[2]
+    if isinstance(located.get("config"), dict):
+        located["config"] = strip_added_keys({"metrics": {"column": located["config"]}})["metrics"]["column"]
     payload = json.dumps(without_code_location(located), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

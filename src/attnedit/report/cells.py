@@ -84,13 +84,14 @@ def paired_cell(result: Paired, digits: int = 4, scale: float = 1.0) -> Cell:
     return Cell(text if result.significant else f"{text} n.s.", numbers, kind="paired")
 
 
-def spread_cell(means: list[float], digits: int = 4) -> Cell:
-    """Across seeds: "mean ± std (k seeds)" of the per-seed means; numbers: mean, std, min, max, seeds."""
+def spread_cell(means: list[float], digits: int = 4, unit: str = "seeds", kind: str = "spread") -> Cell:
+    """Across seeds (or another ``unit``: label permutations): "mean ± std (k seeds)" of the
+    per-seed means; numbers: mean, std, min, max, and the count under ``unit``."""
     values = np.asarray([m for m in means if math.isfinite(m)], dtype=float)
     if len(values) == 0:
         return Cell("n/a", {MEAN: float("nan"), STD: float("nan"), "min": float("nan"), "max": float("nan"),
-                            "seeds": 0}, kind="spread")
+                            unit: 0}, kind=kind)
     numbers = {MEAN: float(values.mean()), STD: float(values.std(ddof=0)), "min": float(values.min()),
-               "max": float(values.max()), "seeds": len(values)}
-    text = f"{values.mean():.{digits}f} ± {values.std(ddof=0):.{digits}f} ({len(values)} seeds)"
-    return Cell(text, numbers, {"min..max": f"{values.min():.{digits}f}..{values.max():.{digits}f}"}, kind="spread")
+               "max": float(values.max()), unit: len(values)}
+    text = f"{values.mean():.{digits}f} ± {values.std(ddof=0):.{digits}f} ({len(values)} {unit})"
+    return Cell(text, numbers, {"min..max": f"{values.min():.{digits}f}..{values.max():.{digits}f}"}, kind=kind)

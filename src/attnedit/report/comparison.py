@@ -7,8 +7,13 @@ when the runs' config names ``tables.reference``. Runs are named by their method
 runs sharing a method by the config keys in which they differ (runs.run_labels).
 ``comparison_paired``: every run against the first (SAD when it leads), per metric the
 mean paired difference over the sample ids both hold (each sample's mean over its cases),
-its CI and the Wilcoxon p-value (stats.py). ``comparison_seeds``: when the runs differ
+its CI and the Wilcoxon p-value (stats.py). Beside Directional CLIP, Table 2 shows each
+method's label-shuffled null (``<metric>_null``, report/label_null.py) where its rows hold one,
+and its title names the probe samples each method's labels were chosen on. ``comparison_seeds``: when the runs differ
 only in ``dataset.first_seed``, per method the spread of the run means across seeds.
+``comparison_references``: where a method samples otherwise than the study (pullback's
+boosting), every run's metrics against each unedited image it was scored against
+(report/scored_against.py).
 Titles name each method's ``alpha_scale`` and say when the runs do not share their
 samples, alphas or model weights (then the rows are not a like-for-like comparison).
 """
@@ -19,14 +24,17 @@ import numpy as np
 import pandas as pd
 
 from attnedit.columns import ALPHA, METHOD, SAMPLE_ID, SAMPLES, N
-from attnedit.errors import AttneditError
+from attnedit.errors import AttneditError, ConfigError
 from attnedit.factors.benchmark import factor_plot
 from attnedit.report.cells import group_cell, paired_cell, spread_cell
+from attnedit.report.label_null import null_cell, null_columns, null_note, probes_note
 from attnedit.report.marks import scale_note, title_marks
 from attnedit.report.plots import figure_note
 from attnedit.report.reference import read_reference, with_reference
 from attnedit.report.render import Figure, Report, Table, display, json_text
 from attnedit.report.runs import Run, differing_keys, load_runs, run_labels
+from attnedit.report.scored_against import NOTE as REFERENCES_NOTE
+from attnedit.report.scored_against import has_own_sampler, references_table
 from attnedit.report.sad import edits_only, factor_tables, study_settings, table2_cases, table2_note, with_strength
 from attnedit.report.stats import paired
 from attnedit.report.timing import timing_table, timing_title
@@ -150,27 +158,79 @@ def comparison_notes(runs: list[Run]) -> str:
     return " ".join(n for n in notes if n)
 
 
+def with_label_null(table: pd.DataFrame, runs: list[Run], table2_alpha: float | None) -> pd.DataFrame:
+    """Table 2 with ``<metric>_null`` beside each metric whose rows hold a label-shuffled
+    null (report/label_null.py): per method, mean ± std over label permutations."""
+    for metric in _metrics(runs):
+        if not any(null_columns(r.frame, metric) for r in runs):
+            continue
+        cells = [null_cell(_cases(run, table2_alpha), metric) for run in runs]
+        table.insert(table.columns.get_loc(metric) + 1, f"{metric}_null", cells)
+    return table
+
+
 def comparison_table_notes(runs: list[Run], table2_alpha: float | None) -> dict[str, str]:
     """Per table, the title part that says which cases it holds."""
     cases = pd.concat([_cases(r, table2_alpha) for r in runs], ignore_index=True)
+    frames = [r.frame for r in runs]
+    labels = " ".join(filter(None, [*(null_note(frames, m) for m in _metrics(runs)),
+                                    probes_note(frames, run_labels(runs))]))
     return {
-        "comparison": table2_note(cases, table2_alpha),
+        "comparison": " ".join(filter(None, [table2_note(cases, table2_alpha), labels])),
         "comparison_by_abs_alpha": "[edit_sign 'label': alpha has the sign of the method's label of the direction "
                                    "(Table 2's cases); 'opposite': the reverse edit, scored target -> source]",
         "comparison_by_alpha": "[per signed alpha]",
         "comparison_paired": f"{table2_note(cases, table2_alpha)} [each sample's mean over its cases, paired on "
                              "sample ids; difference = row's run - 'against']",
         "comparison_seeds": f"{table2_note(cases, table2_alpha)} [runs differing only in {SEED_KEY}]",
+        "comparison_references": f"{table2_note(cases, table2_alpha)} {REFERENCES_NOTE}",
     }
+
+
+def _forced_clipping(frame: pd.DataFrame) -> list[bool]:
+    """The ``clip_sample`` values of rows that sampled otherwise than the checkpoint's config."""
+    if not {"clip_sample", "clip_sample_pipeline"} <= set(frame.columns):
+        return []
+    rows = frame.dropna(subset=["clip_sample", "clip_sample_pipeline"])
+    clipped = rows.clip_sample.astype(bool)
+    return sorted(set(clipped[clipped != rows.clip_sample_pipeline.astype(bool)]))
+
+
+def check_one_sampler(runs: list[Run]) -> None:
+    """Methods compared must share one DDIM sampler: runs of different methods whose rows
+    record different ``clip_sample`` are an error (runs of one method may differ in it:
+    that compares the option). A run made before rows recorded ``clip_sample`` sampled as
+    the checkpoint's config says (``clip_sample_pipeline``, unforced); beside a run that
+    forced another setting it is an error whatever the methods, since its setting is
+    inferred, not recorded."""
+    unrecorded = [r for r in runs if "clip_sample" not in r.frame]
+    forced = {f"{r.method} ({r.run_dir})": values for r in runs if (values := _forced_clipping(r.frame))}
+    if unrecorded and forced:
+        old = ", ".join(f"{r.method} ({r.run_dir})" for r in unrecorded)
+        new = "; ".join(f"{name}: clip_sample={'/'.join(map(str, v))}" for name, v in forced.items())
+        raise ConfigError(f"run(s) {old} predate the clip_sample column, so they sampled as the checkpoint's scheduler "
+                          f"config says, but {new} forced model.clip_sample otherwise: a comparison needs one sampler; "
+                          "rerun the former with this version at the latter's model.clip_sample, or the latter "
+                          "with model.clip_sample=null")
+    clipped: dict[bool, set[str]] = {}
+    for run in runs:
+        if "clip_sample" in run.frame:
+            for value in run.frame["clip_sample"].dropna().unique():
+                clipped.setdefault(bool(value), set()).add(run.method)
+    if len(clipped) > 1 and len(set().union(*clipped.values())) > 1:
+        said = "; ".join(f"clip_sample={v}: {', '.join(sorted(m))}" for v, m in sorted(clipped.items()))
+        raise ConfigError(f"the methods were sampled with different model.clip_sample ({said}); a comparison needs "
+                          "one sampler for every method: rerun them with one model.clip_sample")
 
 
 def comparison_frames(runs: list[Run]) -> tuple[str, dict[str, pd.DataFrame], str, dict[str, str]]:
     """(title, tables with cells, editing-time title, per-table notes) for several runs."""
     if not runs:
         raise AttneditError("give at least one run directory")
+    check_one_sampler(runs)
     metrics = _metrics(runs)
     reference, table2_alpha = study_settings(runs[0].config)
-    table = _aggregate(runs, [], table2_alpha)
+    table = with_label_null(_aggregate(runs, [], table2_alpha), runs, table2_alpha)
     if reference:
         table = with_reference(table, read_reference(reference), metrics)
     tables = {
@@ -184,6 +244,8 @@ def comparison_frames(runs: list[Run]) -> tuple[str, dict[str, pd.DataFrame], st
         tables["comparison_paired"] = paired_table(runs, labels, table2_alpha)
     if seed_runs(runs):
         tables["comparison_seeds"] = seeds_table(runs, table2_alpha)
+    if has_own_sampler([r.frame for r in runs]):  # a method scored against its own sampler's unedited image
+        tables["comparison_references"] = references_table(labels, [_cases(r, table2_alpha) for r in runs], metrics)
     labelled = [r.frame.assign(method=label) for label, r in zip(labels, runs)]
     tables.update({f"comparison_{k}": v for k, v in factor_tables(pd.concat(labelled, ignore_index=True)).items()})
     names = sorted({str(r.config.get("name", r.run_dir.parent.name)) for r in runs})

@@ -105,6 +105,9 @@ def stats_title(frame: pd.DataFrame) -> str:
         notes.append(f"[{PAIRED_TEXT}]")
     if "spread" in kinds:
         notes.append("[across seeds: mean ± std (ddof=0) of the per-seed means, min..max]")
+    if "permuted" in kinds:
+        notes.append("[label-shuffled null: mean ± std (ddof=0) over label permutations of the per-permutation "
+                     "means, min..max]")
     return " ".join(notes)
 
 

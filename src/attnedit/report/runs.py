@@ -10,6 +10,7 @@ import pandas as pd
 
 from attnedit.columns import METHOD
 from attnedit.metrics.settings import check_uniform
+from attnedit.report.scored_against import vs_columns
 from attnedit.store.run_store import RunStore
 from attnedit.store.signature import strip_keys
 
@@ -41,7 +42,8 @@ def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     store = RunStore.open(run_dir)
     run = Run(run_dir, store.read(), store.read_json("manifest.json"))
-    check_uniform(run.frame, run.metrics, run_dir)  # never one mean over values scored under different settings
+    # never one mean over values scored under different settings (nor against the other reference)
+    check_uniform(run.frame, run.metrics + vs_columns(run.frame, run.metrics), run_dir)
     return run
 
 

@@ -11,7 +11,10 @@ without, the run's own metrics, and only those a ``metrics.<column>...`` overrid
 column). A metric reads each successful row's saved edited image and its reference
 (8-bit PNGs, as the runner scores them: attnedit.metrics.settings) and the per-case
 fields it needs from the rows or, for masks and prompts, the run's dataset. Failed rows
-keep NaN.
+keep NaN. Rows scored against one of two references (``reference_kind``: pullback,
+attnedit.run.references) get their ``<column>_vs_<kind>`` columns recomputed too, from the
+other reference's saved image (reference.png or reference_own_sampler.png) with the same
+metric, and record their settings as the column's.
 
 Writing is safe: each part file of ``<run dir>/cases`` is rewritten atomically (a
 temporary file renamed over it), so a kill leaves every row, some with old values and
@@ -37,10 +40,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from attnedit.columns import failed_mask
+from attnedit.columns import REFERENCE_KIND, failed_mask
 from attnedit.config import compose
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.settings import SETTINGS_COLUMN, all_settings, scored_images_label
+from attnedit.run.references import REFERENCE_FILES, other_kinds, with_other_settings
+from attnedit.run.saved_edits import fit_saved
 from attnedit.store.run_store import RunStore
 
 USAGE = ("usage: attnedit-rescore <run dir> [metrics=<group>|[<group>,...]] [metrics.<column>.<key>=<value> ...] "
@@ -90,13 +95,18 @@ def metric_nodes(config: dict[str, Any], groups: list[str], dotted: list[str],
     return {c: merged[c] for c in chosen}
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """A saved PNG as float CHW in [0, 1] (8-bit value / 255)."""
+def read_image(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A saved image as float CHW in [0, 1] (8-bit value / 255); one of another size than
+    ``size`` (a PIE-Bench edit saved at the model's output size) brought to it as the
+    runner and attnedit-evaluate do (attnedit.run.saved_edits)."""
     if not path.exists():
         raise DataError(f"{path} does not exist: attnedit-rescore needs the run's saved images (save_images=true)")
     with Image.open(path) as image:
         array = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
+    pixels = torch.from_numpy(array.copy()).permute(2, 0, 1)
+    if size is not None and tuple(pixels.shape[-2:]) != tuple(size):
+        return fit_saved(pixels, size, str(path))
+    return pixels.float().div(255)
 
 
 def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
@@ -116,7 +126,8 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     metrics = build_metrics(OmegaConf.create(nodes))
     dataset = config.get("dataset") or {}  # runs saved PNG unless their dataset said otherwise (PIE-Bench: JPEG)
     settings = all_settings(metrics, nodes, scored_images_label(dataset.get("edited_format", "png"),
-                                                                dataset.get("jpeg_quality", 75)))
+                                                                dataset.get("jpeg_quality", 75),
+                                                                dataset.get("saved_size", "source")))
     device = pick_device(str(options.get("device", "auto")))
     batch_size = int(options.get("batch_size", config.get("batch_size", 8)))
     if batch_size < 1:
@@ -135,8 +146,8 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     records = rows.to_dict("records")
     for begin in range(0, len(records), batch_size):
         for batch in _same_size(records[begin : begin + batch_size], run_dir):
-            edited = torch.stack([read_image(run_dir / r["image_path"]) for r in batch]).to(device)
             refs = torch.stack([read_image(run_dir / r["reference_path"]) for r in batch]).to(device)
+            edited = torch.stack([read_image(run_dir / r["image_path"], refs.shape[-2:]) for r in batch]).to(device)
             samples = [dataset.load(r["sample_id"]) if dataset is not None else _RowSample(r) for r in batch]
             cases = [(r["sample_id"], r) for r in batch]
             out: dict[str, Any] = {}
@@ -144,6 +155,7 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
                 out.update(metric(edited, refs, **metric_context([metric], cases, samples, refs)))
             for i, r in enumerate(batch):
                 scores[r["case_id"]] = {k: _value(v, i) for k, v in out.items()}
+            _other_references(batch, edited, samples, cases, metrics, run_dir, device, scores)
     columns = sorted({k for values in scores.values() for k in values})
     _write_back(store, scores, columns, settings, {m.name: m.weights for m in metrics})
     manifest = store.read_json("manifest.json")  # re-read: the run may have been resumed meanwhile
@@ -158,6 +170,26 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     manifest["rescores"] = [*manifest.get("rescores", []), entry]
     store.write_json("manifest.json", manifest)
     return entry
+
+
+def _other_references(batch, edited, samples, cases, metrics, run_dir: Path, device, scores) -> None:
+    """Rows scored against one reference of several (``reference_kind``, attnedit.run.references)
+    also get ``<column>_vs_<kind>`` from the other's saved image, with the same metric."""
+    from attnedit.run.runner import metric_context
+
+    for kind in REFERENCE_FILES:
+        idx = [i for i, r in enumerate(batch) if isinstance(r.get(REFERENCE_KIND), str) and r[REFERENCE_KIND] != kind]
+        if not idx:
+            continue
+        refs = torch.stack([read_image(run_dir / Path(batch[i]["reference_path"]).parent / REFERENCE_FILES[kind])
+                            for i in idx]).to(device)
+        picked = [cases[i] for i in idx], [samples[i] for i in idx]
+        for metric in metrics:
+            values = metric(edited[idx], refs, **metric_context([metric], *picked, refs))
+            for k, v in values.items():
+                if torch.is_tensor(v):  # a metric's settings columns (text) stay the main column's
+                    for j, i in enumerate(idx):
+                        scores[batch[i]["case_id"]][f"{k}_vs_{kind}"] = _value(v, j)
 
 
 class _RowSample:
@@ -196,13 +228,15 @@ def _write_back(store: RunStore, scores: dict[str, dict[str, Any]], columns: lis
         for column in columns:
             new = [scores.get(cid, {}).get(column) if good else None for cid, good in zip(frame.case_id, ok)]
             old = frame[column] if column in frame else pd.Series([None] * len(frame), index=frame.index)
-            hit = [good and cid in scores for cid, good in zip(frame.case_id, ok)]
+            hit = [good and column in scores.get(cid, {}) for cid, good in zip(frame.case_id, ok)]
             frame[column] = [n if h else o for n, h, o in zip(new, hit, old)]
             if all(isinstance(v, float) or v is None for v in frame[column]):
                 frame[column] = frame[column].astype(float)
         hit = np.array([good and cid in scores for cid, good in zip(frame.case_id, ok)], dtype=bool)
-        frame[SETTINGS_COLUMN] = [_merge_json(v, hashes) if h else v for v, h in
-                                  zip(frame.get(SETTINGS_COLUMN, pd.Series([None] * len(frame))), hit)]
+        kinds = frame[REFERENCE_KIND] if REFERENCE_KIND in frame else pd.Series([None] * len(frame))
+        frame[SETTINGS_COLUMN] = [  # the _vs_ columns as their metric's (attnedit.run.references)
+            _merge_json(v, with_other_settings(hashes, other_kinds(k)) if isinstance(k, str) else hashes) if h else v
+            for v, h, k in zip(frame.get(SETTINGS_COLUMN, pd.Series([None] * len(frame))), hit, kinds)]
         if "metric_weights" in frame:
             frame["metric_weights"] = [_merge_json(v, weights) for v in frame.metric_weights]
             frame["random_backbone"] = [any(str(w).startswith("random") for w in json.loads(v).values())

@@ -41,7 +41,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from attnedit.backends.base import check_control, check_description, row_columns
-from attnedit.columns import ERROR, FAILED, successful
+from attnedit.columns import ERROR, FAILED, OWN_SAMPLER, UNEDITED, successful
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError
 from attnedit.methods.labeling import check_probes_disjoint, with_null_texts
@@ -60,7 +60,7 @@ from attnedit.run.manifest import SessionCost, build_manifest, resumed_manifest,
 from attnedit.run.numerical_floor import measure_floor
 from attnedit.run.progress import work_plan
 from attnedit.run.saved_edits import saved_edit
-from attnedit.run.references import OWN_REFERENCE_FILE, OWN_SAMPLER, UNEDITED, ReferenceChoice
+from attnedit.run.references import OWN_REFERENCE_FILE, ReferenceChoice
 from attnedit.run.secrets import redact
 from attnedit.run.tracking import build_logger
 from attnedit.run.workunits import WorkUnits
@@ -294,6 +294,7 @@ class Runner:
             "model": self.backend.name,
             "model_random_weights": bool(getattr(self.backend, "random_weights", False)),
             **row_columns(self.backend),
+            **self.choice.row(),  # the reference its reference_path names, as a successful row's
             "metric_weights": json.dumps(weights, sort_keys=True),
             "random_backbone": random_backbone,
             "run_signature": self.signature,
@@ -428,7 +429,7 @@ class Runner:
                 "metric_weights": json.dumps(weights, sort_keys=True),
                 "random_backbone": random_backbone,
                 "run_signature": self.signature,
-                SETTINGS_COLUMN: row_settings(self.metric_settings),
+                SETTINGS_COLUMN: row_settings(self.choice.settings(self.metric_settings)),  # + the _vs_ columns
             }
             rows.append(row)
         return rows

@@ -58,6 +58,7 @@ ADDED_KEYS: tuple[tuple[str, Any], ...] = (
     ("metrics.*.label_null_seed", 0),
     ("metrics.*.backbone", "facenet"),  # id_sim: FaceNet (VGGFace2), as before the key
     ("metrics.*.arcface_file", None),  # id_sim: only read with backbone=arcface_ir_se50
+    ("method.reference", "unedited"),  # pullback: scored against the study's unedited sample, as before the key
 )
 
 

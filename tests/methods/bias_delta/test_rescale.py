@@ -19,25 +19,13 @@ from attnedit.errors import ConfigError
 from attnedit.methods.bias_delta.guidance import bias_delta_guidance
 from attnedit.methods.bias_delta.method import BiasDelta
 from attnedit.methods.bias_delta.rescale import bias_delta_
-from guided_transformers import SCALES, make_inputs, run
+from guided_transformers import SCALES, make_inputs, official_block, run
 from harness import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_bias_delta import legacy_bias_delta, legacy_guidance  # noqa: E402
 
 ARCH = "qwen"
-
-
-def official_block(key_or_value, txt_len, img_len, bias, delta, text=None):
-    """The official scripts' lines on one sample, typed from leeguandong/DCAG dcag/models.py
-    lines 336-350 (2b0782e): ``x`` is (txt, img) of [1, S, heads, head_dim] in bfloat16."""
-    txt_key, img_key = key_or_value
-    if text is not None:  # keys: the text-stream rescale with grag_scale's txt (512, 1.0, 1.0)
-        txt_key_mean = txt_key[:, :txt_len, :, :].mean(dim=1)
-        txt_key[:, :txt_len, :, :] = 1.0 * txt_key_mean + (txt_key[:, :txt_len, :, :] - txt_key_mean) * 1.0
-    cond_key_mean = img_key[:, -1 * img_len:, :, :].mean(dim=1)
-    img_key[:, -1 * img_len:, :, :] = bias * cond_key_mean + (img_key[:, -1 * img_len:, :, :] - cond_key_mean) * delta
-    return torch.cat([txt_key, img_key], dim=1)
 
 
 def test_official_arithmetic_is_the_official_scripts_expression(transformer, monkeypatch):

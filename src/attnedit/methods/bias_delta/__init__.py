@@ -25,7 +25,10 @@ text-stream keys get ``1.0 * mean + (K - mean) * 1.0`` (identity up to rounding)
 condition keys ``bk * mean + (K - mean) * dk`` even at (1, 1), the condition values the
 same only where (bv, dv) != (1, 1); each of ``-``, ``*``, ``+`` rounds to bfloat16. The
 two differ by bfloat16 rounding only; rows record ``guidance_arithmetic`` and tables built
-from "fused" rows say so in their titles. L is read from each transformer call (never
+from "fused" rows say so in their titles. The official scripts have no unguided path
+(their test.py always passes grag_scale), so their (1, 1) row is "official" at identity
+scales (``dcag_row=none_official``), not the stock processor (a study's unedited run,
+marked "stock" in its tables). L is read from each transformer call (never
 a constant): Qwen's ``img_shapes``, Kontext's ``img_ids`` (condition tokens carry
 first coordinate 1), so non-square and multi-sample batches work, and each batch
 element may carry its own scales.

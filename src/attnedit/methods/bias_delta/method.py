@@ -20,7 +20,10 @@ class BiasDelta(EditMethod):
     ``grid`` maps any of dk, dv, bk, bv, dq, bq to a value or a list of values (absent
     keys are 1); :meth:`edits` is their cartesian product in that key order. ``blocks``,
     ``steps`` and ``branches`` are as in :func:`bias_delta_guidance`. A method named
-    "grag" must keep the Value channel at identity (dv = bv = 1).
+    "grag" must keep the Value channel at identity (dv = bv = 1). A (1, 1) point is
+    never skipped as an identity: under ``arithmetic="official"`` it is the official
+    scripts' unguided row (their rescale rounds even there); under "fused" it equals the
+    stock processor bit for bit.
     """
 
     def __init__(

@@ -9,7 +9,9 @@ from attnedit.columns import CATEGORY, SAMPLE_ID
 from attnedit.data.piebench import CATEGORY_NAMES
 from attnedit.metrics.registry import metric_info
 from attnedit.report.cells import paired_cell
-from attnedit.report.dcag.points import FIDELITY, guided_points, header, main_region, point_cases, scale
+from attnedit.report.dcag.points import (
+    FIDELITY, guided_points, header, main_region, point_cases, scale, unguided_for,
+)
 from attnedit.report.stats import paired
 
 
@@ -33,7 +35,8 @@ def paired_table(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame | None
     shown = [f"{b}_{region}" for b in FIDELITY if f"{b}_{region}" in metrics]
     rows = []
     for row, group in guided_points(frame):
-        rows.append({**row, **{f"{header(m)} Δ": _paired(group, identity, m) for m in shown}})
+        base = unguided_for(identity, group)
+        rows.append({**row, **{f"{header(m)} Δ": _paired(group, base, m) for m in shown}})
     return pd.DataFrame(rows) if rows else None
 
 
@@ -46,12 +49,13 @@ def paired_category_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame | No
     unit = metric_info(metric).unit
     rows = []
     for row, group in guided_points(frame):
+        unguided = unguided_for(identity, group)
         for category in categories:
             part = group[group[CATEGORY].astype(str) == category]
-            base = identity[identity[CATEGORY].astype(str) == category]
+            base = unguided[unguided[CATEGORY].astype(str) == category]
             name = f"{category} {CATEGORY_NAMES.get(category, '')} [{unit}] Δ".replace("  ", " ")
             row[name] = _paired(part, base, metric) if len(part) else ""
-        row[f"all [{unit}] Δ"] = _paired(group, identity, metric)
+        row[f"all [{unit}] Δ"] = _paired(group, unguided, metric)
         rows.append(row)
     return pd.DataFrame(rows) if rows else None
 

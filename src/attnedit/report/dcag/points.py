@@ -32,6 +32,18 @@ def guided_points(frame: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
     return [(row, group) for row, group in rows if row["guidance"] != "none"]
 
 
+def unguided_for(identity: pd.DataFrame, group: pd.DataFrame) -> pd.DataFrame:
+    """The unguided cases (``identity``) a guided point's ``group`` is compared with: those of
+    its own arithmetic family when the study holds them (official rows against the official
+    scripts' (1, 1) row; fused rows against the stock or fused (1, 1) row, bitwise equal),
+    else all of them."""
+    if "guidance_arithmetic" not in group or "guidance_arithmetic" not in identity:
+        return identity
+    official = identity.guidance_arithmetic.eq("official")
+    same = identity[official] if group.guidance_arithmetic.eq("official").all() else identity[~official]
+    return same if not same.empty else identity
+
+
 def points(frame: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     """(key, cases) per grid point in reading order: guidance, dk, dv, then the rest."""
     columns = point_columns(frame)

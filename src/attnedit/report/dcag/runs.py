@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from attnedit.errors import DataError
+from attnedit.methods.bias_delta.params import STOCK
 from attnedit.report.dcag.points import GRID_KEYS, guidance_label
 from attnedit.report.reference import read_reference
 from attnedit.report.runs import Run, load_runs, run_labels
@@ -12,7 +13,8 @@ from attnedit.report.runs import Run, load_runs, run_labels
 
 def load_study(run_dirs) -> tuple[pd.DataFrame, list[str], list[dict]]:
     """All cases with filled grid keys, a ``run`` label (runs sharing a method are named by
-    the config keys in which they differ) and a ``guidance`` label; the metric columns
+    the config keys in which they differ), a ``guidance`` label and, for unedited runs,
+    ``guidance_arithmetic`` "stock"; the metric columns
     (manifest order, first run first); the manifests."""
     runs = load_runs(run_dirs)
     frames, metrics = [], []
@@ -20,7 +22,10 @@ def load_study(run_dirs) -> tuple[pd.DataFrame, list[str], list[dict]]:
         if run.frame.empty:
             raise DataError(f"run {run.run_dir} holds no cases yet; run attnedit-run first or drop it from the list")
         metrics += [m for m in run.metrics if m not in metrics]
-        frames.append(run.frame.assign(run_dir=str(run.run_dir)))
+        frame = run.frame.assign(run_dir=str(run.run_dir))
+        if is_unedited(run.manifest):  # the stock processor: titles say it is not the official (1, 1) row
+            frame = frame.assign(guidance_arithmetic=STOCK)
+        frames.append(frame)
     for frame, label in zip(frames, run_labels(runs)):
         frame["run"] = label
     frame = pd.concat(frames, ignore_index=True)

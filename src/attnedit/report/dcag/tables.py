@@ -26,6 +26,7 @@ from attnedit.report.dcag.points import (
     region,
     scale,
     scaled_mean,
+    unguided_for,
 )
 from attnedit.report.marks import title_marks
 from attnedit.report.reference import read_reference
@@ -127,11 +128,12 @@ def relative_table(frame: pd.DataFrame, metrics: list[str], reference: pd.DataFr
     published_none = _published_row(reference, 1.0, 1.0, True)
     rows = []
     for row, group in guided_points(frame):
-        row["images"] = len(set(group.sample_id) & set(identity.sample_id))
+        unguided = unguided_for(identity, group)
+        row["images"] = len(set(group.sample_id) & set(unguided.sample_id))
         extras_identity = all(row.get(k, 1.0) == 1 for k in EXTRA_KEYS)
         published = _published_row(reference, row["dk"], row["dv"], extras_identity)
         for base, metric in shown:
-            mine, none = _finite_by_sample(group, metric), _finite_by_sample(identity, metric)
+            mine, none = _finite_by_sample(group, metric), _finite_by_sample(unguided, metric)
             common = mine.index.intersection(none.index)
             change = (mine[common].mean() / none[common].mean() - 1) * 100 if len(common) else float("nan")
             text = f"{change:+.1f}" if math.isfinite(change) else "n/a"
