@@ -28,7 +28,7 @@ from attnedit.errors import AttneditError, ConfigError
 from attnedit.factors.benchmark import factor_plot
 from attnedit.report.cells import group_cell, paired_cell, spread_cell
 from attnedit.report.label_null import null_cell, null_columns, null_note, probes_note
-from attnedit.report.marks import scale_note, title_marks
+from attnedit.report.marks import forced_clipping, scale_note, title_marks
 from attnedit.report.plots import figure_note
 from attnedit.report.reference import read_reference, with_reference
 from attnedit.report.render import Figure, Report, Table, display, json_text
@@ -187,15 +187,6 @@ def comparison_table_notes(runs: list[Run], table2_alpha: float | None) -> dict[
     }
 
 
-def _forced_clipping(frame: pd.DataFrame) -> list[bool]:
-    """The ``clip_sample`` values of rows that sampled otherwise than the checkpoint's config."""
-    if not {"clip_sample", "clip_sample_pipeline"} <= set(frame.columns):
-        return []
-    rows = frame.dropna(subset=["clip_sample", "clip_sample_pipeline"])
-    clipped = rows.clip_sample.astype(bool)
-    return sorted(set(clipped[clipped != rows.clip_sample_pipeline.astype(bool)]))
-
-
 def check_one_sampler(runs: list[Run]) -> None:
     """Methods compared must share one DDIM sampler: runs of different methods whose rows
     record different ``clip_sample`` are an error (runs of one method may differ in it:
@@ -204,7 +195,7 @@ def check_one_sampler(runs: list[Run]) -> None:
     forced another setting it is an error whatever the methods, since its setting is
     inferred, not recorded."""
     unrecorded = [r for r in runs if "clip_sample" not in r.frame]
-    forced = {f"{r.method} ({r.run_dir})": values for r in runs if (values := _forced_clipping(r.frame))}
+    forced = {f"{r.method} ({r.run_dir})": values for r in runs if (values := forced_clipping(r.frame))}
     if unrecorded and forced:
         old = ", ".join(f"{r.method} ({r.run_dir})" for r in unrecorded)
         new = "; ".join(f"{name}: clip_sample={'/'.join(map(str, v))}" for name, v in forced.items())

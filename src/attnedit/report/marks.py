@@ -73,17 +73,23 @@ def title_marks(frame: pd.DataFrame) -> str:
     return " ".join(marks)
 
 
+def forced_clipping(frame: pd.DataFrame) -> list[bool]:
+    """The ``clip_sample`` values of rows that sampled otherwise than the checkpoint's config
+    (``clip_sample_pipeline``); none for rows made before the columns existed."""
+    if not {"clip_sample", "clip_sample_pipeline"} <= set(frame.columns):
+        return []
+    rows = frame.dropna(subset=["clip_sample", "clip_sample_pipeline"])
+    clipped = rows.clip_sample.astype(bool)
+    return sorted(set(clipped[clipped != rows.clip_sample_pipeline.astype(bool)]))
+
+
 def sampler_marks(frame: pd.DataFrame) -> list[str]:
     """DDIM clipping other than DDIMPipeline's for the checkpoint (``clip_sample`` against
     ``clip_sample_pipeline``), and h-space PCA edits at another eta than the reference's 1."""
     marks = []
-    if {"clip_sample", "clip_sample_pipeline"} <= set(frame.columns):
-        rows = frame.dropna(subset=["clip_sample", "clip_sample_pipeline"])
-        clipped = rows.clip_sample.astype(bool)
-        forced = sorted(set(clipped[clipped != rows.clip_sample_pipeline.astype(bool)]))
-        if forced:
-            marks.append(f"[DDIM clip_sample={'/'.join(map(str, forced))}, not diffusers' DDIMPipeline's setting for "
-                         "this checkpoint: model.clip_sample]")
+    if forced := forced_clipping(frame):
+        marks.append(f"[DDIM clip_sample={'/'.join(map(str, forced))}, not diffusers' DDIMPipeline's setting for "
+                     "this checkpoint: model.clip_sample]")
     if "edit_eta" in frame:
         other = sorted({float(v) for v in frame.edit_eta.dropna() if float(v) != 1.0})
         if other:
