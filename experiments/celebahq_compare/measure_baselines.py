@@ -40,6 +40,8 @@ from attnedit.methods.pullback import Pullback
 from attnedit.methods.per_sample import nearest_step
 from attnedit.metrics.fidelity import SSIM
 
+from measurements import emit  # this folder's shared output (a script's own folder is on sys.path)
+
 
 def scores(edited, reference) -> dict[str, float]:
     psnr = peak_signal_noise_ratio(edited, reference, data_range=1.0, reduction="none", dim=(1, 2, 3))
@@ -174,11 +176,7 @@ def main() -> None:
         out["convergence"] = convergence(backend, args.convergence, args.rank)
     else:
         measure(out, args, backend, samples)
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

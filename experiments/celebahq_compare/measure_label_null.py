@@ -36,6 +36,8 @@ from attnedit.report.label_null import null_columns
 from attnedit.report.sad import table2_cases
 from attnedit.run.runner import Runner
 
+from measurements import emit  # this folder's shared output (a script's own folder is on sys.path)
+
 
 def measure(samples: int, directions: int, permutations: int, weights: str, device: str, root: Path,
             one_template: bool = False) -> dict:
@@ -87,10 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         result = measure(args.samples, args.directions, args.permutations, args.weights, args.device, Path(root),
                          args.one_template)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ and h-space PCA's ``edit_eta`` in experiments/celebahq_compare/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -31,6 +30,8 @@ from attnedit.backends.ddpm import DDPMBackend
 from attnedit.data.base import Sample
 from attnedit.methods.hspace_pca import HSpacePCA
 from attnedit.methods.sad import SAD
+
+from measurements import emit  # this folder's shared output (a script's own folder is on sys.path)
 
 
 def scores(images, reference) -> dict[str, float]:
@@ -117,11 +118,7 @@ def main() -> None:
         out["clip_sample"] = clip_sample(args.device, samples, args.directions, args.sad_alpha)
     if args.only in (None, "edit_eta"):
         out["edit_eta"] = edit_eta(args.device, samples, args.directions, args.num_samples)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":
