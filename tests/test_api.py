@@ -232,7 +232,58 @@ def _swap(code: str, replacements: dict[str, str]) -> str:
     return code
 
 
-def test_readme_snippets_run_as_written_on_tiny_models(tiny_ddpm_dir, piebench, tmp_path, monkeypatch, capsys):
+def test_offline_readme_snippets_run_exactly_as_printed(tmp_path, monkeypatch, capsys):
+    """The SAD and metrics snippets, unchanged, on the shipped shapes DDPM: the edit window
+    from the scheduler's own timesteps, the printed PSNR from numpy float64 of the saved files."""
+    from PIL import Image
+
+    sad, metrics = readme_snippets()[:2]
+    monkeypatch.chdir(tmp_path)
+    exec(sad, {"__name__": "readme_sad"})
+    unedited = np.asarray(Image.open("unedited.png"), dtype=np.float64)
+    edited = np.asarray(Image.open("edited_direction0.png"), dtype=np.float64)
+    assert unedited.shape == edited.shape == (32, 32, 3) and np.abs(edited - unedited).max() > 0
+    schedule = DDIMScheduler.from_pretrained(REPO / "src" / "attnedit" / "assets" / "shapes_ddpm" / "scheduler")
+    schedule.set_timesteps(20)
+    window = sorted(int(t) for t in schedule.timesteps if 500 < t < 800)
+    assert f"edited at t = {window}" in capsys.readouterr().out
+
+    exec(metrics, {"__name__": "readme_metrics_offline"})
+    printed = capsys.readouterr().out
+    psnr = 10 * np.log10(1 / np.mean((edited / 255 - unedited / 255) ** 2))
+    assert f"'psnr_whole': {round(psnr, 4)}" in printed, printed
+
+
+def test_load_pipeline_is_the_benchmark_model_and_refuses_what_it_cannot_load(tiny_ddpm_dir, tmp_path):
+    """load_pipeline("shapes_ddpm") holds the run's UNet weights and the checkpoint's
+    scheduler; a folder in the hub's DDPMPipeline layout loads as DDIM; random-weight and
+    non-DDPM configs and missing folders are refused."""
+    from safetensors.torch import load_file
+
+    from attnedit.errors import WeightsNotFoundError
+
+    pipe = attnedit.load_pipeline("shapes_ddpm", device="cpu")
+    shipped = REPO / "src" / "attnedit" / "assets" / "shapes_ddpm"
+    weights = load_file(shipped / "unet" / "diffusion_pytorch_model.safetensors")
+    state = pipe.unet.state_dict()
+    assert set(state) == set(weights) and all(torch.equal(state[k], weights[k]) for k in weights)
+    config = DDIMScheduler.from_pretrained(shipped / "scheduler").config
+    assert isinstance(pipe, DDIMPipeline) and pipe.scheduler.config.clip_sample == config.clip_sample
+    hub_layout = tmp_path / "ddpm"  # google/ddpm-ema-celebahq-256 is a DDPMPipeline (DDPMScheduler) folder
+    DDPMPipeline(unet=UNet2DModel.from_pretrained(tiny_ddpm_dir), scheduler=DDPMScheduler.from_pretrained(
+        tiny_ddpm_dir)).save_pretrained(hub_layout)
+    loaded = attnedit.load_pipeline(str(hub_layout), device="cpu")
+    assert isinstance(loaded.scheduler, DDIMScheduler)
+    assert all(torch.equal(v, UNet2DModel.from_pretrained(tiny_ddpm_dir).state_dict()[k])
+               for k, v in loaded.unet.state_dict().items())
+    for name in ("tiny_ddpm", "qwen_image_edit"):
+        with pytest.raises(ConfigError, match=f"load_pipeline\\('{name}'\\)"):
+            attnedit.load_pipeline(name)
+    with pytest.raises(WeightsNotFoundError, match="not an existing directory"):
+        attnedit.load_pipeline(str(tmp_path / "missing"))
+
+
+def test_readme_snippets_that_download_run_on_tiny_models(piebench, tmp_path, monkeypatch, capsys):
     """Only model ids, data paths and step counts are swapped (hub ids -> tiny models saved
     with save_pretrained; LPIPS gets a seeded random backbone: no download here)."""
     from PIL import Image
@@ -241,11 +292,7 @@ def test_readme_snippets_run_as_written_on_tiny_models(tiny_ddpm_dir, piebench, 
     from qwen_tiny import save_tiny_pipeline
 
     snippets = readme_snippets()
-    assert len(snippets) == 3, "the section's python blocks: SAD, bias-delta, metrics"
-    # The hub's google/ddpm-ema-celebahq-256 is a DDPMPipeline (DDPMScheduler) folder.
-    ddpm = tmp_path / "ddpm"
-    DDPMPipeline(unet=UNet2DModel.from_pretrained(tiny_ddpm_dir), scheduler=DDPMScheduler.from_pretrained(
-        tiny_ddpm_dir)).save_pretrained(ddpm)
+    assert len(snippets) == 4, "the section's python blocks: SAD, metrics of its images, bias-delta, PIE-Bench metrics"
     qwen = save_tiny_pipeline(tmp_path / "qwen")
     (tmp_path / "edited").mkdir()
     Image.open(piebench["files"]["000000000000"]).save(tmp_path / "edited" / "000000000000.png")
@@ -254,16 +301,7 @@ def test_readme_snippets_run_as_written_on_tiny_models(tiny_ddpm_dir, piebench, 
     monkeypatch.setattr(piebench_backbones, "load_lpips", lambda net, weights, seed: load_lpips(net, "random", 7))
     monkeypatch.chdir(tmp_path)
 
-    sad, guided, metrics = snippets
-    exec(_swap(sad, {'"google/ddpm-ema-celebahq-256"': repr(str(ddpm)), "num_inference_steps=50": "num_inference_steps=10"}),
-         {"__name__": "readme_sad"})
-    assert Image.open("edited_direction0.png").size == (64, 64)
-    assert Image.open("edited_direction0.png").tobytes() != Image.open("unedited.png").tobytes()
-    schedule = DDIMScheduler.from_pretrained(ddpm, subfolder="scheduler")
-    schedule.set_timesteps(10)
-    window = [int(t) for t in schedule.timesteps if 500 < t < 800]
-    assert f"edited at t = {sorted(window)}" in capsys.readouterr().out
-
+    guided, metrics = snippets[2:]
     exec(_swap(guided, {'"Qwen/Qwen-Image-Edit"': repr(str(qwen)), "num_inference_steps=24": "num_inference_steps=2"}),
          {"__name__": "readme_guidance"})
     assert Image.open("edited.png").size[0] > 0

@@ -2,13 +2,13 @@
 
 The Python API (README: "Using attnedit from Python") is importable from here and loaded
 on first use, so that ``import attnedit`` (every CLI's start) stays free of torch:
-``sad_directions``, ``inject_directions``, ``bias_delta_guidance``, ``piebench_metric``,
+``load_pipeline``, ``sad_directions``, ``inject_directions``, ``bias_delta_guidance``, ``piebench_metric``,
 ``piebench_metrics`` (:mod:`attnedit.api`).
 """
 
 __version__ = "0.1.0"
 
-_API = ("sad_directions", "inject_directions", "bias_delta_guidance", "piebench_metric", "piebench_metrics")
+_API = ("load_pipeline", "sad_directions", "inject_directions", "bias_delta_guidance", "piebench_metric", "piebench_metrics")
 __all__ = ["__version__", *_API]
 
 

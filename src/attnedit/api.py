@@ -1,5 +1,7 @@
 """attnedit from Python, in one's own diffusers pipelines (README: "Using attnedit from Python").
 
+- :func:`load_pipeline`: a DDIMPipeline of a model the benchmark knows by name (the shipped
+  ``shapes_ddpm``, offline; ``ddpm_celebahq``, ...), a hub id or a local folder.
 - :func:`sad_directions`: SAD editing directions of a UNet2DModel self-attention layer.
 - :func:`inject_directions`: a context manager adding ``alpha * n`` to that layer's input
   while ``0.5 T < t < 0.8 T``, around a user's DDIMPipeline (or any loop calling the UNet).
@@ -34,9 +36,47 @@ from attnedit.metrics.base import PairMetric
 from attnedit.metrics.piebench import OFFICIAL_DEFAULT_METRICS, PIEBENCH_METRICS
 from attnedit.metrics.registry import build_metric
 
-__all__ = ["sad_directions", "inject_directions", "bias_delta_guidance", "piebench_metric", "piebench_metrics"]
+__all__ = ["load_pipeline", "sad_directions", "inject_directions", "bias_delta_guidance", "piebench_metric", "piebench_metrics"]
 
 DEFAULT_LAYER = "mid_block.attentions.0"  # the UNet bottleneck: the harness's (and the paper's) default
+
+
+def load_pipeline(model: str = "shapes_ddpm", *, device: str = "auto", dtype: str = "float32") -> Any:
+    """A diffusers ``DDIMPipeline`` (UNet + DDIM scheduler) loaded as ``model=<name>`` loads it.
+
+    ``model``: a DDPM model config name (``conf/model``: ``shapes_ddpm``, the trained model
+    shipped inside the package, needs no download; ``ddpm_celebahq``, ``ddpm_church``, ...:
+    their hub ids), a hub id, or a local folder saved with ``save_pretrained`` (a pipeline
+    folder with ``unet/`` and ``scheduler/``, ``model_index.json`` optional, or a bare UNet
+    folder). The scheduler is the checkpoint's as DDIMScheduler, with the config's
+    ``clip_sample`` where it sets one. Weights that are not there raise
+    :class:`~attnedit.errors.WeightsNotFoundError` naming the download command; configs of
+    test-only random weights (``tiny_ddpm``) and of other model families are refused.
+    ``device``: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ...
+    """
+    from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+
+    from attnedit.backends.ddpm import component_dirs
+    from attnedit.backends.loading import pick_device, pick_dtype, resolve_model_dir
+    from attnedit.config import conf_dir
+
+    path, hub_id, clip_sample = model, None, None
+    if (conf_dir() / "model" / f"{model}.yaml").exists():
+        from attnedit.config import compose
+
+        config = compose(overrides=[f"model={model}"]).model
+        if not str(config.get("_target_", "")).endswith("DDPMBackend") or config.get("random_weights"):
+            raise ConfigError(f"load_pipeline({model!r}): it loads the trained DDPM models (shapes_ddpm, "
+                              "ddpm_celebahq, ddpm_church, ddpm_bedroom, ddpm_cat), a hub id or a folder; "
+                              f"{model!r} is another family or test-only random weights")
+        path, hub_id, clip_sample = str(config.path), config.get("hub_id"), config.get("clip_sample")
+    unet_dir, scheduler_dir = component_dirs(resolve_model_dir(path, f"load_pipeline({model!r})", hub_id=hub_id))
+    where = pick_device(device, "device")
+    unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=pick_dtype(dtype, where)).to(where).eval()
+    scheduler = DDIMScheduler.from_pretrained(scheduler_dir)
+    if clip_sample is not None:
+        scheduler = DDIMScheduler.from_config(scheduler.config, clip_sample=bool(clip_sample))
+    return DDIMPipeline(unet=unet, scheduler=scheduler)
 
 
 def _unet(model: Any) -> nn.Module:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
+import re
+import signal
 
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -28,6 +31,27 @@ class ConfigError(AttneditError, ValueError):
 
 class NonFiniteOutputError(AttneditError, FloatingPointError):
     """A model or metric produced NaN/inf where a finite value is required."""
+
+
+class ResultsFolderError(AttneditError):
+    """The operating system refused a write to a run's folder mid-run (a full disk, its
+    permissions changed, the folder removed): neither a bug nor bad input. The rows stored
+    before stay, and the same command resumes once the folder can be written."""
+
+    def __init__(self, path, reason: str, kept: str, resume: str | None = None) -> None:
+        self.path, self.reason, self.kept = path, reason, kept
+        then = f"resume with: {resume}" if resume else "the same command resumes"
+        super().__init__(f"cannot write {path} ({reason}); {kept}; once it can be written, {then}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM (what SLURM sends before it preempts a job), raised where
+    the run is: it stops there, every stored case kept. A KeyboardInterrupt, so what lets
+    Ctrl-C through lets both through."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
 def _chain(err: BaseException):
@@ -68,6 +92,8 @@ def explain(err: BaseException, outputs: str = "choose paths you can write to") 
         first = str(err).splitlines()[0]
         return (f"cannot read an override ({first}); write key=value, lists as key=[a,b], and quote "
                 "values holding spaces or brackets for the shell")
+    if isinstance(err, ConfigCompositionException) and "--multirun" in str(err):
+        return _needs_multirun(str(err))
     if isinstance(err, ConfigCompositionException):
         key = next((e for e in chain if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None)), None)
         if key is not None and "not in struct" in str(key):
@@ -76,6 +102,9 @@ def explain(err: BaseException, outputs: str = "choose paths you can write to") 
     unwritable = next((e for e in chain if isinstance(e, OSError) and e.errno in UNWRITABLE and e.filename), None)
     if unwritable is not None:  # e.g. Hydra creating its output folder under a read-only paths.results_dir
         return f"cannot write {unwritable.filename} ({unwritable.strerror}); {outputs}"
+    unnamed = next((e for e in chain if isinstance(e, OSError) and e.errno in UNWRITABLE), None)
+    if unnamed is not None:  # pyarrow's write errors name no file
+        return f"cannot write an output file ({os.strerror(unnamed.errno)}); {outputs}"
     instantiation = next((e for e in chain if type(e).__name__ == "InstantiationException"), None)
     if instantiation is not None:  # a constructor refused its arguments (unknown or wrong-typed keys)
         cause = instantiation.__cause__
@@ -86,6 +115,17 @@ def explain(err: BaseException, outputs: str = "choose paths you can write to") 
         return (f"{node} could not be built ({what}); fix or remove the offending {where or 'config'} key "
                 "(`--cfg job` prints the composed config)")
     return None
+
+
+def _needs_multirun(message: str) -> str:
+    """key=a,b without -m: Hydra's hints, the sweep first (what a comma usually means)."""
+    quoted = re.search(r"argument '([^']*)'|parameters '([^']*)'", message)
+    override = next((g for g in quoted.groups() if g), "") if quoted else ""
+    key, _, value = override.partition("=")
+    if "Ambiguous value" in message:
+        return (f"{override} is a sweep: add -m (--multirun) to run one job per value; or write a list as "
+                f"{key}=[{value}], or a string as {key}=\\'{value}\\' (quoted for the shell)")
+    return f"{override} is a sweep: add -m (--multirun) to run one job per value"
 
 
 def _unknown_config(err) -> str:

@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,6 +102,10 @@ def run_results(tiny_ddpm_dir, tmp_path_factory, folders, wrong_width, zygote):
         "typo": (["method.layerz=3"], False),
         "bad value": ([*tiny, "method.position=sideways"], False),
         "cuda": ([*tiny, "device=cuda"], False),
+        "no dataset folder": ([*tiny, "dataset=image_folder", f"dataset.root={nowhere}"], False),
+        "alphas not a list": ([*tiny, "method.alphas=0.3"], False),
+        "sweep without -m": ([*tiny, "method=sad,random"], False),
+        "multirun job": (["-m", *tiny, "method.alphas=0.3,[0.2,0.4]", "dataset.num_samples=0"], False),
         "weights offline": (["model=ddpm_celebahq", f"paths.root_dir={root}"], False),
         "weights folder": (["model=ddpm_celebahq", f"model.path={nowhere}", f"paths.root_dir={root}"], False),
         "directions width": ([*tiny, f"method.directions_file={wrong_width}", "method.layers=[mid_block.attentions.0]"],
@@ -114,11 +119,18 @@ def run_results(tiny_ddpm_dir, tmp_path_factory, folders, wrong_width, zygote):
     return _all("attnedit-run", cases, zygote), root, readonly
 
 
+#: Errors the config alone decides (attnedit.run.validate).
+CONFIG_ONLY = ("cuda", "no dataset folder", "alphas not a list", "sweep without -m", "multirun job")
+
 RUN_EXPECTED = {
     "unknown config": ["model=nosuch is not a config in conf/model/", "tiny_ddpm"],
     "typo": ["method.layerz is not a key", "did you mean method.layers?", "+method.layerz=<value>"],
     "bad value": ["position='sideways' is not one of"],
-    "cuda": ["model.device='cuda' was asked for but CUDA is not available", "model.device=cpu"],
+    "cuda": ["device='cuda' was asked for but CUDA is not available", "use device=cpu"],
+    "no dataset folder": ["dataset.root={root}/nowhere does not exist; point it at a folder of images"],
+    "alphas not a list": ["method.alphas: expected a list of numbers, got 0.3; write method.alphas=[0.3]"],
+    "sweep without -m": ["method=sad,random is a sweep: add -m (--multirun)", "method=[sad,random]"],
+    "multirun job": ["job #1 (method.alphas=[0.2,0.4]): dataset.num_samples=0 must be >= 1"],
     "weights offline": ["`hf download google/ddpm-ema-celebahq-256 --local-dir <dir>`", "model.path=<dir>"],
     "weights folder": ["is not an existing directory", "`hf download google/ddpm-ema-celebahq-256 --local-dir {root}/nowhere`"],
     "directions width": ["holds vectors of width 5, this model's layer takes 64 channels", "attnedit-directions"],
@@ -139,7 +151,11 @@ def test_attnedit_run_errors_end_in_one_line(run_results, case):
         pytest.skip("no setpriv to drop root's rights: a read-only folder cannot be tested as root")
     _check(results[case], [p.format(root=root, readonly=readonly) for p in RUN_EXPECTED[case]])
     code, out, err = results[case]
-    assert "HYDRA_FULL_ERROR" not in err and "Traceback" not in err
+    assert "HYDRA_FULL_ERROR" not in err and "Traceback" not in err and "Error executing job" not in err
+    if case in CONFIG_ONLY:  # decided before torch is imported (and so before any model loads)
+        assert "loading torch" not in err, err
+    if case == "multirun job":  # a job's error ends that job; the next one still runs
+        assert "attnedit: error: job #0 (method.alphas=0.3): method.alphas: expected a list of numbers" in err, err
     if case == "help":
         assert out.startswith("attnedit-run: run an editing study") and "== Configuration groups ==" in out
         assert "experiment: celebahq_compare" in out and "cli" not in out.split()
@@ -209,7 +225,7 @@ def test_a_forked_command_is_what_a_fresh_process_gives(zygote, tmp_path):
 
 #: The other console scripts: (args, expected exit code, words of the last stderr line, or of stdout's first line for --help).
 OTHER_COMMANDS = {
-    "attnedit-status": [([], 2, ["give a run directory", "attnedit-status <run dir>"]),
+    "attnedit-status": [([], 2, ["no runs under {tmp}/results/runs (no such folder)", "--root"]),
                         (["{tmp}", "--shards"], 2, ["--shards needs a number"]),
                         (["{tmp}"], 2, ["{tmp} is not a run directory (no manifest.json)"]),
                         (["--help"], 0, ["usage: attnedit-status"])],
@@ -316,3 +332,40 @@ def test_unset_required_key_is_one_clear_error(tiny_ddpm_dir, tmp_path, capsys):
         _fail(err.value)
     assert capsys.readouterr().err.strip() == (
         "attnedit: error: the config key 'dataset.root' has no value; pass dataset.root=<value> on the command line")
+
+
+# -- an error raised in a Hydra job --------------------------------------------------------------
+
+def test_a_job_error_is_its_own_one_line_without_hydras(tmp_path, monkeypatch, capsys):
+    """Raised inside the job, an input error is its one line (exit 2) and a bug its
+    traceback then the line saying so (exit 1), with no "Error executing job with
+    overrides" line from Hydra before them; a later compose still works."""
+    from attnedit.cli.console import hydra_app
+    from attnedit.config import compose, conf_dir
+    from attnedit.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["attnedit-run", f"paths.root_dir={tmp_path}"])
+    for error, code, last in ((ConfigError("batch_size=0 must be >= 1"), 2,
+                               "attnedit: error: batch_size=0 must be >= 1"),
+                              (RuntimeError("boom"), 1, "attnedit: internal error RuntimeError: boom (a bug in")):
+        def task(cfg, error=error):
+            raise error
+
+        with pytest.raises(SystemExit) as done:
+            hydra_app(task, conf_dir, "config", "choose paths you can write to")
+        err = capsys.readouterr().err
+        assert done.value.code == code and err.strip().splitlines()[-1].startswith(last), err
+        assert "Error executing job" not in err and ("Traceback" in err) == (code == 1), err
+    assert compose("config", ["batch_size=3"]).batch_size == 3
+
+
+def test_a_full_disk_where_the_library_names_no_file_is_one_line():
+    """pyarrow's write errors carry the errno but no file name: still an output problem, not a bug."""
+    import errno
+
+    from attnedit.errors import explain
+
+    err = OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert explain(err, "choose --out <dir>") == ("cannot write an output file (No space left on device); "
+                                                  "choose --out <dir>")

@@ -22,6 +22,7 @@ from piebench_fixture import (
     write_edited,
     write_piebench_fixture,
 )
+from table_files import notes_text
 
 
 METRICS = ["psnr_unedit_part", "ssim_unedit_part", "mse_unedit_part", "lpips_unedit_part"]
@@ -75,7 +76,8 @@ def test_csv_matches_official_formulas(bench, tmp_path, capsys):
 
     summary = (tmp_path / "scores_summary.md").read_text()
     assert summary in capsys.readouterr().out
-    assert "RANDOM-BACKBONE" in summary.splitlines()[0]
+    assert "RANDOM-BACKBONE" in notes_text(tmp_path / "scores_summary.md")
+    assert max(map(len, summary.splitlines())) <= 120 and "| failed" not in summary  # no image failed
     assert "background" in summary and "(1 - mask)" in summary
     for header in ("psnr_unedit_part [dB]", "ssim_unedit_part [x10^2]", "mse_unedit_part [x10^4]"):
         assert header in summary
@@ -180,12 +182,12 @@ def test_ssim_convention_is_an_option_recorded_in_meta_and_title(bench, tmp_path
                     (convention, metric, key)
             assert abs(float(cells[0]) - other[key]["ssim"]) > 1e-4, key  # the conventions differ on these images
         assert json.loads(out.with_name(f"{convention}_meta.json").read_text())["ssim_convention"] == convention
-        title = out.with_name(f"{convention}_summary.md").read_text().splitlines()[0]
+        title = notes_text(out.with_name(f"{convention}_summary.md"))
         assert ("5-pixel border (torchmetrics < 1.4.2" in title) == (convention != "current"), title
     # The plain ssim alone is an SSIM too: its convention is recorded.
     evaluate(args(root, edited_dir, tmp_path / "plain.csv", "metrics=[ssim]", "ssim_convention=current"))
     assert json.loads((tmp_path / "plain_meta.json").read_text())["ssim_convention"] == "current"
-    assert "SSIM map averaged whole" in (tmp_path / "plain_summary.md").read_text().splitlines()[0]
+    assert "SSIM map averaged whole" in notes_text(tmp_path / "plain_summary.md")
     with pytest.raises(ConfigError, match="other settings for \\['ssim_convention'\\]"):
         evaluate(args(root, edited_dir, tmp_path / "current.csv", f"metrics=[{','.join(SSIMS)}]"))
 

@@ -47,7 +47,7 @@ def test_all_methods_produce_rows_with_the_same_core_columns(all_runs):
 
 def test_one_comparison_table_and_the_editing_time_table(all_runs, tmp_path, capsys):
     dirs = [str(d) for d in all_runs.values()]
-    tables([*dirs, "--out", str(tmp_path)])
+    tables([*dirs, "--out", str(tmp_path), "--project", "celebahq_sad"])
     assert "comparison:" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "comparison.csv", keep_default_na=False)
     assert table.method.tolist() == [*COMPARED, "SAD", "Riemannian pullback"]
@@ -70,22 +70,27 @@ def test_one_comparison_table_and_the_editing_time_table(all_runs, tmp_path, cap
     assert "RANDOM MODEL WEIGHTS" in (tmp_path / "comparison.md").read_text()
 
     timing = pd.read_csv(tmp_path / "comparison_editing_time.csv").set_index("method")
-    assert "measured on cpu on" in (tmp_path / "comparison_editing_time.md").read_text()
+    timing_text = (tmp_path / "comparison_editing_time.md").read_text()
+    assert "measured on cpu on" in timing_text and "PROJECTION, not measured" in timing_text
+    assert "the SAD paper's CelebA-HQ study: 1500 cases over 100 samples" in timing_text
     for method, run_dir in all_runs.items():  # recompute from the rows and manifest
         frame = pd.read_parquet(run_dir / "cases")
-        manifest = json.loads((run_dir / "manifest.json").read_text())["method"]
+        recorded = json.loads((run_dir / "manifest.json").read_text())
+        manifest = recorded["method"]
+        assert timing.run_s[method] == pytest.approx(sum(s["wall_seconds"] for s in recorded["cost"]["sessions"]))
+        assert timing.n[method] == len(frame)
         once = manifest.get("discovery_compute_seconds") or manifest["discovery_seconds"]
         share = frame.get("discovery_share_seconds", pd.Series(0.0, index=frame.index)).fillna(0.0)
         per_sample = (frame.groupby("sample_id").discovery_seconds_per_sample.first().mean()
                       if method.startswith("pullback") else 0)
         edit = (frame.seconds_per_case - share).mean()
         assert timing.edit_s[method] == pytest.approx(edit, rel=1e-6)
-        assert timing.total_s[method] == pytest.approx(once + 100 * per_sample + 1500 * edit, rel=1e-6)
+        assert timing.projected_s[method] == pytest.approx(once + 100 * per_sample + 1500 * edit, rel=1e-6)
     assert timing.discovery.to_dict() == {"sad": "once per model", "pullback": "per sample", "pullback_move": "per sample",
                                           "hspace_pca": "once per model", "attn_input_pca": "once per model",
                                           "random": "once per model"}
     assert timing.discovery_once_s["pullback"] > 0, "the sign reference's decomposition, once per run"
-    assert timing.total_vs_sad["sad"] == 1.0
+    assert timing.projected_vs_sad["sad"] == 1.0
     assert (Path(dirs[0]) / "tables" / "editing_time.csv").exists(), "each run's own tables hold its timing too"
 
 

@@ -1,7 +1,9 @@
 """attnedit-report: the static HTML report, checked in a real headless Chromium (DevTools
 protocol over a pipe, tests/support/browser.py): it loads without console errors, every file it
-references exists inside the report folder, filters change the cases shown, a failed
-case shows its error; a screenshot is kept in test-artifacts/."""
+references exists inside the report folder, filters change the cases shown and survive the
+section links, an unknown filter value gets a notice, the run picker hides a run, tables and
+cases sort on numbers, compact cells match numpy, a failed case shows its error; a screenshot
+is kept in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -45,9 +47,18 @@ def runs(tiny_ddpm_dir, tmp_path_factory):
     return sad, random
 
 
+STALE = "a stale comparison"
+
+
 @pytest.fixture(scope="module")
 def html_index(runs, tmp_path_factory):
-    """The report's index.html."""
+    """The report's index.html; the first run's tables/ holds a stale comparison, as an earlier
+    ``attnedit-tables R1 R2`` without --out left it there."""
+    tables = runs[0] / "tables"
+    tables.mkdir(exist_ok=True)
+    (tables / "comparison.md").write_text(f"### {STALE} — comparison\n\n| method |\n|:--|\n| sad |\n")
+    (tables / "comparison.csv").write_text("method\nsad\n")
+    (tables / "comparison_tables.md").write_text((tables / "comparison.md").read_text())
     out = tmp_path_factory.mktemp("report") / "site"
     return write_html_report(list(runs), out)
 
@@ -71,6 +82,12 @@ def test_every_referenced_file_is_inside_the_report_and_exists(runs, html_index)
     for link in [l for l in links if not l.startswith("data:")] + images:
         assert "://" not in link and not link.startswith("/") and ".." not in link, link  # no CDN, no server
         assert (out / link).is_file(), link
+    # every figure file of the runs and of the comparison, each with a caption
+    figures = re.findall(r'<figure class="plot"><a href="[^"]+"><img src="([^"]+)" alt="[^"]*"></a>'
+                         r"<figcaption>([^<]+)<", page)
+    pngs = [p.relative_to(out).as_posix() for top in ("study", "figures") for p in (out / top).rglob("*.png")]
+    assert sorted(src for src, _ in figures) == sorted(pngs) and all(caption.strip() for _, caption in figures)
+    assert {Path(p).name for p in pngs} >= {p.name for r in runs for p in (r / "figures").rglob("*.png")}
     frame = rows(runs)
     assert len(data["cases"]) == len(frame)
     # every saved edit of the runs is in the report, byte for byte
@@ -85,13 +102,11 @@ def test_every_referenced_file_is_inside_the_report_and_exists(runs, html_index)
 
 def test_tables_are_the_ones_attnedit_tables_writes(runs, html_index):
     page = html_index.read_text()
-    frame = rows(runs)
-    sad = frame[(frame.method == "sad") & (frame.alpha.abs() == 0.4)].ssim.to_numpy(np.float64)
-    # the summary CSV's numeric cells (mean, population std over the cases) as the page shows them
-    assert f"<td>{sad.mean():.6g}</td>" in page and f"<td>{sad.std():.6g}</td>" in page
     for name in ("summary", "by_direction", "editing_time", "comparison"):
         assert f"— {name}" in page, name
     assert (html_index.parent / "study" / "comparison.csv").is_file()  # several runs: the comparison table
+    # the comparison once, from the report's own folder: not the stale copy in the first run's tables/
+    assert page.count('data-table="comparison"') == 1 and STALE not in page
     # the tiny model's random weights are said at the top and on every case
     assert RANDOM_MODEL_MARK in html.unescape(page.split("</header>")[0])
     assert all("random model weights" in c["marks"] for c in cases_data(html_index)["cases"][:-1])
@@ -131,8 +146,103 @@ def test_page_loads_cleanly_and_filters_change_the_cases(runs, html_index, brows
     assert browser.evaluate(VISIBLE) == 1
     failed = browser.evaluate("(() => { const c = document.querySelector('#case-grid .case');"
                               " return [c.className, c.querySelector('.error').textContent,"
-                              " c.querySelectorAll('img').length]; })()")
-    assert failed == ["case failed", FAILED_ERROR, 1]  # its reference, no edited image
+                              " c.querySelectorAll('img').length, c.closest('.group').querySelectorAll('img').length];"
+                              " })()")
+    assert failed == ["case failed", FAILED_ERROR, 0, 1]  # no edited image; its reference once, at the group's head
+    assert browser.problems == []
+
+
+def js(function: str, *args) -> str:
+    """A call of a JavaScript function expression with JSON arguments."""
+    return f"({function})({', '.join(json.dumps(a) for a in args)})"
+
+
+COLUMN = """(table, header) => { const t = document.querySelector(table + ' table');
+  const i = Array.from(t.tHead.rows[0].cells).findIndex(h => h.textContent === header);
+  return i < 0 ? null : Array.from(t.tBodies[0].rows).filter(r => !r.closest('[hidden]'))
+    .map(r => ({text: r.cells[i].textContent, title: r.cells[i].title, sort: r.cells[i].dataset.sort}));
+}"""
+HEADERS = "t => Array.from(document.querySelector(t + ' table').tHead.rows[0].cells).map(h => h.textContent)"
+CLICK = """(selector) => new Promise(done => {  // a link, as a user follows it: resolves after the page's handler
+  addEventListener('hashchange', () => setTimeout(done, 0), {once: true});
+  document.querySelector(selector).click(); })"""
+CHOOSE = """(name, value) => { const c = document.querySelector(`[name="${name}"]`);
+  if (c.type === 'checkbox') c.checked = value; else c.value = value; c.dispatchEvent(new Event('change')); }"""
+
+
+def compact(mean: float, low: float, high: float) -> str:
+    """numpy's rounding of "mean [low, high]": 4 significant figures on the largest, all at its decimals."""
+    decimals = 3 - int(np.floor(np.log10(np.max(np.abs([mean, low, high])))))
+    return "{0:.{3}f} [{1:.{3}f}, {2:.{3}f}]".format(*np.round([mean, low, high], decimals), decimals)
+
+
+def test_tables_cells_runs_sorting_notices_and_links(runs, html_index, browser):
+    frame = rows(runs)
+    keys = cases_data(html_index)["runs"]
+    browser.open(html_index.as_uri())
+    # a compact cell: the mean over the rows (numpy), the CI from the CSV, the full values on hover
+    summary = f'details[data-run="{keys[0]}"] figure[data-table="summary"]'
+    csv = pd.read_csv(html_index.parent / "tables" / keys[0] / "summary.csv")
+    ssim = frame[(frame.method == "sad") & (frame.alpha.abs() == 0.4)].ssim.to_numpy(np.float64)
+    [cell] = browser.evaluate(js(COLUMN, summary, "ssim"))
+    assert cell["text"] == compact(ssim.mean(), csv.ssim_ci_low[0], csv.ssim_ci_high[0])
+    assert f"mean {float(csv.ssim_mean[0])!r}" in cell["title"] and f"std {float(csv.ssim_std[0])!r}" in cell["title"]
+    assert float(cell["sort"]) == pytest.approx(ssim.mean(), rel=1e-12)
+    # n once per row; failure counts only where a case failed (the random run's planted one)
+    headers = browser.evaluate(js(HEADERS, summary))
+    assert headers.count("n") == 1 and "failed" not in headers
+    failures = browser.evaluate(js(COLUMN, f'details[data-run="{keys[1]}"] figure[data-table="summary"]', "failed"))
+    assert [c["text"] for c in failures] == ["", str(frame.failed.fillna(False).astype(bool).sum())]
+    # the footnotes under each table: the "[k] note" lines of its Markdown
+    md = (html_index.parent / "study" / "comparison.md").read_text()
+    notes = browser.evaluate("Array.from(document.querySelectorAll('figure[data-table=\"comparison\"] ol.notes li'))"
+                             ".map(li => `[${li.value}] ${li.textContent}`)")
+    assert notes == re.findall(r"^\[\d+\] .*$", md, re.M) and notes
+    # the summary fits the page at 1280 px: no horizontal scrollbar
+    assert browser.evaluate("Array.from(document.querySelectorAll('figure[data-table=\"summary\"] .scroll'))"
+                            ".every(s => s.scrollWidth <= s.clientWidth)")
+    # a click on a header sorts the rows on the numbers, twice: descending
+    table = 'figure[data-table="comparison_by_alpha"]'
+    browser.evaluate(f"document.querySelectorAll('{table} th')[{browser.evaluate(js(HEADERS, table)).index('ssim')}]"
+                     ".click()")
+    means = [float(c.get("sort", "nan")) for c in browser.evaluate(js(COLUMN, table, "ssim"))]
+    expected = pd.read_csv(html_index.parent / "study" / "comparison_by_alpha.csv").ssim_mean.sort_values()
+    assert len(means) > 2 and np.array_equal(means, expected, equal_nan=True)  # NaN (the failed case's) last
+    # cases sorted by a metric across samples (NaN of the failed case last), the reference on hover
+    browser.evaluate(js(CHOOSE, "sort", "psnr") + ";" + js(CHOOSE, "order", "desc") + ";" + js(CHOOSE, "group", False))
+    shown = browser.evaluate("Array.from(document.querySelectorAll('#case-grid .case')).map(c => c.dataset.case)")
+    ranked = frame.assign(key=frame.psnr.fillna(-np.inf)).sort_values("key", ascending=False, kind="stable")
+    assert shown == ranked.case_id.tolist()
+    assert browser.evaluate("location.hash") == "#sort=psnr&order=desc&group=off"
+    # figures grouped: each run's under its run, the comparison's apart
+    groups = browser.evaluate("Array.from(document.querySelectorAll('#figures figure.plot')).map(f =>"
+                              " [f.closest('details[data-run]')?.dataset.run ?? null, f.querySelector('img')"
+                              ".getAttribute('src')])")
+    assert all(src.startswith(f"figures/{run}/") if run else src.startswith("study/") for run, src in groups)
+    assert {run for run, _ in groups} == {*keys, None}
+    # the run picker: one run's cases, tables and figures; the comparison stays
+    browser.evaluate(js(CHOOSE, "run", False))  # the first box: the first run
+    assert browser.evaluate(VISIBLE) == (frame.method == "random").sum()
+    assert browser.evaluate(f"document.querySelector('details[data-run=\"{keys[0]}\"]').offsetParent") is None
+    assert browser.evaluate("document.querySelector('details.comparison').offsetParent") is not None
+    assert browser.evaluate("location.hash").startswith(f"#run={keys[1]}&")
+    # filters survive the section links: Tables, then Cases
+    browser.open(html_index.as_uri() + "#method=random")
+    browser.evaluate(js(CLICK, 'nav a[data-section="tables"]'))
+    assert browser.evaluate("location.hash") == "#tables&method=random"
+    browser.evaluate(js(CLICK, 'nav a[data-section="cases"]'))
+    assert browser.evaluate("location.hash") == "#cases&method=random"
+    assert browser.evaluate(VISIBLE) == (frame.method == "random").sum() < len(frame)
+    top = browser.evaluate("document.getElementById('cases').getBoundingClientRect().top")
+    assert browser.evaluate("scrollY") > 0 and 0 <= top < browser.evaluate("innerHeight")  # scrolled to Cases
+    # values the report does not hold: a notice naming the key and its valid values, nothing filtered away
+    direction = f"{frame.direction[0]} ({frame.label[0]})"
+    browser.open(html_index.as_uri() + "#direction=0&method=x&sample=none")
+    notices = browser.evaluate("Array.from(document.querySelectorAll('#notices .notice')).map(n => n.textContent)")
+    assert len(notices) == 3 and browser.evaluate(VISIBLE) == len(frame)
+    assert "direction" in notices[0] and f"“{direction}”" in notices[0]  # one direction: its filter is hidden
+    assert "method" in notices[1] and "“random”, “sad”" in notices[1]
+    assert "sample" in notices[2] and f"“{frame.sample_id[0]}”" in notices[2]
     assert browser.problems == []
     browser.open(html_index.as_uri())
     shot = browser.screenshot(ARTIFACTS / "html_report.png")

@@ -58,7 +58,8 @@ def test_three_submitit_shards_one_killed_and_rerun_equal_one_process(tiny_ddpm_
     assert {int(n.split("-")[2]) for n in new} and all(
         set(pd.read_parquet(run_dir / "cases" / n).sample_id) <= {"seed000002", "seed000005"} for n in new)
     summary = [line for line in output.splitlines() if " run dir: " in line]
-    assert summary == [f"job {i} run dir: {run_dir.resolve()}" for i in range(3)], output
+    assert summary == [f"job {i} (shard.index={i}) run dir: {run_dir.resolve()}" for i in range(3)], output
+    assert output.splitlines()[-1] == f"report: {next(shard_root.glob('results/hydra/*/multirun_*/report/index.html'))}"
     assert shard_progress(run_dir).missing.sum() == 0
 
     assert_same_rows(pd.read_parquet(run_dir / "cases"), pd.read_parquet(run_dir_of(finish(single)) / "cases"))

@@ -18,10 +18,12 @@ import torch
 
 from attnedit.config import compose
 from attnedit.run.runner import Runner, case_id
+from attnedit.store.run_index import find_runs
 from attnedit.store.run_store import RunStore
 from harness import run_overrides
 from images import read_png
 from processes import assert_same_rows, cli, finish, run_dir_of, wait_for_parts
+from table_files import notes
 
 
 def test_rows_images_figures_tables_and_manifest(finished_run):
@@ -43,7 +45,8 @@ def test_rows_images_figures_tables_and_manifest(finished_run):
     assert (identity.image_path == identity.reference_path).all() and identity.seconds_per_case.isna().all()
     assert (frame[~frame.identity_edit].seconds_per_case > 0).all()
     assert sorted(p.name for p in (run_dir / "figures").glob("*.png")) == [
-        "alpha_sweep_seed000000.png", "alpha_sweep_seed000001.png"]
+        "alpha_sweep_seed000000.png", "alpha_sweep_seed000001.png", "gallery_direction_0.png", "gallery_direction_1.png", "metric_vs_alpha.png",
+        "metric_vs_alpha_by_direction.png"]
     for suffix in ("md", "csv", "tex"):
         assert (run_dir / "tables" / f"summary.{suffix}").exists()
     summary = pd.read_csv(run_dir / "tables" / "by_direction.csv")
@@ -107,18 +110,19 @@ def test_cost_and_numerical_floor_in_the_manifest_and_titles(finished_run):
     assert floor["ssim_min"] == pytest.approx(ssim, abs=2e-5) and floor["ssim_min"] > 0.99
     if (mse == 0).all():
         assert floor["psnr_min"] is None
-        want = "[numerical floor (alpha = 0 via the edit path, 2 samples, batch 4): identical to the unedited image]"
+        want = "numerical floor (alpha = 0 via the edit path, 2 samples, batch 4): identical to the unedited image"
     else:
         psnr = 10 * np.log10(1.0 / mse.max())  # the worst image of the batch
         assert floor["psnr_min"] == pytest.approx(psnr, abs=1e-3)
         want = None
     for name in ("summary", "by_direction", "editing_time"):
-        title = (run_dir / "tables" / f"{name}.md").read_text().splitlines()[0]
+        title = notes(run_dir / "tables" / f"{name}.md")  # the table's footnotes
         if want is not None:
             assert want in title, (name, title)
             continue
-        shown = re.search(r"\[numerical floor \(alpha = 0 via the edit path, (\d+) samples, batch (\d+)\): "
-                          r"PSNR >= (\d+\.\d) dB, SSIM >= (\d\.\d{5})\]", title)
+        shown = next(filter(None, (re.fullmatch(r"numerical floor \(alpha = 0 via the edit path, (\d+) samples, batch "
+                                                r"(\d+)\): PSNR >= (\d+\.\d) dB, SSIM >= (\d\.\d{5})", n)
+                                   for n in title)), None)
         assert shown, (name, title)
         assert shown[1] == "2" and shown[2] == "4", (name, title)
         assert abs(float(shown[3]) - psnr) <= 0.05 + 1e-9, (name, shown[3], psnr)  # one decimal shown
@@ -254,3 +258,13 @@ def test_two_job_multirun_and_its_rerun_resumes_every_job(tiny_ddpm_dir, tmp_pat
         manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
         before, now = manifest["resumes"][0]["config_changed"]["group"]  # the signature ignored it
         assert before != now and before.startswith("quickstart/multirun_") and now == manifest["config"]["group"]
+    # it ends with each job's overrides told apart beside its run dir (its rows' alpha), then the
+    # sweep's report; the comparison is the sweep's, never in a run's tables/
+    sweep = sorted((tmp_path / "results" / "hydra" / "quickstart").glob("multirun_*"))[0].resolve()
+    jobs = [f"job {i} (method.alphas=[{pd.read_parquet(Path(d) / 'cases').alpha.iloc[0]}]) run dir: {d}"
+            for i, d in enumerate(run_dirs[0])]
+    assert outputs[0].splitlines()[-3:] == [*jobs, f"report: {sweep / 'report' / 'index.html'}"]
+    assert (sweep / "report" / "index.html").is_file()
+    assert len(pd.read_csv(sweep / "comparison" / "comparison.csv")) == 2
+    assert not [p for d in run_dirs[0] for p in (Path(d) / "tables").glob("comparison*")]
+    assert find_runs([sweep]).run_dirs == [Path(d) for d in run_dirs[0]]  # attnedit-tables/report <sweep folder>

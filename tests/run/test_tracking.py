@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from attnedit.errors import ConfigError
-from attnedit.run.tracking import NullLogger, WandbLogger, build_logger, multirun_group
+from attnedit.run.tracking import NullLogger, WandbLogger, build_logger, multirun_group, multirun_name
 from harness import REPO, run_overrides
 from images import solid_png
 
@@ -84,6 +84,15 @@ def _items(items) -> dict:
     return out
 
 
+def _merge(into: dict, update: dict) -> None:
+    """A config update into the config: nested keys (``_wandb.visualize.<chart>``) merged, not replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
 def _read_run(root: Path) -> dict:
     (run_dir,) = (root / "wandb").glob("offline-run-*")
     (log,) = run_dir.glob("run-*.wandb")
@@ -93,11 +102,11 @@ def _read_run(root: Path) -> dict:
         if kind == "run":  # the first one opens the run; later ones update it (tags)
             run = rec.run if run is None else run
             tags = list(rec.run.tags) or tags
-            config.update(_items(rec.run.config.update))
+            _merge(config, _items(rec.run.config.update))
         elif kind == "environment":
             args = list(rec.environment.args) or args
         elif kind == "config":
-            config.update(_items(rec.config.update))
+            _merge(config, _items(rec.config.update))
         elif kind == "history":
             history.append(_items(rec.history.item))
         elif kind == "summary":
@@ -166,15 +175,17 @@ def test_offline_run_files_hold_metrics_tables_summaries_and_no_secrets(wandb_en
     assert got["config"]["notes"] == ["token=***", "saw *** here"]
     assert got["args"] == ["+logger.api_key=***", "--hf-token", "***", "method.alpha=2"]
 
-    # One history step per case, in order, with the exact metric values.
+    # History: progress counters per batch (step = cases done), never a case's values or keys.
     steps = {h["_step"]: h for h in got["history"]}
-    for step, row in enumerate(rows):
-        for col in ("ssim", "psnr", "alpha", "direction", "sample_id"):
-            assert steps[step][f"cases/{col}"] == row[col], (step, col)
-        assert "cases/case_id" not in steps[step] and "cases/random_backbone" not in steps[step]
-    last = steps[len(rows) - 1]
+    assert sorted(steps) == [2, 3]
+    assert [(steps[s]["progress/cases_done"], steps[s]["progress/cases_failed"]) for s in (2, 3)] == [(2, 0), (3, 0)]
+    charted = {k for h in got["history"] for k in h if not k.startswith("_")}
+    assert charted == {"progress/cases_done", "progress/cases_failed", "figures/alpha_sweep/s0", "tables/per_direction",
+                       "cases"}
+    last = steps[len(rows)]
     assert last["figures/alpha_sweep/s0"]["_type"] == "image-file"
     assert (got["dir"] / "files" / last["figures/alpha_sweep/s0"]["path"]).is_file()
+    assert not any(k.startswith(("progress/", "cases/")) for k in got["summary"])
 
     # Summaries: the per-direction means and the random-backbone mark.
     assert got["summary"]["direction/smiling/ssim_mean"] == 0.71875
@@ -227,6 +238,16 @@ def hydra_multirun(tmp_path, monkeypatch):
     cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
     cfg.hydra.mode = RunMode.MULTIRUN
     cfg.hydra.sweep.dir = str(tmp_path / "results" / "hydra" / "quickstart" / "multirun_2026-01-02")
+    # `attnedit-run -m experiment=quickstart method=sad,random +hub.hf_token=<a>,<b> dataset.num_samples=4`
+    # with the sweeper's params {seed: 1,2,3}; this job: method=random, the second token, seed=3.
+    cfg.hydra.sweeper = {"params": {"seed": "1,2,3"}}
+    cfg.hydra.overrides.task = ["experiment=quickstart", "method=random", f"+hub.hf_token={FAKE_HF}",
+                                "dataset.num_samples=4", "seed=3"]
+    sweep = Path(cfg.hydra.sweep.dir)
+    sweep.mkdir(parents=True)
+    OmegaConf.save({"hydra": {"overrides": {"task": [
+        "experiment=quickstart", "method=sad,random", f"+hub.hf_token=hf_OTHERTOKEN000,{FAKE_HF}",
+        "dataset.num_samples=4"]}}}, sweep / "multirun.yaml")
     HydraConfig.instance().set_config(cfg)
     yield "results/hydra/quickstart/multirun_2026-01-02"
     HydraConfig.instance().cfg = None
@@ -245,7 +266,19 @@ def test_multirun_group_is_the_sweep_dir(hydra_multirun):
 
 
 def test_multirun_group_outside_hydra():
-    assert multirun_group() is None
+    assert multirun_group() is None and multirun_name() is None
+
+
+def test_multirun_name_is_the_swept_overrides_secrets_masked(hydra_multirun):
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+
+    assert multirun_name() == "method=random +hub.hf_token=*** seed=3"
+    (Path(hydra_multirun) / "multirun.yaml").unlink()  # the sweeper's params alone
+    assert multirun_name() == "seed=3"
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().sweeper = None  # nothing says what was swept: every override
+    assert multirun_name() == "experiment=quickstart method=random +hub.hf_token=*** dataset.num_samples=4 seed=3"
 
 
 @pytest.mark.parametrize("explicit, passed, expected", [
@@ -258,7 +291,10 @@ def test_group_precedence_reaches_the_run(wandb_env, hydra_multirun, explicit, p
     logger.start({"seed": 0}, str(wandb_env / "run"), "sig", group=passed, tags=[])
     logger.finish()
     expected = hydra_multirun if expected == "SWEEP" else expected
-    assert _read_run(wandb_env / "wandb_root")["run"].run_group == expected
+    run = _read_run(wandb_env / "wandb_root")["run"]
+    assert run.run_group == expected
+    assert run.display_name == "method=random +hub.hf_token=*** seed=3"  # the job's swept overrides
+    assert FAKE_HF not in (wandb_env / "run" / "wandb_runs.jsonl").read_text()
 
 
 def test_null_logger_does_nothing(tmp_path):
@@ -416,3 +452,86 @@ def test_a_run_logs_every_tables_csv_its_failures_and_the_grid_columns(wandb_env
     cases = _table(got["dir"], "cases")
     assert cases["columns"][-2 - len(metrics):] == [*metrics, "reference", "edited"]
     assert cases["columns"][:2] == ["case_id", "sample_id"] and "run_signature" not in cases["columns"]
+    # The runner's means and the tables' per-|alpha| means are the whole summary; curves per metric.
+    assert set(_scalars(got["summary"])) == {"failed_cases", *(f"mean/{m}{at}" for m in metrics
+                                                                for at in ("", "/abs_alpha=0.4"))}
+    assert set(got["config"]["_wandb"]["visualize"]) == {f"curves/{m}" for m in metrics}
+
+
+def _scalars(summary: dict) -> dict:
+    """The summary's own values: W&B's `_`-keys and media (tables, charts, images) left out."""
+    return {k: v for k, v in summary.items() if not k.startswith("_") and not isinstance(v, dict)}
+
+
+def test_a_finished_run_replayed_gives_tables_means_only_and_alpha_curves(wandb_env, finished_run):
+    """The session's finished run (2 samples x 2 directions x alpha -0.4, 0, 0.4) replayed as
+    the runner reports it: case keys only in the cases table, the summary's means against
+    numpy over the rows (alpha = 0 left out, as in the tables), the per-direction means per
+    alpha as a table with a line chart per metric."""
+    import shutil
+
+    import numpy as np
+
+    from attnedit.run import runner as runner_module
+
+    _, runner, finished = finished_run
+    run_dir = wandb_env / "run"  # a copy: the session's run dir stays as it was
+    shutil.copytree(finished / "tables", run_dir / "tables")
+    shutil.copy(finished / "manifest.json", run_dir / "manifest.json")
+    frame = runner.store.read()
+    metrics = [m.name for m in runner.metrics]
+    assert len(frame) == 12 and set(frame.alpha) == {-0.4, 0.0, 0.4}
+
+    logger = WandbLogger(log_images=False)
+    logger.start(runner.config, str(run_dir), runner.signature)
+    for start in range(0, len(frame), 4):
+        logger.log_cases(frame.iloc[start:start + 4].to_dict("records"), {})
+    logger.log_tables_dir(str(run_dir / "tables"))
+    logger.log_summary(runner_module._summary(frame, runner.metrics))
+    logger.log_failures(frame)
+    logger.finish()
+    got = _read_run(wandb_env / "wandb_root")
+
+    # Case keys are table columns, never history.
+    charted = {k for h in got["history"] for k in h if not k.startswith("_")}
+    assert {"progress/cases_done", "progress/cases_failed", "cases", "curves/by_alpha"} <= charted
+    assert all(k.startswith(("progress/", "tables/", "curves/")) or k == "cases" for k in charted), charted
+    assert max(h.get("progress/cases_done", 0) for h in got["history"]) == 12
+    cases = _table(got["dir"], "cases")
+    keys = [c for c in ("case_id", "sample_id", "category", "method", "direction", "label", "alpha") if c in frame]
+    assert cases["columns"] == keys + metrics and {"direction", "alpha", "label"} <= set(keys)
+    assert [r[cases["columns"].index("alpha")] for r in cases["data"]] == list(frame.alpha)
+
+    # The summary: means only, each against numpy float64 over the edits' finite values.
+    def mean(values) -> float:
+        values = np.asarray(values, dtype=np.float64)
+        return float(values[np.isfinite(values)].mean())
+
+    edits = frame[frame.alpha != 0]
+    expected = {f"mean/{m}": mean(edits[m]) for m in metrics}
+    expected |= {f"mean/{m}/abs_alpha=0.4": mean(edits[edits.alpha.abs() == 0.4][m]) for m in metrics}
+    summary = _scalars(got["summary"])
+    assert set(summary) == set(expected) | {"failed_cases"} and summary["failed_cases"] == 0
+    for key, value in expected.items():
+        assert summary[key] == pytest.approx(value, rel=1e-12), key
+    assert summary["mean/ssim"] != pytest.approx(mean(frame.ssim))  # the alpha = 0 rows would move it
+
+    # Per-direction means per alpha, and one line chart of them per metric.
+    curves = _table(got["dir"], "curves/by_alpha")
+    stats = [f"{m}_{s}" for m in metrics for s in ("mean", "ci_low", "ci_high")]
+    assert curves["columns"] == ["series", "method", "direction", "label", "alpha", "n", *stats]
+    assert len(curves["data"]) == 6
+    for row in map(dict, (zip(curves["columns"], r) for r in curves["data"])):
+        cell = frame[(frame.direction == row["direction"]) & (frame.alpha == row["alpha"])]
+        assert row["n"] == len(cell) == 2 and row["series"] == f"{row['direction']} ({row['label']})"
+        for m in metrics:
+            want, have = mean(cell[m]) if np.isfinite(cell[m]).any() else float("nan"), row[f"{m}_mean"]
+            assert (math.isnan(want) and math.isnan(have)) or have == pytest.approx(want, rel=1e-12), (row, m)
+    charts = got["config"]["_wandb"]["visualize"]
+    assert set(charts) == {f"curves/{m}" for m in metrics}
+    for m in metrics:
+        panel = charts[f"curves/{m}"]["panel_config"]
+        assert panel["panelDefId"] == "wandb/line/v0"
+        assert panel["fieldSettings"] == {"x": "alpha", "y": f"{m}_mean", "stroke": "series"}
+        assert f"curves/{m}_table" in json.dumps(panel["userQuery"])
+        assert got["summary"][f"curves/{m}_table"]["_type"] == "table-file"

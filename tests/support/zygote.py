@@ -35,6 +35,7 @@ PRELOAD = (
     "torch", "pandas", "hydra", "diffusers", "torchmetrics", "safetensors.torch",
     "attnedit.cli.run", "attnedit.cli.tables", "attnedit.run.runner", "attnedit.evaluate.evaluator",
     "attnedit.report.studies",
+    "attnedit.backends.ddpm",  # diffusers' UNet modules, imported lazily: ~1-5 s per command otherwise
 )
 
 

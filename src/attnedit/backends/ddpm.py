@@ -67,6 +67,14 @@ LatentHook = Callable[[int, Tensor], Tensor]
 EtaSchedule = Callable[[int], float]
 
 
+def component_dirs(model_dir: Path) -> tuple[Path, Path]:
+    """(the UNet's folder, the scheduler's folder) of a pipeline folder (unet/, scheduler/;
+    with or without model_index.json) or of a bare UNet folder holding both configs."""
+    unet_dir = model_dir / "unet" if (model_dir / "unet" / "config.json").exists() else model_dir
+    sched_dir = model_dir / "scheduler" if (model_dir / "scheduler").is_dir() else model_dir
+    return unet_dir, sched_dir
+
+
 @contextlib.contextmanager
 def tf32(allowed: bool) -> Iterator[None]:
     """CUDA matmuls and cuDNN convolutions in TF32 only if ``allowed``; restored on exit.
@@ -132,8 +140,7 @@ class DDPMBackend:
         if build_if_missing is not None and not Path(self.path).expanduser().exists():
             build_if_missing(self.path)
         self.model_dir = resolve_model_dir(self.path, f"model '{name}'", hub_id=hub_id)
-        unet_dir = self.model_dir / "unet" if (self.model_dir / "unet" / "config.json").exists() else self.model_dir
-        sched_dir = self.model_dir / "scheduler" if (self.model_dir / "scheduler").is_dir() else self.model_dir
+        unet_dir, sched_dir = component_dirs(self.model_dir)
         self.device = pick_device(device, "model.device")
         self.dtype = pick_dtype(dtype, self.device)
         self.unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=self.dtype).to(self.device).eval().requires_grad_(False)

@@ -11,13 +11,16 @@ Hydra's ``run_and_report`` (hydra/_internal/utils.py, hydra-core 1.3.x) prints i
 last line and exits; with ``HYDRA_FULL_ERROR=1`` it re-raises instead, so ``hydra_app``
 sets it for the call and turns the exception into the one line here. Errors raised in a
 constructor reach us wrapped in ``InstantiationException``: ``explain`` follows the
-``__cause__`` chain to the project's own error. An error nobody anticipated (a bug) keeps
-its traceback, followed by a last line that says so.
+``__cause__`` chain to the project's own error. An error raised in the job itself is
+printed by the job (Hydra's ``run_job`` would print "Error executing job with overrides"
+first). An error nobody anticipated (a bug) keeps its traceback, followed by a last line
+that says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -32,18 +35,24 @@ EXIT_BAD_INPUT = 2  # argparse's code for a usage error
 EXIT_BUG = 1
 
 
-def fail(err: BaseException, outputs: str = "choose paths you can write to") -> NoReturn:
-    """Print the error's one line last (after a bug's traceback) and exit."""
+def report(err: BaseException, outputs: str = "choose paths you can write to", where: str = "") -> int:
+    """Print the error's one line last (after a bug's traceback; ``where``: which job of a
+    multirun); the exit code it calls for."""
     line = explain(err, outputs)
     sys.stdout.flush()
     if line is None:
         traceback.print_exception(err)
         line = (f"internal error {type(err).__name__}: {one_line(err)[:300]} (a bug in attnedit or a library "
                 "it calls, not your input: the traceback above says where; please report it)")
-        print(f"attnedit: {line}", file=sys.stderr)
-        sys.exit(EXIT_BUG)
-    print(PREFIX + line, file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+        print(f"attnedit: {where}{line}", file=sys.stderr)
+        return EXIT_BUG
+    print(PREFIX + where + line, file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def fail(err: BaseException, outputs: str = "choose paths you can write to") -> NoReturn:
+    """Print the error's one line last (after a bug's traceback) and exit."""
+    sys.exit(report(err, outputs))
 
 
 def guarded(fn: Callable[[], Any], outputs: str = "choose paths you can write to") -> Any:
@@ -61,19 +70,60 @@ def guarded(fn: Callable[[], Any], outputs: str = "choose paths you can write to
 
 def hydra_app(task: Callable, config_dir: Callable[[], Any], config_name: str, outputs: str) -> None:
     """Run ``task`` as a Hydra app on ``config_name`` of ``config_dir()`` whose errors end
-    in the one line (see module doc); finding the config folder is part of the guarded call."""
+    in the one line (see module doc); finding the config folder is part of the guarded call.
+    A job's error exits the process after every job of a multirun has run."""
     import hydra
 
+    codes: list[int] = []
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own last line
     try:
         guarded(lambda: hydra.main(config_path=str(config_dir()), config_name=config_name,
-                                   version_base="1.3")(task)(), outputs)
+                                   version_base="1.3")(_reported(task, outputs, codes))(), outputs)
     finally:
         if before is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = before
+    if codes:
+        sys.exit(codes[0])
+
+
+def _reported(task: Callable, outputs: str, codes: list[int]) -> Callable:
+    """``task`` as a Hydra job that prints its own error's one line and returns. Raised,
+    the error would reach Hydra's run_job, which prints "Error executing job with
+    overrides: [...]" before re-raising it. The codes are collected for :func:`hydra_app`.
+    A job run by another process (a submitit worker) raises as before: its launcher
+    reports the job as failed."""
+    here = os.getpid()
+
+    @functools.wraps(task)
+    def job(cfg):
+        if os.getpid() != here:
+            return task(cfg)
+        try:
+            return task(cfg)
+        except BrokenPipeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every error ends in its one line
+            codes.append(report(err, outputs, _which_job()))
+            return None
+
+    return job
+
+
+def _which_job() -> str:
+    """``job #<n> (<its swept overrides>): `` in a multirun (whose jobs' errors would look
+    alike), else ``""``. Swept: the job's overrides not written as such on the command line."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    from attnedit.run.secrets import redact_argv
+
+    swept = redact_argv(["", *(o for o in HydraConfig.get().overrides.task if o not in sys.argv[1:])])[1:]
+    return f"job #{HydraConfig.get().job.num}" + (f" ({' '.join(swept)})" if swept else "") + ": "
 
 
 def usage_error(what: str, usage: str) -> NoReturn:

@@ -7,7 +7,9 @@ from attnedit.report import html
 
 
 def report(run_dirs: list[str], out: str | None) -> None:
-    print(f"report: {html.write_html_report(run_dirs, out).resolve()}")
+    from attnedit.store.run_index import run_dirs_from  # a sweep folder, a glob with runs that never started
+
+    print(f"report: {html.write_html_report(run_dirs_from(run_dirs), out).resolve()}")
 
 
 def main(argv: list[str] | None = None) -> None:

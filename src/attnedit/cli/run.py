@@ -4,13 +4,19 @@ sends the jobs to a cluster."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shlex
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from omegaconf import DictConfig, open_dict
 
 from attnedit.cli.console import hydra_app
 from attnedit.config import conf_dir
+from attnedit.errors import Interrupted, ResultsFolderError
 
 RUN_OUTPUTS = ("choose folders you can write to: paths.results_dir=<dir> (results, Hydra's logs) "
                "or paths.runs_dir=<dir> (run directories)")
@@ -32,16 +38,30 @@ def _multirun_group(cfg: DictConfig) -> None:
 
 
 def _run(cfg: DictConfig) -> None:
-    from attnedit.run.runner import Runner
+    from attnedit.run.stages import stage
+    from attnedit.run.validate import validate_run_config
     from attnedit.store.writable import check_writable_folder
 
     _multirun_group(cfg)
+    validate_run_config(cfg)  # what the config alone decides, before torch is imported
     check_writable_folder(cfg.paths.runs_dir, "paths.runs_dir")  # before any weights load or edit
-    runner = Runner(cfg)
-    if getattr(runner.backend, "random_weights", False):
-        print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
-              "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
-    run_dir = runner.run().resolve()
+    runner = None
+    try:
+        with stage("loading torch, diffusers and attnedit's modules"):
+            from attnedit.run.runner import Runner
+        runner = Runner(cfg)
+        if getattr(runner.backend, "random_weights", False):
+            print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
+                  "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
+        run_dir = runner.run().resolve()
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (main): one line, the stored cases kept
+        signum = getattr(stop, "signum", signal.SIGINT)
+        kept = runner.saved_text() if runner is not None else "stopped while starting, before any case"
+        print(f"attnedit: interrupted by {signal.Signals(signum).name}: {kept}; resume with: {resume_command()}",
+              file=sys.stderr)
+        _exit_now(128 + signum)
+    except ResultsFolderError as err:  # a full disk is no bug: what is kept, and how to go on
+        raise ResultsFolderError(err.path, err.reason, err.kept, resume_command()) from err
     tables = run_dir / "tables" / "tables.md"
     print(tables.read_text() if tables.exists() else "")
     figures = sorted((run_dir / "figures").glob("*.png"))
@@ -59,7 +79,7 @@ def _record_run_dir(run_dir: Path) -> None:
     """For the multirun summary (run.hydra_callbacks): the job's run dir in its Hydra output folder."""
     from hydra.core.hydra_config import HydraConfig
 
-    from attnedit.run.hydra_callbacks import RUN_DIR_FILE
+    from attnedit.store.run_index import RUN_DIR_FILE
 
     if HydraConfig.initialized() and HydraConfig.get().runtime.output_dir:
         folder = Path(HydraConfig.get().runtime.output_dir)
@@ -67,7 +87,40 @@ def _record_run_dir(run_dir: Path) -> None:
         (folder / RUN_DIR_FILE).write_text(f"{run_dir}\n")
 
 
+def resume_command() -> str:
+    """This process's own command line, secrets masked: run again, it resumes (finished
+    cases are skipped)."""
+    from attnedit.run.secrets import redact_argv
+
+    return shlex.join(redact_argv([Path(sys.argv[0]).name, *sys.argv[1:]]))
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown of torch and co. (seconds of pure CPU on a
+    busy machine, after the user asked to stop); the rows are on disk and the exit
+    handlers (logging, W&B) still run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
+def _interrupt(signum: int, frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    hydra_app(_run, conf_dir, "config", RUN_OUTPUTS)
+    handlers = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        hydra_app(_run, conf_dir, "config", RUN_OUTPUTS)
+    except KeyboardInterrupt as stop:  # outside a job (composing the config, between a multirun's jobs)
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"attnedit: interrupted by {signal.Signals(signum).name}; resume with: {resume_command()}",
+              file=sys.stderr)
+        _exit_now(128 + signum)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     if _FAILURES:  # after every job of a multirun, not in the first that had a failure
         sys.exit(1)

@@ -91,17 +91,21 @@ def factor_plot(scores: pd.DataFrame, note: str = "", cell: float = 0.55):
     import matplotlib.pyplot as plt
 
     methods = sorted(scores.method.unique())
-    height = max(len(scores[scores.method == m]) for m in methods)
+    height = max(3, *(len(scores[scores.method == m]) for m in methods))  # >= 3 rows: room for the colorbar
     fig, axes = plt.subplots(1, len(methods), figsize=(len(methods) * cell * (len(FACTORS) + 2.5), cell * height + 1.6),
                              squeeze=False, layout="constrained")  # constrained: the suptitle gets its own row
     for ax, method in zip(axes[0], methods):
         group = scores[scores.method == method].sort_values("direction")
-        parts = group[[f"change_{k}" for k in FACTORS]].to_numpy() / group.total.to_numpy()[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):  # no change at all: an empty (NaN) row, no warning
+            parts = group[[f"change_{k}" for k in FACTORS]].to_numpy() / group.total.to_numpy()[:, None]
         image = ax.imshow(parts, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(FACTORS)), FACTORS, rotation=60, fontsize=7)
         ax.set_yticks(range(len(group)), [f"{d} ({s:.2f})" for d, s in zip(group.direction, group.share)], fontsize=7)
         ax.set_title(f"{method}\nshare {group.share.mean():.2f}, linearity {group.linearity.mean():.2f}", fontsize=8)
-    fig.colorbar(image, ax=list(axes[0]), fraction=0.03, label="part of the direction's total change")
+    # below the panels: the label's length is the panels' width, not the height of a few rows
+    bar = fig.colorbar(image, ax=list(axes[0]), location="bottom", fraction=0.05, shrink=0.6, aspect=30)
+    bar.set_label("part of the direction's total change", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     title = "Factor benchmark: rows are directions (share of their dominant factor)" + (f"; {note}" if note else "")
     fig.suptitle("\n".join(textwrap.wrap(title, 70)), fontsize=8)
     return fig

@@ -42,6 +42,73 @@ class Cell:
         return self.text
 
 
+def _decimals(magnitude: float, digits: int) -> int:
+    """Decimal places that give ``magnitude`` ``digits`` significant figures (after rounding:
+    9.99996 to 4 figures is 10.00, two decimals)."""
+    if magnitude == 0:
+        return digits - 1
+    rounded = float(f"{magnitude:.{digits - 1}e}")
+    return digits - 1 - math.floor(math.log10(rounded))
+
+
+def compact_text(mean: float, low: float, high: float, digits: int = 4) -> str:
+    """"mean [low, high]" with the largest of the three at ``digits`` significant figures and
+    all three at its decimal place (so they line up and compare); "n/a" for a NaN mean, the
+    mean alone without a finite CI. Magnitudes below 1e-3 or from 1e5 share one exponent
+    ("1.234e-05 [1.100e-05, 1.300e-05]")."""
+    if not math.isfinite(mean):
+        return "n/a"
+    shown = [mean] + ([low, high] if math.isfinite(low) and math.isfinite(high) else [])
+    magnitude = max(abs(v) for v in shown)
+    decimals = _decimals(magnitude, digits)
+    exponent = 0
+    if magnitude and not 1e-3 <= float(f"{magnitude:.{digits - 1}e}") < 1e5:
+        exponent = digits - 1 - decimals
+        decimals = digits - 1
+    suffix = f"e{exponent:+03d}" if exponent else ""
+
+    def text(value: float) -> str:
+        value = round(value / 10.0 ** exponent, max(decimals, 0)) + 0.0  # + 0.0: no "-0.00"
+        return f"{value:.{max(decimals, 0)}f}{suffix}"
+
+    if len(shown) == 1:
+        return text(mean)
+    return f"{text(mean)} [{text(low)}, {text(high)}]"
+
+
+def plus_minus_text(mean: float, std: float, digits: int = 4) -> str:
+    """"mean ± std" at the decimal place of the larger one's ``digits`` significant figures
+    (as compact_text; outside 1e-3..1e5 each in its own exponent); "n/a" for a NaN mean."""
+    if not math.isfinite(mean):
+        return "n/a"
+    magnitude = max(abs(mean), abs(std)) if math.isfinite(std) else abs(mean)
+    if magnitude and not 1e-3 <= magnitude < 1e5:
+        return f"{mean:.{digits - 1}e} ± {std:.{digits - 1}e}"
+    decimals = max(_decimals(magnitude, digits), 0)
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def compact_cell(cell: Cell, digits: int = 4) -> str:
+    """A cell's text in the compact tables: "mean [CI]" (compact_text); a paired difference
+    with its p ("n.s." where not significant); a spread "mean ± std (k seeds)". Counts (n,
+    n_nan, n_failed) are the table's columns, not the cell's."""
+    numbers = cell.numbers
+    if cell.kind == "paired":
+        if not numbers.get(N_FINITE):
+            return "n/a (no pairs)"
+        p = numbers.get(P_VALUE, float("nan"))  # no p for a single pair (a CSV cell left empty)
+        p_text = f"p={p:.2g}" if math.isfinite(p) else "p n/a"
+        text = f"{compact_text(numbers[DIFF], numbers[CI_LOW], numbers[CI_HIGH], digits)} {p_text}"
+        return text if numbers.get(SIGNIFICANT) else f"{text} n.s."
+    if cell.kind in ("spread", "permuted"):
+        unit = next((k for k in numbers if k not in (MEAN, STD, "min", "max")), None)
+        text = plus_minus_text(numbers.get(MEAN, float("nan")), numbers.get(STD, float("nan")), digits)
+        return f"{text} ({numbers[unit]} {unit})" if unit and numbers.get(MEAN) == numbers.get(MEAN) else text
+    if MEAN not in numbers:
+        return cell.text
+    return compact_text(numbers[MEAN], numbers.get(CI_LOW, float("nan")), numbers.get(CI_HIGH, float("nan")), digits)
+
+
 def split_failed(group: pd.DataFrame, metric: str) -> tuple[pd.Series, int]:
     """(the metric's values of the cases that did not fail, float; how many failed)."""
     failed = failed_mask(group)

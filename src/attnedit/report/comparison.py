@@ -29,15 +29,16 @@ from attnedit.factors.benchmark import factor_plot
 from attnedit.report.cells import group_cell, paired_cell, spread_cell
 from attnedit.report.label_null import null_cell, null_columns, null_note, probes_note
 from attnedit.report.marks import forced_clipping, scale_note, title_marks
+from attnedit.report.figures_sad import comparison_figures
 from attnedit.report.plots import figure_note
 from attnedit.report.reference import read_reference, with_reference
-from attnedit.report.render import Figure, Report, Table, display, json_text
+from attnedit.report.render import Figure, Report, Table, as_notes, display, json_text
 from attnedit.report.runs import Run, differing_keys, load_runs, run_labels
 from attnedit.report.scored_against import NOTE as REFERENCES_NOTE
 from attnedit.report.scored_against import has_own_sampler, references_table
 from attnedit.report.sad import edits_only, factor_tables, study_settings, table2_cases, table2_note, with_strength
 from attnedit.report.stats import paired
-from attnedit.report.timing import timing_table, timing_title
+from attnedit.report.timing import Projection, timing_table, timing_title
 
 SEED_KEY = "dataset.first_seed"
 
@@ -214,8 +215,10 @@ def check_one_sampler(runs: list[Run]) -> None:
                           "one sampler for every method: rerun them with one model.clip_sample")
 
 
-def comparison_frames(runs: list[Run]) -> tuple[str, dict[str, pd.DataFrame], str, dict[str, str]]:
-    """(title, tables with cells, editing-time title, per-table notes) for several runs."""
+def comparison_frames(runs: list[Run], projection: Projection | None = None
+                      ) -> tuple[str, dict[str, pd.DataFrame], str, dict[str, str]]:
+    """(title, tables with cells, editing-time title, per-table notes) for several runs;
+    ``projection``: the editing time projected to another study too."""
     if not runs:
         raise AttneditError("give at least one run directory")
     check_one_sampler(runs)
@@ -228,7 +231,7 @@ def comparison_frames(runs: list[Run]) -> tuple[str, dict[str, pd.DataFrame], st
         "comparison": table,
         "comparison_by_abs_alpha": _aggregate(runs, ["alpha_scale", "abs_alpha", "edit_sign"]),
         "comparison_by_alpha": _aggregate(runs, ["alpha_scale", ALPHA]),
-        "comparison_editing_time": timing_table(runs),
+        "comparison_editing_time": timing_table(runs, projection),
     }
     labels = run_labels(runs)
     if len(runs) > 1 and all(SAMPLE_ID in r.frame for r in runs):
@@ -241,7 +244,8 @@ def comparison_frames(runs: list[Run]) -> tuple[str, dict[str, pd.DataFrame], st
     tables.update({f"comparison_{k}": v for k, v in factor_tables(pd.concat(labelled, ignore_index=True)).items()})
     names = sorted({str(r.config.get("name", r.run_dir.parent.name)) for r in runs})
     title = " ".join(filter(None, [" + ".join(names), comparison_notes(runs)]))
-    return title, tables, timing_title(tables["comparison_editing_time"]), comparison_table_notes(runs, table2_alpha)
+    time_title = timing_title(tables["comparison_editing_time"], projection)
+    return title, tables, time_title, comparison_table_notes(runs, table2_alpha)
 
 
 def comparison_table(run_dirs) -> pd.DataFrame:
@@ -256,17 +260,19 @@ def build_comparison(run_dirs) -> tuple[str, dict[str, pd.DataFrame], str]:
     return title, {k: display(v) for k, v in tables.items()}, time_title
 
 
-def build_several(runs: list[Run]) -> Report:
+def build_several(runs: list[Run], projection: Projection | None = None) -> Report:
     """comparison{,_by_abs_alpha,_by_alpha,_editing_time,_paired,_seeds}.* in one folder."""
-    title, frames, time_title, notes = comparison_frames(runs)
+    title, frames, time_title, notes = comparison_frames(runs, projection)
     tables = []
     for name, frame in frames.items():
-        caption = f"{title} — {time_title}" if name == "comparison_editing_time" else title
+        caption = f"{title} {as_notes(time_title)}" if name == "comparison_editing_time" else title
         tables.append(Table(name, " ".join(filter(None, [caption, notes.get(name)])), frame))
     figures = []
     if "comparison_factor_directions" in frames:
         note = figure_note(pd.concat([r.frame for r in runs], ignore_index=True))
         figures.append(Figure("factor_benchmark.png", factor_plot(frames["comparison_factor_directions"], note),
                               {"dpi": 120, "bbox_inches": "tight"}))
+    names = " + ".join(sorted({str(r.config.get("name", r.run_dir.parent.name)) for r in runs}))
+    figures += comparison_figures(runs, run_labels(runs), names)  # curves, trade-off, methods side by side
     runs_json = json_text([str(r.run_dir.resolve()) for r in runs])
     return Report(tables, figures, {"comparison_runs.json": runs_json}, table_dir="", index="comparison_tables.md")

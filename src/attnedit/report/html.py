@@ -1,19 +1,24 @@
 """``attnedit-report <run dir> [<run dir> ...] [--out DIR]``: a static HTML report.
 
 One self-contained folder (default ``<first run>/report``): ``index.html`` with the
-tables, the figures, a grid of cases (reference = the unedited sample or the source
-image, the edited image, the case's metrics) filterable by run / method / category /
-direction / alpha / grid point (dk, dv) / status, and each run's manifest. Everything
-the page loads is written inside the folder (no server, no CDN): images are hard-linked
-there (copied across file systems), the script and style sheet are files next to
-index.html, and the cases are a script (``cases.js``: browsers refuse ``fetch`` of
-local JSON from file:// pages).
+tables, the figures, the cases and each run's manifest. Cases are grouped by sample under
+its reference image (the unedited sample or the source image: shown once per group, or on
+hover when sorted across samples), sortable by any metric and filterable by sample /
+method / category / direction / alpha / grid point (dk, dv) / status; a report over several
+runs has a run picker. The page's state (filters, sort, runs, section) lives in the
+address's #fragment, so a link reproduces a view; a value there the report does not hold
+gets a notice listing the valid ones. Everything the page loads is written inside the
+folder (no server, no CDN): images are hard-linked there (copied across file systems), the
+script and style sheet are files next to index.html, and the cases are a script
+(``cases.js``: browsers refuse ``fetch`` of local JSON from file:// pages).
 
 The tables come from the code ``attnedit-tables`` runs (:func:`attnedit.report.studies.write_all`,
 with the same arguments: the runs, plus ``--out`` for several runs), read back
-from the ``<name>.md`` (title) and ``<name>.csv`` (cells) files it writes; nothing here
-computes a table. Failed cases (``failed`` / ``error`` columns) show their error and no
-edited image.
+from the ``<name>.md`` (title, footnotes) and ``<name>.csv`` (numbers) files it writes
+(:mod:`attnedit.report.html_tables`); nothing here computes a table. Each run shows its
+own tables (those its tables.md lists) and the comparison of several runs is shown once,
+from the report's own folder. Failed cases (``failed`` / ``error`` columns) show their
+error and no edited image.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import pandas as pd
 
 from attnedit.errors import DataError
 from attnedit.methods.bias_delta.params import PARAMS as GRID_KEYS
+from attnedit.report import html_tables
 from attnedit.report.marks import RANDOM_BACKBONE_MARK, RANDOM_MODEL_MARK
 from attnedit.report.studies import write_all
 from attnedit.store.run_store import RunStore
@@ -39,12 +45,14 @@ from attnedit.store.run_store import RunStore
 ASSETS = Path(__file__).with_name("html_assets")
 MARKER = "attnedit-report.json"  # written in every report folder: only such a folder is ever cleared
 GENERATED = ("assets", "images", "figures", "tables", "study", "manifests", "index.html", "cases.js", MARKER)
-# (facet key, label) in the order the filters are shown; a facet with one value is not shown.
-FACETS = (("run", "run"), ("method", "method"), ("category", "category"), ("direction", "direction"),
-          ("alpha", "alpha"), ("point", "grid point (dk, dv)"), ("status", "status"))
+# (facet key, label) in the order the filters are shown; a facet with one value is not shown
+# (the page still knows its value: a link naming another one gets a notice). "run" is the run picker.
+FACETS = (("run", "run"), ("sample", "sample"), ("method", "method"), ("category", "category"),
+          ("direction", "direction"), ("alpha", "alpha"), ("point", "grid point (dk, dv)"), ("status", "status"))
 # per-case marks of rows computed with random weights (the tables' titles carry the same marks)
 ROW_MARKS = {"model_random_weights": "random model weights", "random_backbone": "random metric backbones"}
 PAGE_MARKS = {"model_random_weights": RANDOM_MODEL_MARK, "random_backbone": RANDOM_BACKBONE_MARK}
+SERIES_MIN, SERIES_OPEN = 3, 8  # figures named alike that make a series; a series up to SERIES_OPEN long is open
 USAGE = "usage: attnedit-report <run dir> [<run dir> ...] [--out DIR]"
 
 
@@ -57,42 +65,41 @@ class RunPage:
 
 
 # -- the tables, as attnedit-tables writes them ---------------------------------------------
-def write_tables(run_dirs: list[Path], study_dir: Path) -> None:
-    """What attnedit-tables writes for the runs (several: the joint report in ``study_dir``)."""
-    write_all(run_dirs, study_dir if len(run_dirs) > 1 else None)
+def write_tables(run_dirs: list[Path], study_dir: Path, each_run: bool = True) -> None:
+    """What attnedit-tables writes for the runs (several: the joint report in ``study_dir``;
+    ``each_run`` False: the runs' own tables are fresh, e.g. at a multirun's end)."""
+    write_all(run_dirs, study_dir if len(run_dirs) > 1 else None, each_run=each_run)
 
 
-def table_files(folder: Path) -> list[tuple[str, Path]]:
-    """(title, csv) of every table under ``folder``: a ``<name>.md`` holding one '### ' heading
+def _headings(md: Path) -> list[str]:
+    return [line[4:].strip() for line in md.read_text().splitlines() if line.startswith("### ")]
+
+
+def own_tables(folder: Path) -> list[str]:
+    """The names of a run's own tables: those its index (tables.md) lists. A comparison
+    written into the folder by an earlier ``attnedit-tables R1 R2`` is not one of them."""
+    index = folder / "tables.md"
+    return [h.rpartition(" — ")[2] for h in _headings(index)] if index.is_file() else []
+
+
+def table_files(folder: Path) -> list[Path]:
+    """The csv of every table under ``folder``: a ``<name>.md`` holding one '### ' heading
     beside a ``<name>.csv``, in the order of the folder's collected Markdown (tables.md)."""
     found, order = [], {}
     for md in sorted(folder.rglob("*.md")):
-        headings = [line[4:].strip() for line in md.read_text().splitlines() if line.startswith("### ")]
-        if len(headings) > 1:  # a collection (tables.md, comparison_tables.md): gives the order
+        headings = _headings(md)
+        if len(headings) > 1 or md.name.endswith("tables.md"):  # a collection: gives the order
             for i, heading in enumerate(headings):
-                order.setdefault((md.parent, heading), i)
+                order.setdefault((md.parent, heading.rpartition(" — ")[2]), i)
         elif len(headings) == 1 and md.with_suffix(".csv").exists():
-            found.append((headings[0], md.with_suffix(".csv")))
-    return sorted(found, key=lambda item: (str(item[1].parent), order.get((item[1].parent, item[0]), 1 << 30),
-                                           item[1].name))
+            found.append(md.with_suffix(".csv"))
+    return sorted(found, key=lambda csv: (str(csv.parent), order.get((csv.parent, csv.stem), 1 << 30), csv.name))
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return "" if value is None else str(value)
-
-
-def table_html(title: str, csv: Path, out: Path) -> str:
-    frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
+def table_html(csv: Path, out: Path) -> str:
     links = " ".join(f'<a href="{html.escape(_rel(p, out))}">{p.suffix[1:]}</a>'
                      for p in (csv.with_suffix(s) for s in (".md", ".csv", ".tex")) if p.exists())
-    return (f'<figure class="table"><figcaption>{html.escape(title)} <span class="files">{links}</span>'
-            f"</figcaption><div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-            "</table></div></figure>")
+    return html_tables.table_html(html_tables.read_markdown(csv.with_suffix(".md")), csv, links)
 
 
 # -- files inside the report ---------------------------------------------------------------
@@ -158,7 +165,7 @@ def _number(value: Any) -> str:
 
 def facet_values(row: dict, run_key: str) -> dict[str, str]:
     """The filter values of one case (absent facets left out)."""
-    facets = {"run": run_key, "method": str(row.get("method")),
+    facets = {"run": run_key, "sample": str(row.get("sample_id")), "method": str(row.get("method")),
               "status": "failed" if _is_true(row.get("failed")) else "ok"}
     if row.get("category") is not None and not _missing(row.get("category")):
         facets["category"] = str(row["category"])
@@ -208,7 +215,7 @@ def case_entries(run: RunPage, out: Path) -> list[dict[str, Any]]:
             "facets": facet_values(row, run.key),
             "reference": images["reference_path"],
             "image": images["image_path"],
-            "metrics": [[m, _metric_text(row.get(m))] for m in metrics],
+            "metrics": [[m, _metric_text(row.get(m)), _metric_value(row.get(m))] for m in metrics],
             "error": str(row["error"]) if failed and not _missing(row.get("error")) else None,
             "marks": [mark for column, mark in ROW_MARKS.items() if _is_true(row.get(column))],
         })
@@ -224,18 +231,28 @@ def _metric_text(value: Any) -> str:
         return str(value)
 
 
+def _metric_value(value: Any) -> float | None:
+    """The number the cases sort on (None: NaN, missing or text: sorted last; infinities kept:
+    the page's data is a script, where JSON's Infinity is a number)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
 def facet_options(cases: list[dict]) -> list[dict[str, Any]]:
-    """Filters with their values (numbers in numeric order); one-valued facets dropped."""
+    """Filters with their values (numbers in numeric order); ``shown``: more than one value."""
     facets = []
     for key, label in FACETS:
         values = list(dict.fromkeys(c["facets"][key] for c in cases if key in c["facets"]))
-        if len(values) < 2:
+        if not values:
             continue
         try:
             values.sort(key=lambda v: float(v.split()[0].split("=")[-1]))
         except ValueError:
             values.sort()
-        facets.append({"key": key, "label": label, "values": values})
+        facets.append({"key": key, "label": label, "values": values, "shown": len(values) > 1})
     return facets
 
 
@@ -244,19 +261,82 @@ def _section(title: str, anchor: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-def tables_html(groups: list[tuple[str, Path]], out: Path) -> str:
+def _group(label: str, run: str | None, body: str) -> str:
+    """A folded group; a run's carries ``data-run`` (the run picker hides it), the comparison does not."""
+    attr = f' data-run="{html.escape(run)}"' if run else ' class="comparison"'
+    return f"<details open{attr}><summary>{html.escape(label)}</summary>{body}</details>"
+
+
+def tables_html(groups: list[tuple[str, str | None, list[Path]]], out: Path) -> str:
+    """Each group (label, run key or None for the comparison, its tables) folded under its label."""
+    parts = [_group(label, run, "".join(table_html(csv, out) for csv in csvs)) for label, run, csvs in groups if csvs]
+    return f'<p class="hint">{html.escape(html_tables.LEGEND)}</p>' + "".join(parts) if parts else "<p>No tables.</p>"
+
+
+def figure_caption(path: Path) -> str:
+    """What a figure shows, from its file name ("alpha_sweep_seed000000" -> "alpha sweep seed000000")."""
+    return re.sub(r"[_\s]+", " ", path.stem).strip()
+
+
+def _figure(path: Path, out: Path) -> str:
+    src, caption = html.escape(_rel(path, out)), html.escape(figure_caption(path))
+    return (f'<figure class="plot"><a href="{src}"><img src="{src}" alt="{caption}"></a><figcaption>{caption} '
+            f'<span class="files">{html.escape(path.name)}</span></figcaption></figure>')
+
+
+def _natural(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def figure_series(paths: list[Path]) -> tuple[list[Path], dict[str, list[Path]]]:
+    """(the single figures, {series: its figures}): a series is SERIES_MIN or more figures
+    named alike but for a trailing number or sample (alpha_sweep_seed000000, gallery_direction_3),
+    so the summary plots are not buried under one figure per sample."""
+    named: dict[str, list[Path]] = {}
+    for path in sorted(paths, key=_natural):
+        match = re.match(r"^(.+?)[_-]?(?:seed)?\d+$", path.stem)
+        named.setdefault(f"{path.parent}/{match.group(1)}" if match else str(path), []).append(path)
+    singles = [p for group in named.values() if len(group) < SERIES_MIN for p in group]
+    series = {key: group for key, group in named.items() if len(group) >= SERIES_MIN}
+    return sorted(singles, key=_natural), series
+
+
+def _plots(paths: list[Path], out: Path) -> str:
+    return f'<div class="plots">{"".join(_figure(p, out) for p in paths)}</div>'
+
+
+def figures_html(groups: list[tuple[str, str | None, list[Path]]], out: Path) -> str:
+    """Each group's figures, captioned, folded under its label (as the tables): the single
+    figures first, then each series folded under its name (closed when long)."""
     parts = []
-    for label, folder in groups:
-        tables = [table_html(title, csv, out) for title, csv in table_files(folder)]
-        if tables:
-            parts.append(f"<details open><summary>{html.escape(label)}</summary>{''.join(tables)}</details>")
-    return "".join(parts) or "<p>No tables.</p>"
+    for label, run, paths in groups:
+        if not paths:
+            continue
+        singles, series = figure_series(paths)
+        body = _plots(singles, out) if singles else ""
+        for key, members in series.items():
+            opened = " open" if len(members) <= SERIES_OPEN else ""
+            body += (f'<details class="series"{opened}><summary>{html.escape(figure_caption(Path(key)))} '
+                     f"({len(members)} figures)</summary>{_plots(members, out)}</details>")
+        parts.append(_group(label, run, body))
+    return "".join(parts) or "<p>No figures.</p>"
 
 
-def figures_html(figures: list[tuple[str, Path]], out: Path) -> str:
-    items = [f'<figure class="plot"><img src="{html.escape(_rel(p, out))}" alt="{html.escape(p.name)}">'
-             f"<figcaption>{html.escape(label)}: {html.escape(p.name)}</figcaption></figure>" for label, p in figures]
-    return f'<div class="plots">{"".join(items)}</div>' if items else "<p>No figures.</p>"
+def copy_run_files(run: RunPage, out: Path) -> tuple[list[Path], list[Path]]:
+    """A run's own tables (no stale comparison left in its tables/) and every figure under
+    its figures/, placed in the report; returns (table csvs, figures)."""
+    folder, tables = run.run_dir / "tables", []
+    for name in own_tables(folder):
+        for src in (folder / f"{name}{suffix}" for suffix in (".md", ".csv", ".tex")):
+            if src.is_file():
+                _place(src, out / "tables" / run.key / src.name)
+        if (folder / f"{name}.csv").is_file() and (folder / f"{name}.md").is_file():
+            tables.append(out / "tables" / run.key / f"{name}.csv")
+    figures = []
+    for src in sorted((run.run_dir / "figures").rglob("*.png")):
+        figures.append(out / "figures" / run.key / src.relative_to(run.run_dir / "figures"))
+        _place(src, figures[-1])
+    return tables, figures
 
 
 def manifests_html(runs: list[RunPage], out: Path) -> str:
@@ -272,8 +352,8 @@ def manifests_html(runs: list[RunPage], out: Path) -> str:
     return "".join(parts)
 
 
-def write_html_report(run_dirs, out: str | Path | None = None) -> Path:
-    """Writes the report folder; returns its index.html."""
+def write_html_report(run_dirs, out: str | Path | None = None, each_run: bool = True) -> Path:
+    """Writes the report folder; returns its index.html (``each_run``: :func:`write_tables`)."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise DataError(USAGE)
@@ -282,20 +362,20 @@ def write_html_report(run_dirs, out: str | Path | None = None) -> Path:
     prepare_out(out)
     (out / MARKER).write_text(json.dumps({"runs": [str(d.resolve()) for d in run_dirs]}, indent=2))
     study = out / "study"
-    write_tables(run_dirs, study)
+    write_tables(run_dirs, study, each_run)
 
-    groups = [("all runs", study)] if study.exists() else []
-    figures = [("all runs", p) for p in sorted(study.rglob("*.png"))] if study.exists() else []
+    # the comparison once, from this report's own folder; each run's own tables and figures
+    joint = "comparison of all runs"
+    groups = [(joint, None, table_files(study))] if study.exists() else []
+    figures = [(joint, None, sorted(study.rglob("*.png")))] if study.exists() else []
     for run in runs:
-        for kind in ("tables", "figures"):
-            for src in sorted((run.run_dir / kind).glob("*")):
-                if src.is_file():
-                    _place(src, out / kind / run.key / src.name)
-        groups.append((run.key, out / "tables" / run.key))
-        figures += [(run.key, p) for p in sorted((out / "figures" / run.key).glob("*.png"))]
+        tables, plots = copy_run_files(run, out)
+        groups.append((run.key, run.key, tables))
+        figures.append((run.key, run.key, plots))
 
     cases = [entry for run in runs for entry in case_entries(run, out)]
-    data = {"facets": facet_options(cases), "cases": cases,
+    data = {"facets": facet_options(cases), "cases": cases, "runs": [run.key for run in runs],
+            "metrics": list(dict.fromkeys(m[0] for c in cases for m in c["metrics"])),
             "references": {run.key: reference_kind(run.manifest) for run in runs}}
     # "</" would end the <script> element if this were inlined; escaped anyway for safety
     (out / "cases.js").write_text("window.ATTNEDIT_REPORT = " + json.dumps(data).replace("</", "<\\/") + ";\n")

@@ -14,6 +14,7 @@ from attnedit.data.piebench import CATEGORY_NAMES, PIEBench
 from attnedit.metrics.base import REGIONS
 from attnedit.metrics.piebench import SSIM_CONVENTION_TEXT
 from attnedit.metrics.registry import metric_info
+from attnedit.report.render import WIDTH, Compact, fitted, footnote
 
 
 def summarize(csv_path: Path, dataset: PIEBench, methods: list[str], metrics: list[str]) -> pd.DataFrame:
@@ -50,8 +51,11 @@ def write_summary(
 ) -> str:
     """Write ``<stem>_summary.md`` and ``<stem>_summary.csv``; return the markdown.
 
-    One method: its table as is; several: one table, a ``method`` column first. The title
-    names the SSIM convention (``ssim_convention``, None without an SSIM metric)."""
+    One method: its table as is; several: one table, a ``method`` column first. The
+    Markdown is compact (render.py): the heading, the table (``failed`` only where an image
+    was not scored, within render.WIDTH columns), then numbered notes: the SSIM convention
+    (``ssim_convention``, None without an SSIM metric), random backbones, the regions, how
+    the means were taken. The CSV keeps every column."""
     scaled = table.copy() if len(methods) > 1 else table.drop(columns="method")
     headers = {}
     for metric in metrics:
@@ -59,23 +63,23 @@ def write_summary(
         scaled[metric] = scaled[metric] * info.scale
         headers[metric] = f"{metric} [{info.unit}]"
     scaled = scaled.rename(columns=headers)
-    title = f"# PIE-Bench evaluation: {', '.join(methods)}"
+    notes = []
     if ssim_convention is not None:
-        title += f" -- {SSIM_CONVENTION_TEXT[ssim_convention]}"
+        notes.append(SSIM_CONVENTION_TEXT[ssim_convention])
     if random_weights:
-        title += f" -- RANDOM-BACKBONE ({', '.join(random_weights)}): not comparable with published numbers"
+        notes.append(f"RANDOM-BACKBONE ({', '.join(random_weights)}): not comparable with published numbers")
     regions = list(dict.fromkeys(metric_info(m).region for m in metrics))
-    lines = [
-        title,
-        "",
-        "Regions: " + "; ".join(REGIONS[r].text for r in regions),
-        "Per-category means over images, NaN (empty region) skipped; n = images in the category, "
-        "failed = images not scored (NaN/inf pixels in the edited image), left out of the means.",
-        "",
-        scaled.to_markdown(index=False, floatfmt=".2f"),
-        "",
-    ]
-    text = "\n".join(lines)
+    notes.append("Regions: " + "; ".join(REGIONS[r].text for r in regions))
+    notes.append("Per-category means over images, NaN (empty region) skipped; n = images in the category, "
+                 "failed = images not scored (NaN/inf pixels in the edited image), left out of the means "
+                 "(a column only where one is non-zero; every column in the CSV).")
+    shown = scaled if scaled["failed"].any() else scaled.drop(columns="failed")
+    values = shown.astype(object).map(lambda v: f"{v:.2f}" if isinstance(v, float) else str(v))
+    keys = [c for c in ("method", "category_id", "category", "n") if c in shown]
+    numeric = {c for c in shown.columns if c not in ("method", "category")}
+    lines = [f"# PIE-Bench evaluation: {', '.join(methods)}", "", fitted(Compact(values, keys, numeric, [])), "",
+             *(footnote(k, note, WIDTH) for k, note in enumerate(notes, start=1))]
+    text = "\n".join(lines) + "\n"
     csv_path.with_name(f"{csv_path.stem}_summary.md").write_text(text)
     scaled.to_csv(csv_path.with_name(f"{csv_path.stem}_summary.csv"), index=False)
     return text

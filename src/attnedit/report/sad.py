@@ -2,8 +2,9 @@
 runs: comparison.py).
 
 One run (<run dir>/tables/): metric columns are the ones the run's manifest lists. Cells
-are "mean ± std" over cases (non-finite values skipped, their count reported), with n,
-the 95% CI, n_nan and n_failed beside them (render.py). Every title says when the numbers
+hold mean, std, the 95% CI, n, n_nan and n_failed over cases (non-finite values skipped,
+their count reported), shown "mean [95% CI]" (render.py; every column with --wide and in
+the CSV). Every title says when the numbers
 come from random weights (test-only metric backbones or an untrained model) and how
 alpha is scaled (``alpha_scale``), and each table's title says which cases it holds.
 Means over alphas leave out alpha = 0 rows (the unedited sample: PSNR near the float32
@@ -28,9 +29,10 @@ from attnedit.errors import ConfigError
 from attnedit.factors.benchmark import direction_scores, factor_plot, has_factor_columns, method_summary
 from attnedit.report.cells import group_cell
 from attnedit.report.marks import floor_title, scale_note, title_marks
+from attnedit.report.figures_sad import run_figures
 from attnedit.report.plots import figure_note
 from attnedit.report.reference import read_reference, with_reference
-from attnedit.report.render import Figure, Report, Table, json_text
+from attnedit.report.render import Figure, Report, Table, as_notes, json_text
 from attnedit.report.runs import Run
 from attnedit.report.timing import timing_table, timing_title
 
@@ -120,7 +122,7 @@ def run_tables(run: Run) -> tuple[list[Table], dict[str, pd.DataFrame]]:
     reference, table2_alpha = study_settings(run.config)
     built = run_frames(run, reference, table2_alpha)
     notes = table_notes(frame, table2_alpha)
-    notes["editing_time"] = timing_title(built["editing_time"])
+    notes["editing_time"] = as_notes(timing_title(built["editing_time"]))  # a sentence: a note, not the title
     tables = [Table(name, " ".join(filter(None, [title, notes.get(name)])), table) for name, table in built.items()]
     return tables, {k: v for k, v in built.items() if k.startswith("factor_")}
 
@@ -139,7 +141,7 @@ def run_frames(run: Run, reference: str | None, table2_alpha: float | None) -> d
         tables["by_direction"] = aggregate(frame, [METHOD, DIRECTION, "label", "label_sign", ALPHA], metrics)
     if "category" in frame and frame.category.notna().any():
         tables["by_category"] = aggregate(edits, [METHOD, "category"], metrics)
-    tables["editing_time"] = timing_table([run])  # discovery / per-edit / projected study time
+    tables["editing_time"] = timing_table([run])  # this run's time, per edit, discovery
     tables.update(factor_tables(frame))
     return tables
 
@@ -168,6 +170,7 @@ def build_run(run: Run) -> Report:
         note = figure_note(run.frame)
         figures.append(Figure("figures/factor_benchmark.png", factor_plot(factors["factor_directions"], note),
                               {"dpi": 120, "bbox_inches": "tight"}))
+    figures += run_figures(run)  # curves against alpha, fidelity vs strength, per-direction galleries
     meta = {"title": run_title(run), "rows": len(run.frame)}
     return Report(tables, figures, {"tables/meta.json": json_text(meta)})
 

@@ -22,6 +22,8 @@ from attnedit.report.dcag import runs as dcag_runs
 from attnedit.report.dcag import study as dcag_study
 from attnedit.report.render import Report, tables_of, write_report
 from attnedit.report.runs import Run, load_runs
+from attnedit.report.timing import Projection
+from attnedit.store.run_index import comparison_folder
 
 
 def sad_tables(runs: list[Run]) -> Report:
@@ -47,20 +49,24 @@ def write_tables(run: Run | str | Path) -> dict[str, pd.DataFrame]:
     return tables_of(report)
 
 
-def write_study(run_dirs, out: str | Path | None = None, pairs: list[tuple[str, str]] = ()) -> tuple[str, Path, str]:
+def write_study(run_dirs, out: str | Path | None = None, pairs: list[tuple[str, str]] = (),
+                projection: Projection | None = None, wide: bool = False) -> tuple[str, Path, str]:
     """Several runs in one report: (study name, the folder, the Markdown). The DCAG study
-    goes to ``out`` (default <first run>/study), with a paired table per requested pair of
-    grid points (``pairs``: ("dk=1,dv=1", "dk=1.1,dv=1.15"), ...); other runs get the
-    comparison tables in ``out`` (default: the first run's tables/)."""
+    goes to ``out``, with a paired table per requested pair of grid points (``pairs``:
+    ("dk=1,dv=1", "dk=1.1,dv=1.15"), ...); other runs get the comparison tables in ``out``.
+    Without ``out``: ``<results folder>/comparisons/<hash of the runs>/``
+    (store.run_index.comparison_folder), never a folder of one of the runs."""
     runs = load_runs(run_dirs)
+    if out is None:
+        out = comparison_folder([r.run_dir for r in runs])
     if dcag_runs.study_runs(runs):  # every run bias-delta or unedited, one at least bias-delta
-        folder = Path(out) if out is not None else runs[0].run_dir / "study"
-        return "study", folder, write_report(dcag_study.build(runs, pairs), folder)
+        folder = Path(out)
+        return "study", folder, write_report(dcag_study.build(runs, pairs), folder, wide)
     if pairs:
         raise ConfigError("--pair compares grid points of the DCAG study (bias-delta runs); these runs are not one; "
                           "comparisons of other runs pair every run with the first (comparison_paired)")
-    folder = Path(out) if out is not None else runs[0].run_dir / "tables"
-    text = write_report(comparison.build_several(runs), folder)
+    folder = Path(out)
+    text = write_report(comparison.build_several(runs, projection), folder, wide)
     return "comparison", folder, text
 
 
@@ -86,16 +92,18 @@ class Written:
     figure: Path | None = None
 
 
-def write_all(run_dirs, out: str | Path | None = None, pairs: list[tuple[str, str]] = ()) -> Written:
+def write_all(run_dirs, out: str | Path | None = None, pairs: list[tuple[str, str]] = (),
+              projection: Projection | None = None, wide: bool = False, each_run: bool = True) -> Written:
     """``attnedit-tables``: every run's tables, then one report over all of them (the DCAG
-    study or a comparison) when there are several runs, an ``out`` folder or ``pairs``."""
+    study or a comparison) when there are several runs, an ``out`` folder or ``pairs``;
+    ``wide``: the Markdown returned has every column (render.write_report); ``each_run``
+    False: the joint report only (a multirun's end: each job wrote its run's tables)."""
     runs = load_runs(run_dirs)  # each run read once, handed to its tables and the joint report
     written = Written()
-    for run in runs:
-        write_tables(run)
-        written.runs.append((run.run_dir / "tables", (run.run_dir / "tables" / "tables.md").read_text()))
-    if len(runs) > 1 or out is not None or pairs:
-        written.kind, written.folder, written.text = write_study(runs, out, pairs)
+    for run in runs if each_run else ():
+        written.runs.append((run.run_dir / "tables", write_report(build([run]), run.run_dir, wide)))
+    if len(runs) > 1 or out is not None or pairs or projection is not None:
+        written.kind, written.folder, written.text = write_study(runs, out, pairs, projection, wide)
         if written.kind == "comparison":  # e.g. lsun_sad: the same directions figure for every model
             written.figure = cross_model_figure(runs, written.folder)
     return written

@@ -1,41 +1,72 @@
-"""The editing-time table: what each method costs, from the rows and manifests of runs.
+"""The editing-time table: what each run took, from its rows and manifest.
 
-Per run (one method): direction discovery once per model (the manifest's
-``discovery_compute_seconds``, else ``discovery_seconds``: what the computation took even
-when this run read it from the cache), discovery per sample (pullback: the mean over
-samples of ``discovery_seconds_per_sample``), time per edit (the mean over cases of
-``seconds_per_case`` minus the part of it spent on per-sample discovery,
-``discovery_share_seconds``), and the projected total of a study:
+Measured, per run (one method): the run's own wall time (``run_s``: the manifest's
+``cost.wall_seconds``, summed over the sessions that computed its cases, from the store's
+opening to the last case; model loading and direction discovery before it are not in it)
+and its case count, then the time per edit (the mean over cases of ``seconds_per_case``
+minus the part spent on per-sample discovery, ``discovery_share_seconds``) with its
+median and interquartile range, direction discovery once per model (``discovery_compute_seconds``,
+else ``discovery_seconds``: what the computation took even when this run read it from the
+cache) and per sample (pullback: the mean over samples of ``discovery_seconds_per_sample``).
+Times depend on the machine and the batch size: the table states the device and host of
+every run and marks runs that were not measured on the same one. Unedited reference
+samples cost the same for every method and are not counted in the per-edit time.
 
-    total = once + samples * per_sample + cases * per_edit
+Machine load turns into method differences (random directions once measured 1.67x SAD with
+the same injection code), so the title gives the load average the run's sessions recorded
+(manifest ``cost.sessions[].load_average``, ``os.getloadavg()`` at each session's end). For
+method-vs-method timings measure them side by side in interleaved rounds:
+benchmarks/bench_editing_time.py.
 
-The SAD paper's study is 15 directions x 100 samples = 1500 cases. Times depend on the
-machine and the batch size, so the table states the device and host of every run and
-marks runs that were not measured on the same one. Unedited reference samples cost the
-same for every method and are not counted.
+Projected, only when asked (``attnedit-tables --project``): another study's total from this
+run's per-edit and discovery times,
 
-Machine load turns into method differences (random directions once measured 1.67x SAD
-with the same injection code), so beside the mean the table gives the median time per
-edit with its interquartile range (``edit_median_s``, ``edit_q25_s``, ``edit_q75_s``,
-``edit_iqr_s``) and the load average the run's sessions recorded (manifest
-``cost.sessions[].load_average``: 1-, 5-, 15-minute ``os.getloadavg()`` at the session's
-end), and the title states device and load. For method-vs-method timings measure them
-side by side in interleaved rounds: benchmarks/bench_editing_time.py.
+    projected = once + samples * per_sample + cases * per_edit
+
+in columns ``projected_*`` and a title that says it is a projection and names its inputs.
+The SAD paper's CelebA-HQ study is 15 directions x 100 samples = 1500 cases.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from attnedit.columns import METHOD, SECONDS_PER_CASE
+from attnedit.errors import ConfigError
 from attnedit.report.runs import Run, load_runs
 
-STUDY_SAMPLES = 100
-STUDY_CASES = 1500
 MIXED_MACHINES_MARK = "[RUNS FROM DIFFERENT MACHINES: times are not comparable]"
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A study to project the measured times to: ``cases`` edits over ``samples`` samples."""
+    cases: int
+    samples: int
+    name: str = ""
+
+    @property
+    def text(self) -> str:
+        what = f"{self.name}: " if self.name else ""
+        return f"{what}{self.cases} cases over {self.samples} samples"
+
+
+PROJECTIONS = {"celebahq_sad": Projection(1500, 100, "the SAD paper's CelebA-HQ study")}
+
+
+def parse_projection(text: str) -> Projection:
+    """``celebahq_sad`` or ``cases=1500,samples=100``."""
+    if text in PROJECTIONS:
+        return PROJECTIONS[text]
+    match = re.fullmatch(r"\s*cases\s*=\s*(\d+)\s*,\s*samples\s*=\s*(\d+)\s*", text)
+    if match is None or int(match[1]) < 1 or int(match[2]) < 1:
+        raise ConfigError(f"--project {text!r}: give {', '.join(PROJECTIONS)} or cases=N,samples=M with N, M >= 1")
+    return Projection(int(match[1]), int(match[2]))
 
 
 def _number(value) -> float:
@@ -54,10 +85,11 @@ def _load(manifest: dict) -> str:
 
 
 def run_timing(run: Run | str | Path) -> dict:
-    """One row of the timing table for one run (a directory is loaded)."""
+    """One row of the timing table for one run (a directory is loaded): measured values only."""
     run = load_runs([run])[0]
     frame, manifest = run.frame, run.manifest
     method = manifest.get("method") or {}
+    cost = manifest.get("cost") or {}
     once = method.get("discovery_compute_seconds")
     once = _number(method.get("discovery_seconds") if once is None else once)
     per_sample = 0.0
@@ -67,18 +99,22 @@ def run_timing(run: Run | str | Path) -> dict:
     per_edit = (frame[SECONDS_PER_CASE] - share) if SECONDS_PER_CASE in frame else pd.Series(dtype=float)
     timed = per_edit.dropna().astype(float)
     q25, median, q75 = (_number(timed.quantile(q)) if len(timed) else 0.0 for q in (0.25, 0.5, 0.75))
+    run_s = _number(cost.get("wall_seconds"))
     return {
         "method": str(frame[METHOD].iloc[0]) if METHOD in frame and len(frame) else str(method.get("name", "?")),
-        "discovery": "per sample" if per_sample > 0 else ("once per model" if once > 0 else "none"),
-        "discovery_once_s": once,
-        "discovery_per_sample_s": per_sample,
+        "n": len(frame),
+        "run_s": run_s,
+        "run_hms": _hms(run_s),
+        "sessions": len(cost.get("sessions") or []),
         "edit_s": _number(per_edit.mean()),
         "edit_std_s": _number(per_edit.std(ddof=0)),
         "edit_median_s": median,
         "edit_q25_s": q25,
         "edit_q75_s": q75,
         "edit_iqr_s": q75 - q25,
-        "n": len(frame),
+        "discovery": "per sample" if per_sample > 0 else ("once per model" if once > 0 else "none"),
+        "discovery_once_s": once,
+        "discovery_per_sample_s": per_sample,
         "batch_size": int(frame.batch_size.mode().iloc[0]) if "batch_size" in frame and len(frame) else None,
         "device": str((manifest.get("model") or {}).get("device", "?")),
         "host": str((manifest.get("host") or {}).get("hostname", "?")),
@@ -86,32 +122,34 @@ def run_timing(run: Run | str | Path) -> dict:
     }
 
 
-def timing_table(runs, study_samples: int = STUDY_SAMPLES, study_cases: int = STUDY_CASES) -> pd.DataFrame:
-    """One row per run (Run objects or directories); ``total_s`` projects a study of ``study_cases`` cases over
-    ``study_samples`` samples; ``total_vs_sad`` divides by the SAD run's total, if any."""
-    rows = []
-    for run in load_runs(runs):
-        row = run_timing(run)
-        row["total_s"] = row["discovery_once_s"] + study_samples * row["discovery_per_sample_s"] + study_cases * row["edit_s"]
-        row["total_hms"] = _hms(row["total_s"])
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    sad = table[table.method == "sad"]
-    if len(sad) == 1 and float(sad.total_s.iloc[0]) > 0:
-        table["total_vs_sad"] = (table.total_s / float(sad.total_s.iloc[0])).round(3)
-    order = ["method", "discovery", "discovery_once_s", "discovery_per_sample_s", "edit_s", "edit_std_s", "n",
-             "batch_size", "total_s", "total_hms", "total_vs_sad", "device", "host", "edit_median_s", "edit_q25_s",
-             "edit_q75_s", "edit_iqr_s", "load_average"]
-    return table[[c for c in order if c in table]]
+def timing_table(runs, projection: Projection | None = None) -> pd.DataFrame:
+    """One row per run (Run objects or directories): what was measured first; with a
+    ``projection``, ``projected_s`` / ``projected_hms`` for its cases and samples and
+    ``projected_vs_sad`` (divided by the SAD run's projection, if one SAD run is given)."""
+    table = pd.DataFrame([run_timing(run) for run in load_runs(runs)])
+    if projection is not None:
+        table["projected_s"] = (table.discovery_once_s + projection.samples * table.discovery_per_sample_s
+                                + projection.cases * table.edit_s)
+        table["projected_hms"] = table.projected_s.map(_hms)
+        sad = table[table.method == "sad"]
+        if len(sad) == 1 and float(sad.projected_s.iloc[0]) > 0:
+            table["projected_vs_sad"] = (table.projected_s / float(sad.projected_s.iloc[0])).round(3)
+    return table
 
 
-def timing_title(table: pd.DataFrame, study_samples: int = STUDY_SAMPLES, study_cases: int = STUDY_CASES) -> str:
+def timing_title(table: pd.DataFrame, projection: Projection | None = None) -> str:
     machines = sorted(set(zip(table.device, table.host)))
     where = "; ".join(f"{device} on {host}" for device, host in machines)
-    loads = "; ".join(f"{m}: {load}" for m, load in zip(table.method, table.load_average)) if "load_average" in table else "?"
-    text = (f"editing time, measured on {where}; total = {study_cases} cases over {study_samples} samples; "
-            f"per edit: mean ± std and median with IQR (q25..q75); load average (1/5/15 min) per session: {loads}")
-    return f"{text} {MIXED_MACHINES_MARK}" if len(machines) > 1 else text
+    loads = "; ".join(f"{m}: {load}" for m, load in zip(table.method, table.load_average))
+    parts = [f"editing time, measured on {where}: run = this run's wall time over its sessions (model loading "
+             "and direction discovery not included), per edit = mean ± std, median and IQR (q25..q75) over its "
+             f"cases; load average (1/5/15 min) per session: {loads}"]
+    if projection is not None:
+        parts.append(f"[PROJECTION, not measured: projected = once + samples x per_sample + cases x per_edit for "
+                     f"{projection.text}, from each run's measured per-edit and discovery times]")
+    if len(machines) > 1:
+        parts.append(MIXED_MACHINES_MARK)
+    return " ".join(parts)
 
 
 def _hms(seconds: float) -> str:

@@ -9,7 +9,7 @@ The policy:
   (``image_path`` None). Successful rows have ``failed=False``, ``error=None``; rows
   without these columns count as successful;
 - errors that would fail every case (:data:`STOP_ERRORS`: a bad config value, missing
-  weights) stop the run at once;
+  weights, a run folder that cannot be written) stop the run at once;
 - resuming retries failed and missing cases: only successful rows are "done". A retry's
   row replaces the failed one (:meth:`attnedit.store.run_store.RunStore.drop_failed`), so the store
   ends with one row per case; until then ``RunStore.read`` prefers a successful row of
@@ -27,12 +27,12 @@ import pandas as pd
 import torch
 
 from attnedit.columns import BATCH_FAILURE, ERROR, FAILED, failed_mask
-from attnedit.errors import ConfigError, WeightsNotFoundError
+from attnedit.errors import ConfigError, ResultsFolderError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
 #: Errors that no case can survive: the run stops at once instead of failing every case.
-STOP_ERRORS = (ConfigError, WeightsNotFoundError)
+STOP_ERRORS = (ConfigError, WeightsNotFoundError, ResultsFolderError)
 #: The longest error text kept in a row (a message that embeds a tensor can be huge).
 ERROR_CHARS = 500
 

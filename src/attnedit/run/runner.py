@@ -12,7 +12,10 @@ against its own sampler's unedited image too (attnedit.run.references: ``referen
 
 A case that raises is a failed row and the run goes on (attnedit.run.failures: the policy,
 batch retries one case at a time, what a resume retries); ``failure`` holds the line
-the run ends with when cases failed.
+the run ends with when cases failed. An operating-system error on the run's own folder (a
+full disk, its permissions changed, the folder removed) is no case's fault: the run stops
+with :class:`ResultsFolderError`, which says how many cases are stored (they stay, and the
+same command resumes). Start-up stages print their times (attnedit.run.stages).
 
 Metrics score the edited image and its reference rounded to 8 bits, as saved (the
 official PIE-Bench evaluator scores the saved files; PIE-Bench edits are saved at the
@@ -24,10 +27,12 @@ recompute a column from the saved PNGs and tables never pool different settings.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -43,7 +48,7 @@ from tqdm.auto import tqdm
 from attnedit.backends.base import check_control, check_description, row_columns
 from attnedit.columns import ERROR, FAILED, OWN_SAMPLER, UNEDITED, successful
 from attnedit.data.base import Sample
-from attnedit.errors import ConfigError, NonFiniteOutputError
+from attnedit.errors import ConfigError, NonFiniteOutputError, ResultsFolderError
 from attnedit.methods.labeling import check_probes_disjoint, with_null_texts
 from attnedit.metrics.registry import build_metrics
 from attnedit.metrics.settings import (
@@ -62,6 +67,7 @@ from attnedit.run.progress import work_plan
 from attnedit.run.saved_edits import saved_edit
 from attnedit.run.references import OWN_REFERENCE_FILE, ReferenceChoice
 from attnedit.run.secrets import redact
+from attnedit.run.stages import stage
 from attnedit.run.tracking import build_logger
 from attnedit.run.workunits import WorkUnits
 from attnedit.store.claims import DEFAULT_STALE_SECONDS, Claims
@@ -87,6 +93,7 @@ def run_dir_for(cfg: DictConfig) -> Path:
 
 def _save_png(image: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    faults.os_error("image", path)
     array = (image.clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().numpy())
     Image.fromarray(array).save(path)
 
@@ -133,10 +140,12 @@ class Runner:
         _check_not_elsewhere(self.run_dir, self.config)
         self.store = RunStore(self.run_dir)
         torch.manual_seed(int(cfg.get("seed", 0)))
-        self.backend = instantiate(cfg.model)
+        with stage(f"loading model {cfg.model.get('name', '')}".rstrip()):
+            self.backend = instantiate(cfg.model)
         self.method = instantiate(cfg.method)
         self.dataset = instantiate(cfg.dataset)
-        self.metrics = build_metrics(cfg.get("metrics"))
+        with stage(f"loading metrics {', '.join(map(str, cfg.get('metrics') or []))}"[:100].rstrip()):
+            self.metrics = build_metrics(cfg.get("metrics"))
         # How edited images are saved, hence scored: PNG, or what the dataset's protocol saves (PIE-Bench: JPEG of
         # the pipeline's full-size output, scored as attnedit-evaluate scores it: attnedit.run.saved_edits).
         self.saved_format = (getattr(self.dataset, "edited_format", "png"), getattr(self.dataset, "jpeg_quality", 75))
@@ -176,7 +185,18 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> Path:
-        self.method.setup(self.backend, cache_dir=str(self.cfg.paths.cache_dir))
+        """Every case of the run stored (resuming what is there); the run directory."""
+        try:
+            return self._run()
+        except OSError as err:
+            stop = self._results_error(err)
+            if stop is None:
+                raise
+            raise stop from err
+
+    def _run(self) -> Path:
+        with stage(f"setting up method {self.method.name} (its directions)"):
+            self.method.setup(self.backend, cache_dir=str(self.cfg.paths.cache_dir))
         check_probes_disjoint(getattr(self.method, "labels", {}), getattr(self.dataset, "seeds", None))
         save_own = (lambda sid, image: _save_png(image, self.store.images_dir / sid / OWN_REFERENCE_FILE)) \
             if self.cfg.get("save_images", True) else None
@@ -252,6 +272,7 @@ class Runner:
                 rows = run_cases(batch, lambda cases: self._load_and_run(cases, samples, references, weights,
                                                                          random_backbone),
                                  lambda case, error: self._failed_row(case, samples, error, weights, random_backbone))
+                faults.os_error("part", self.store.cases_dir)
                 part = self.store.append(rows)
                 for row in rows:
                     sample_rows.setdefault(row["sample_id"], []).append(row)
@@ -262,18 +283,58 @@ class Runner:
                 self.logger.log_cases(rows, {r["case_id"]: (r["reference_path"], r["image_path"]) for r in rows})
                 bar.update(len(batch))
                 units.stored(batch)  # finished samples: figure drawn, claim removed
-        finally:
-            self.claims.release_all()
-        bar.close()
+        finally:  # also when stopped (Ctrl-C, a full disk): a resume finds no claim of this process
+            bar.close()
+            try:
+                self.claims.release_all()
+            except OSError:  # the folder went away or read-only: the claims of a dead process are stale
+                pass
         return self.finish()
 
     def _load_and_run(self, batch, samples, references, weights, random_backbone) -> list[dict[str, Any]]:
-        for sid, _ in batch:
-            if sid not in samples:
-                samples[sid] = self.dataset.load(sid)
-        batch_samples = [samples[sid] for sid, _ in batch]
-        self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
-        return self._run_batch(batch, batch_samples, references, weights, random_backbone)
+        try:
+            for sid, _ in batch:
+                if sid not in samples:
+                    samples[sid] = self.dataset.load(sid)
+            batch_samples = [samples[sid] for sid, _ in batch]
+            self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
+            return self._run_batch(batch, batch_samples, references, weights, random_backbone)
+        except OSError as err:  # an image the run's folder refused stops the run, fails no case
+            stop = self._results_error(err)
+            if stop is None:
+                raise
+            raise stop from err
+
+    def _results_error(self, err: OSError) -> ResultsFolderError | None:
+        """``err`` as the error of the run's own folder, with what is stored; None for
+        another OS error (a dataset file: that case's failure)."""
+        named = next((str(n) for n in (err.filename, err.filename2) if n), None)
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+        if named is not None:
+            if not (full or Path(os.path.abspath(named)).is_relative_to(os.path.abspath(self.run_dir))):
+                return None
+            path = named
+        else:  # pyarrow names no file: the folders' state says whose error it is
+            blocked = next((f for f in (self.store.cases_dir, self.store.images_dir, self.store.figures_dir,
+                                        self.store.tables_dir) if not f.is_dir() or not os.access(f, os.W_OK)), None)
+            if blocked is None and not full:
+                return None
+            path = blocked or self.run_dir
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        return ResultsFolderError(path, reason, self.saved_text())
+
+    def saved_text(self) -> str:
+        """``<k> of <n> cases saved in <run dir>``: what a stopped run keeps (of this shard)."""
+        try:
+            ours = {case_id(sid, self.method.name, edit) for sid, edit in self.cases()}
+        except Exception:  # noqa: BLE001 - stopped before the method could list its edits
+            ours = None
+        try:
+            done = self.store.done_case_ids()
+        except OSError:  # the folder is gone or unreadable
+            done = set()
+        count = f"{len(done & ours)} of {len(ours)}" if ours is not None else str(len(done))
+        return f"{count} cases saved in {self.run_dir}"
 
     def _failed_row(self, case, samples, error: str, weights, random_backbone) -> dict[str, Any]:
         """A case that raised: its ids, edit and error; metric columns NaN; no edited image."""
@@ -322,13 +383,14 @@ class Runner:
             return
         if len((manifest.get("numerical_floor") or {}).get("sample_ids", [])) == count:
             return  # measured by an earlier session (or another shard) of this run
-        # the run's first samples, not the shard's: every shard measures the same floor
-        floor_samples = [self.dataset.load(sid) for sid in self.dataset.sample_ids()[:count]]
-        held: dict[str, torch.Tensor] = {}
-        self._references(floor_samples, held)
-        by_kind = self.choice.batch(floor_samples, torch.stack([held[s.id] for s in floor_samples]))
-        kind = OWN_SAMPLER if OWN_SAMPLER in by_kind else UNEDITED  # the edit path's null: its own sampler's image
-        floor = measure_floor(self.backend, self.method, floor_samples, self.batch_size, by_kind[kind])
+        with stage(f"measuring the numerical floor on {count} sample(s)"):
+            # the run's first samples, not the shard's: every shard measures the same floor
+            floor_samples = [self.dataset.load(sid) for sid in self.dataset.sample_ids()[:count]]
+            held: dict[str, torch.Tensor] = {}
+            self._references(floor_samples, held)
+            by_kind = self.choice.batch(floor_samples, torch.stack([held[s.id] for s in floor_samples]))
+            kind = OWN_SAMPLER if OWN_SAMPLER in by_kind else UNEDITED  # the edit path's null: its sampler's image
+            floor = measure_floor(self.backend, self.method, floor_samples, self.batch_size, by_kind[kind])
         if floor is not None and self.choice.sampler is not None:
             floor["reference"] = kind
 
@@ -492,7 +554,10 @@ class Runner:
 
 
 def _summary(frame, metrics) -> dict[str, float]:
-    out = {}
+    """Each metric's mean over the edits: alpha = 0 rows left out, as in the tables."""
+    from attnedit.report.sad import edits_only
+
+    frame, out = edits_only(frame), {}
     for metric in metrics:
         if metric.name in frame:
             values = frame[metric.name].astype(float)

@@ -42,8 +42,8 @@ def build(runs: list[Run], pairs: list[tuple[str, str]] = ()) -> Written:
     tables, titles = build_report_tables(frame, metrics, reference, names, marks)
     for i, (a, b) in enumerate(pairs, start=1):
         tables[f"paired_{i}"] = pair_table(frame, metrics, a, b)
-        titles[f"paired_{i}"] = " ".join(filter(None, [f"{names} — grid point {b} against {a}, difference = {b} - {a} "
-                                                       f"in the scaled units of the headers", marks]))
+        titles[f"paired_{i}"] = " ".join(filter(None, [f"{names} [grid point {b} against {a}, difference = {b} - {a} "
+                                                       f"in the scaled units of the headers]", marks]))
     meta = {"title": f"{names} {marks}".strip(), "rows": len(frame), "runs": [str(r.run_dir.resolve()) for r in runs]}
     means = grid_means(frame, metrics)
     figure_title = f"{names} ({_models(manifests)}) {marks}".strip()

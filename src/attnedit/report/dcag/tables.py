@@ -200,7 +200,7 @@ def build_report_tables(frame, metrics, reference, names: str, marks: str) -> tu
     def add(name, table, title):
         if table is not None and not table.empty:
             tables[name] = table
-            titles[name] = " ".join(filter(None, [f"{names} — {title}", marks]))
+            titles[name] = " ".join(filter(None, [names, f"[{title}]", marks]))  # the description: a note
 
     if main is not None:
         add("main", main_table(frame, metrics, reference),
