@@ -320,6 +320,10 @@ def test_every_readme_command_runs_or_ends_in_its_documented_error(outcomes, fol
             if command.startswith("attnedit-run"):
                 # a run ends with "run dir: <path>"; a multirun with a line per job, then "report: <path>"
                 assert re.match(r"(run dir|report): ", out.strip().splitlines()[-1]), context
+            if re.match(r"attnedit-(run|report)\b", command) and " -m " not in f"{command} ":
+                # what `make demo` prints (a run, then its report): read at a glance, no line over 120
+                wide = [line for line in out.splitlines() if len(line) > 120]
+                assert not wide, f"{len(wide)} lines over 120, e.g. {wide[0]!r}" + context
 
 
 @pytest.mark.slow

@@ -86,3 +86,11 @@ def test_a_comparison_goes_beside_the_runs_folder_the_same_for_any_order(tmp_pat
     folder = comparison_folder([first, second])
     assert folder.parent == (tmp_path / "results" / "comparisons").resolve()
     assert comparison_folder([second, first]) == folder != comparison_folder([first])
+
+
+def test_runs_moved_out_of_a_runs_folder_get_their_comparison_beside_them(tmp_path):
+    """Copied runs (``~/keep/R1``) keep the comparison next to them, never two folders up
+    or inside one of the runs."""
+    first, second = _run(tmp_path / "keep" / "R1"), _run(tmp_path / "keep" / "old" / "R2")
+    assert comparison_folder([first, second]).parent == (tmp_path / "keep" / "comparisons").resolve()
+    assert comparison_folder([first]).parent == (tmp_path / "keep" / "comparisons").resolve()

@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from typing import NoReturn
 
@@ -50,13 +51,14 @@ def _run(cfg: DictConfig) -> None:
         with stage("loading torch, diffusers and attnedit's modules"):
             from attnedit.run.runner import Runner
         runner = Runner(cfg)
+        _record_run_dir(runner.run_dir.resolve())  # before any case: a stopped job's rows are found too
         if getattr(runner.backend, "random_weights", False):
             print(f"note: model '{runner.backend.name}' has RANDOM weights: this run shows the machinery, "
                   "not real edits. Use model=ddpm_celebahq (or another trained model) for real results.")
         run_dir = runner.run().resolve()
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (main): one line, the stored cases kept
         signum = getattr(stop, "signum", signal.SIGINT)
-        kept = runner.saved_text() if runner is not None else "stopped while starting, before any case"
+        kept = runner.saved_text() if runner is not None else "stopped while starting (cases stored by earlier sessions are kept)"
         print(f"attnedit: interrupted by {signal.Signals(signum).name}: {kept}; resume with: {resume_command()}",
               file=sys.stderr)
         _exit_now(128 + signum)
@@ -65,11 +67,12 @@ def _run(cfg: DictConfig) -> None:
     tables = run_dir / "tables" / "tables.md"
     print(tables.read_text() if tables.exists() else "")
     figures = sorted((run_dir / "figures").glob("*.png"))
-    print(f"tables: {tables.parent}")
-    for figure in figures:
-        print(f"figure: {figure}")
+    # paths inside the run dir, which the last line names in full: lines stay short (<= 120)
+    print("tables: <run dir>/tables/")
+    if figures:
+        print(textwrap.fill(", ".join(f.name for f in figures), 120, initial_indent="figures in <run dir>/figures/: ",
+                            subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
     print(f"run dir: {run_dir}")
-    _record_run_dir(run_dir)
     if runner.failure:  # every case ran; the failed ones are rows to retry
         print(runner.failure, file=sys.stderr)
         _FAILURES.append(runner.failure)

@@ -1,7 +1,8 @@
 """``attnedit-report <run dir> [<run dir> ...] [--out DIR]``: a static HTML report.
 
-One self-contained folder (default ``<first run>/report``): ``index.html`` with the
-tables, the figures, the cases and each run's manifest. Cases are grouped by sample under
+One self-contained folder (default ``<run>/report`` for one run,
+``<results>/comparisons/<hash>/report`` for several): ``index.html`` with the tables, the
+figures, the cases and each run's manifest. Cases are grouped by sample under
 its reference image (the unedited sample or the source image: shown once per group, or on
 hover when sorted across samples), sortable by any metric and filterable by sample /
 method / category / direction / alpha / grid point (dk, dv) / status; a report over several
@@ -40,6 +41,7 @@ from attnedit.methods.bias_delta.params import PARAMS as GRID_KEYS
 from attnedit.report import html_tables
 from attnedit.report.marks import RANDOM_BACKBONE_MARK, RANDOM_MODEL_MARK
 from attnedit.report.studies import write_all
+from attnedit.store.run_index import comparison_folder
 from attnedit.store.run_store import RunStore
 
 ASSETS = Path(__file__).with_name("html_assets")
@@ -358,7 +360,9 @@ def write_html_report(run_dirs, out: str | Path | None = None, each_run: bool = 
     if not run_dirs:
         raise DataError(USAGE)
     runs = load_runs(run_dirs)
-    out = Path(out) if out is not None else run_dirs[0] / "report"
+    if out is None:  # one run: its own folder; several: beside the comparison tables, never inside a run
+        out = run_dirs[0] / "report" if len(run_dirs) == 1 else comparison_folder(run_dirs) / "report"
+    out = Path(out)
     prepare_out(out)
     (out / MARKER).write_text(json.dumps({"runs": [str(d.resolve()) for d in run_dirs]}, indent=2))
     study = out / "study"

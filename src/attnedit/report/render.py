@@ -383,7 +383,7 @@ def write_table(table: Table, folder: Path) -> TableText:
 
 
 def wide_markdown(table: Table) -> str:
-    """Today's every-column Markdown: the notes in the heading, CI and counts as columns."""
+    """The every-column Markdown (``--wide``): the notes in the heading, CI and counts as columns."""
     return render_markdown(table.name, caption(table), annotated(table.frame))
 
 

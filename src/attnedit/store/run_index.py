@@ -14,6 +14,7 @@ of runs that never started are skipped with one line each on stderr.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,4 +156,8 @@ def comparison_folder(run_dirs) -> Path:
     same runs, in any order, always get the same folder; never inside one of the runs)."""
     resolved = sorted(str(Path(d).resolve()) for d in run_dirs)
     digest = hashlib.sha256("\n".join(resolved).encode()).hexdigest()[:10]
-    return Path(resolved[0]).parent.parent.parent / "comparisons" / digest
+    runs_folders = {Path(d).parent.parent for d in resolved}
+    if len(runs_folders) == 1 and next(iter(runs_folders)).name == "runs":
+        return next(iter(runs_folders)).parent / "comparisons" / digest
+    # runs copied or moved elsewhere: beside them, in the folder that holds them all
+    return Path(os.path.commonpath([str(Path(d).parent) for d in resolved])) / "comparisons" / digest
