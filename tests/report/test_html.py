@@ -237,12 +237,12 @@ def test_tables_cells_runs_sorting_notices_and_links(runs, html_index, browser):
     assert browser.evaluate("scrollY") > 0 and 0 <= top < browser.evaluate("innerHeight")  # scrolled to Cases
     # values the report does not hold: a notice naming the key and its valid values, nothing filtered away
     direction = f"{frame.direction[0]} ({frame.label[0]})"
-    browser.open(html_index.as_uri() + "#direction=0&method=x&sample=none")
+    browser.open(html_index.as_uri() + "#direction=0&method=x&sample=50%")  # "%": not percent-encoding, kept as typed
     notices = browser.evaluate("Array.from(document.querySelectorAll('#notices .notice')).map(n => n.textContent)")
     assert len(notices) == 3 and browser.evaluate(VISIBLE) == len(frame)
     assert "direction" in notices[0] and f"“{direction}”" in notices[0]  # one direction: its filter is hidden
     assert "method" in notices[1] and "“random”, “sad”" in notices[1]
-    assert "sample" in notices[2] and f"“{frame.sample_id[0]}”" in notices[2]
+    assert "sample" in notices[2] and "50%" in notices[2] and f"“{frame.sample_id[0]}”" in notices[2]
     assert browser.problems == []
     browser.open(html_index.as_uri())
     shot = browser.screenshot(ARTIFACTS / "html_report.png")

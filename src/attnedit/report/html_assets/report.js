@@ -28,20 +28,25 @@
   }
 
   // -- the state in the address -------------------------------------------------------------
+  // a hand-typed "%" is not valid percent-encoding: keep the text as typed (the notice names it)
+  function decode(text) {
+    try { return decodeURIComponent(text); } catch (err) { return text; }
+  }
+
   function readHash() {
     var state = { params: {}, order: [], section: "" };
     location.hash.replace(/^#/, "").split("&").forEach(function (part) {
       if (!part) return;
       var at = part.indexOf("=");
-      if (at < 0) { state.section = decodeURIComponent(part); return; }
-      var key = decodeURIComponent(part.slice(0, at));
+      if (at < 0) { state.section = decode(part); return; }
+      var key = decode(part.slice(0, at));
       state.params[key] = part.slice(at + 1);  // decoded by the reader: "run" holds a list
       state.order.push(key);
     });
     return state;
   }
 
-  function list(raw) { return raw.split(",").filter(Boolean).map(decodeURIComponent); }
+  function list(raw) { return raw.split(",").filter(Boolean).map(decode); }
 
   function shownList(values) {
     var head = values.slice(0, 30).map(function (v) { return "\u201c" + v + "\u201d"; }).join(", ");
@@ -69,7 +74,7 @@
     });
     form.querySelectorAll("select").forEach(function (s) { s.value = ""; });
     state.order.forEach(function (key) {
-      var value = decodeURIComponent(state.params[key]);
+      var value = decode(state.params[key]);
       if (key === "run") return;
       if (key === "sort" || key === "order" || key === "group") {
         var control = sorting.elements[key];
