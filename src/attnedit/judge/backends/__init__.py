@@ -1,0 +1,1 @@
+"""Judge backends: a local transformers model and an OpenAI-compatible HTTP server."""
