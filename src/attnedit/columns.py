@@ -46,11 +46,21 @@ N_FINITE, N_NAN, N_FAILED = "n", "n_nan", "n_failed"
 DIFF, P_VALUE, SIGNIFICANT = "diff", "p", "significant"
 
 
-def failed_mask(frame: pd.DataFrame) -> pd.Series:
-    """True for the failed rows; all False where the rows have no ``failed`` column."""
-    if FAILED not in frame:
-        return pd.Series(False, index=frame.index)
-    return frame[FAILED].fillna(False).astype(bool)
+#: ``<column>_failed``: True where that column alone could not be computed (a judge's
+#: unparsable reply, a refusal): the case's other columns stand, the tables count the
+#: column's failures in its n_failed.
+COLUMN_FAILED = "_failed"
+
+
+def failed_mask(frame: pd.DataFrame, column: str | None = None) -> pd.Series:
+    """True for the failed rows (and, with ``column``, the rows where that column failed);
+    all False where the rows have no such flags."""
+    failed = (frame[FAILED].fillna(False).astype(bool) if FAILED in frame
+              else pd.Series(False, index=frame.index))
+    flag = f"{column}{COLUMN_FAILED}" if column else None
+    if flag and flag in frame:
+        failed = failed | frame[flag].fillna(False).astype(bool)
+    return failed
 
 
 def successful(frame: pd.DataFrame) -> pd.DataFrame:

@@ -104,6 +104,10 @@ class PairMetric(abc.ABC):
     def info(self) -> MetricInfo:
         return type(self).column_info(self.name, region=self.region)
 
+    def columns(self) -> list[str]:
+        """The value columns this metric writes, ``name`` among them (tables list them all)."""
+        return [self.name]
+
     @property
     def uses_random_weights(self) -> bool:
         return self.weights.startswith("random")

@@ -104,6 +104,7 @@ def metric_settings(metric: Any, config: dict[str, Any] | None, images: str = SC
         "resize": ("bicubic antialiased to the reference size" if _resizes(metric)
                    else "none (sizes must match)"),
         "images": images,
+        **(metric.settings_extra() if hasattr(metric, "settings_extra") else {}),  # a judge's stack
     }
     settings["hash"] = settings_hash(settings)
     return settings
@@ -139,7 +140,11 @@ def keep_recorded(recorded: dict[str, dict[str, Any]], current: dict[str, dict[s
 def all_settings(metrics: list, configs: dict[str, Any] | None, images: str = SCORED_IMAGES) -> dict[str, dict[str, Any]]:
     """``{column: settings}`` of metrics built from the config group ``configs`` (same order)."""
     nodes = list((configs or {}).values())
-    return {m.name: metric_settings(m, nodes[i] if i < len(nodes) else None, images) for i, m in enumerate(metrics)}
+    out = {}
+    for i, m in enumerate(metrics):
+        settings = metric_settings(m, nodes[i] if i < len(nodes) else None, images)
+        out.update({column: settings for column in m.columns()})  # a metric's columns share its settings
+    return out
 
 
 def row_settings(settings: dict[str, dict[str, Any]]) -> str:

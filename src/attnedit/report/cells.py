@@ -111,7 +111,7 @@ def compact_cell(cell: Cell, digits: int = 4) -> str:
 
 def split_failed(group: pd.DataFrame, metric: str) -> tuple[pd.Series, int]:
     """(the metric's values of the cases that did not fail, float; how many failed)."""
-    failed = failed_mask(group)
+    failed = failed_mask(group, metric)
     return group.loc[~failed, metric].astype(float), int(failed.sum())
 
 

@@ -124,6 +124,10 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     groups, dotted, options = parse_overrides(overrides)
     nodes = metric_nodes(config, groups, dotted, options)
     metrics = build_metrics(OmegaConf.create(nodes))
+    judges = [m for m in metrics if hasattr(m, "bind_run")]  # VLM judges: replies archived in the run, cache first
+    for judge in judges:
+        judge.bind_run(run_dir)
+    stacks = {j.prefix: j.stack["hash"] for j in judges}
     dataset = config.get("dataset") or {}  # runs saved PNG unless their dataset said otherwise (PIE-Bench: JPEG)
     settings = all_settings(metrics, nodes, scored_images_label(dataset.get("edited_format", "png"),
                                                                 dataset.get("jpeg_quality", 75),
@@ -155,6 +159,8 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
                 out.update(metric(edited, refs, **metric_context([metric], cases, samples, refs)))
             for i, r in enumerate(batch):
                 scores[r["case_id"]] = {k: _value(v, i) for k, v in out.items()}
+                if stacks:  # the row's judge stacks: the rescored judges' replace theirs, others stay
+                    scores[r["case_id"]]["judge_stack"] = _merge_json(r.get("judge_stack"), stacks)
             _other_references(batch, edited, samples, cases, metrics, run_dir, device, scores)
     columns = sorted({k for values in scores.values() for k in values})
     _write_back(store, scores, columns, settings, {m.name: m.weights for m in metrics})
@@ -163,12 +169,17 @@ def rescore(run_dir: str | Path, overrides: list[str]) -> dict[str, Any]:
     for metric in metrics:
         manifest.setdefault("metrics", {})[metric.name] = {"weights": metric.weights,
                                                            "higher_is_better": metric.higher_is_better}
-        if metric.name not in manifest.setdefault("metric_order", []):
-            manifest["metric_order"].append(metric.name)
+        for column in metric.columns():
+            if column not in manifest.setdefault("metric_order", []):
+                manifest["metric_order"].append(column)
+    if judges:
+        manifest["judge_stacks"] = {**manifest.get("judge_stacks", {}), **{j.prefix: j.stack for j in judges}}
     entry = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "overrides": list(overrides),
              "columns": columns, "rows": len(scores), "seconds": round(time.perf_counter() - start, 3)}
     manifest["rescores"] = [*manifest.get("rescores", []), entry]
     store.write_json("manifest.json", manifest)
+    for judge in judges:
+        print(judge.summary_line())
     return entry
 
 

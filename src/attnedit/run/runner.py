@@ -146,6 +146,11 @@ class Runner:
         self.dataset = instantiate(cfg.dataset)
         with stage(f"loading metrics {', '.join(map(str, cfg.get('metrics') or []))}"[:100].rstrip()):
             self.metrics = build_metrics(cfg.get("metrics"))
+        # VLM judges (attnedit.judge.metric) archive their replies in the run dir and record their stack
+        self.judges = [m for m in self.metrics if hasattr(m, "bind_run")]
+        for judge in self.judges:
+            judge.bind_run(self.run_dir)
+        self.judge_stacks = {j.prefix: j.stack for j in self.judges}
         # How edited images are saved, hence scored: PNG, or what the dataset's protocol saves (PIE-Bench: JPEG of
         # the pipeline's full-size output, scored as attnedit-evaluate scores it: attnedit.run.saved_edits).
         self.saved_format = (getattr(self.dataset, "edited_format", "png"), getattr(self.dataset, "jpeg_quality", 75))
@@ -211,9 +216,10 @@ class Runner:
             method=self.method.describe(),
             dataset=self.dataset.describe(),
             metrics={m.name: {"weights": m.weights, "higher_is_better": m.higher_is_better} for m in self.metrics},
-            metric_order=[m.name for m in self.metrics],  # the JSON is key-sorted; tables keep config order
+            metric_order=[c for m in self.metrics for c in m.columns()],  # the JSON is key-sorted; tables keep config order
             plan=work_plan(self.dataset.sample_ids(), [case_id("", self.method.name, e) for e in self.method.edits()]),
             metric_settings=self.metric_settings,
+            **({"judge_stacks": self.judge_stacks} if self.judges else {}),
         )
 
         def merge(previous):  # a resume keeps the first run's facts
@@ -491,6 +497,8 @@ class Runner:
                 "metric_weights": json.dumps(weights, sort_keys=True),
                 "random_backbone": random_backbone,
                 "run_signature": self.signature,
+                **({"judge_stack": json.dumps({k: v["hash"] for k, v in self.judge_stacks.items()}, sort_keys=True)}
+                   if self.judges else {}),
                 SETTINGS_COLUMN: row_settings(self.choice.settings(self.metric_settings)),  # + the _vs_ columns
             }
             rows.append(row)
@@ -540,6 +548,8 @@ class Runner:
             self.logger.log_summary(_summary(frame, self.metrics))
             self.logger.log_failures(frame)
         self.logger.finish()
+        for judge in self.judges:
+            print(judge.summary_line())  # cache hits and misses: a rerun asks nothing twice
         return self.run_dir
 
     def _record_cost(self, frame) -> None:

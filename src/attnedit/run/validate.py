@@ -23,6 +23,10 @@ from attnedit.errors import ConfigError
 ROOT_HOLDS = {
     "ImageFolder": "a folder of images",
     "PIEBench": "the folder holding mapping_file.json and annotation_images/ (the unpacked PIE-Bench_v1 archive)",
+    "GEditBench": "a local copy of stepfun-ai/GEdit-Bench (huggingface-cli download stepfun-ai/GEdit-Bench "
+                  "--repo-type dataset --local-dir <dir>, or a save_to_disk folder)",
+    "ImgEditBasic": "the folder holding basic_edit.json (PKU-YuanGroup/ImgEdit, Benchmark/Basic/) and the "
+                    "unpacked Benchmark.tar",
 }
 
 
@@ -55,9 +59,33 @@ def validate_run_config(cfg: DictConfig) -> None:
     if "root" in dataset:
         _folder("dataset.root", dataset.root, ROOT_HOLDS.get(str(dataset.get("_target_", "")).rpartition(".")[2],
                                                              "the dataset's folder"))
+    _check_judge(cfg)
     if (cfg.get("tables") or {}).get("reference"):
         _file("tables.reference", cfg.tables.reference,
               "give a CSV of published numbers (experiments/<study>/reference/)")
+
+
+def _check_judge(cfg: DictConfig) -> None:
+    """Judged metrics need a judge; a judge's prompt files must exist; passes > 1 must sample."""
+    from omegaconf import OmegaConf
+
+    metrics = OmegaConf.to_container(cfg.get("metrics") or {}, resolve=False)
+    judged = [name for name, node in metrics.items() if "${judge." in str(node)]
+    judge = cfg.get("judge")
+    if judged and judge is None:
+        raise ConfigError(f"metrics {', '.join(judged)} need a VLM judge: add judge=qwen25vl_7b "
+                          "(or another file of conf/judge/)")
+    if judge is None:
+        return
+    for benchmark, file in (judge.get("prompts") or {}).items():
+        if file is not None:
+            _file(f"judge.prompts.{benchmark}", file, "give your copy of the benchmark's official prompt file, "
+                  "or null for attnedit's own prompts")
+    passes = _integer("judge.passes", judge.get("passes", 1), low=1)
+    temperature = (judge.get("backend") or {}).get("temperature", 0.0)
+    if passes > 1 and _is_number(temperature) and float(temperature) == 0:
+        raise ConfigError(f"judge.passes={passes} with judge.backend.temperature=0 asks the same greedy question "
+                          "N times; set judge.backend.temperature (e.g. 0.7) or judge.passes=1")
 
 
 # -- values ------------------------------------------------------------------------------

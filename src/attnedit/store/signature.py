@@ -43,6 +43,13 @@ NON_RESULT_KEYS = (
     "metrics_batch_size",
     "group",  # W&B only; a multirun sets it per sweep folder, which must not stop a rerun resuming
     "numerical_floor",  # measured into the manifest and table titles, never into rows
+    # VLM judges (``*``: any metric column): where replies are cached and how fast a server is
+    # asked; what the judge is (model, revision, prompts, decoding) stays in, hashed as its stack.
+    "judge.cache_dir",
+    "metrics.*.cache_dir",
+    *(f"{where}.{key}" for where in ("judge.backend", "metrics.*.backend")
+      for key in ("device", "batch_size", "concurrency", "requests_per_minute", "max_retries", "backoff_seconds",
+                  "timeout_seconds", "api_key_env", "hash_cache")),
 )
 
 #: Result keys added after runs were made without them: (dotted key, ``*`` matching one
@@ -73,13 +80,21 @@ def resolved_container(cfg: DictConfig | dict) -> dict[str, Any]:
 
 
 def strip_keys(config: dict[str, Any], keys=NON_RESULT_KEYS) -> dict[str, Any]:
+    """``config`` without the dotted ``keys`` (a ``*`` part matches every key of its level)."""
     config = copy.deepcopy(config)
+
+    def drop(node: Any, parts: list[str]) -> None:
+        if not isinstance(node, dict):
+            return
+        head, rest = parts[0], parts[1:]
+        for key in (list(node) if head == "*" else [head] if head in node else []):
+            if rest:
+                drop(node[key], rest)
+            else:
+                del node[key]
+
     for dotted in keys:
-        node, *parents = config, *dotted.split(".")[:-1]
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(dotted.split(".")[-1], None)
+        drop(config, dotted.split("."))
     return config
 
 
