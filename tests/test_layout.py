@@ -120,7 +120,7 @@ def test_nothing_imports_the_console_scripts():
 
 def test_every_console_script_is_a_module_of_cli():
     scripts = re.findall(r'^attnedit-(\w+) = "attnedit\.cli\.(\w+):main"$', (REPO / "pyproject.toml").read_text(), re.M)
-    assert len(scripts) == 8 and all(a == b and f"attnedit.cli.{b}" in MODULES for a, b in scripts)
+    assert len(scripts) == 9 and all(a == b and f"attnedit.cli.{b}" in MODULES for a, b in scripts)
 
 
 def layout_paths() -> list[str]:

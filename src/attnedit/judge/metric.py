@@ -101,11 +101,18 @@ class JudgeMetric(PairMetric):
     # -- scoring ----------------------------------------------------------------------------
     def score(self, edited: Tensor, reference: Tensor, **context) -> dict[str, Any]:
         count = edited.shape[0]
-        instructions = list(context[self.instruction_field])
         categories = list(context.get(self.category_field) or [None] * count)
-        sources = [encode_image(reference[i], self.image_encoding, self.jpeg_quality) for i in range(count)]
-        edits = [encode_image(edited[i], self.image_encoding, self.jpeg_quality) for i in range(count)]
-        asked = {(i, p): self.protocol.requests(sources[i], edits[i], str(instructions[i]), categories[i])
+        return self.judge([reference[i] for i in range(count)], [edited[i] for i in range(count)],
+                          [str(v) for v in context[self.instruction_field]], categories)
+
+    def judge(self, sources: list[Tensor], edits: list[Tensor], instructions: list[str],
+              categories: list[str | None]) -> dict[str, Any]:
+        """:meth:`score` of pairs of any sizes (each edited image already at its source's size):
+        the columns as lists / float64 tensors, one entry per pair."""
+        count = len(sources)
+        sources = [encode_image(image, self.image_encoding, self.jpeg_quality) for image in sources]
+        edits = [encode_image(image, self.image_encoding, self.jpeg_quality) for image in edits]
+        asked = {(i, p): self.protocol.requests(sources[i], edits[i], instructions[i], categories[i])
                  for i in range(count) for p in range(self.passes)}
         replies: dict[tuple[int, int], dict[str, JudgeReply]] = {key: {} for key in asked}
         todo = {(case, part): request for case, parts in asked.items() for part, request in parts.items()}

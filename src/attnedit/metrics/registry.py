@@ -12,7 +12,7 @@ import functools
 from typing import Callable
 
 from attnedit.errors import AttneditError, ConfigError
-from attnedit.metrics import clip, factors, fidelity, identity, perceptual, piebench
+from attnedit.metrics import clip, factors, fidelity, identity, magicbrush, perceptual, piebench
 from attnedit.metrics.base import MetricInfo, PairMetric
 
 _REGISTRY: dict[str, Callable[..., PairMetric]] = {
@@ -23,6 +23,9 @@ _REGISTRY: dict[str, Callable[..., PairMetric]] = {
     "id_sim": identity.IdentitySimilarity,
     "directional_clip": clip.DirectionalCLIP,
     "factors": factors.FactorChange,
+    "clip_i": magicbrush.CLIPImageSimilarity,
+    "clip_t": magicbrush.CLIPTextSimilarity,
+    "dino": magicbrush.DINOSimilarity,
     **piebench.PIEBENCH_METRICS,
 }
 

@@ -480,6 +480,7 @@ class Runner:
                 "sample_id": sid,
                 "category": sample.category,
                 "method": self.method.name,
+                **{k: sample.fields.get(k) for k in getattr(self.dataset, "row_fields", ())},  # e.g. GEdit's subset flag
                 **edit,
                 **{k: _scalar(v[i]) for k, v in scores.items()},
                 **extras[i],

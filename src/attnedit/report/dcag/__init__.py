@@ -36,6 +36,8 @@ Figures over the (dk, dv) plane, from per-point means:
   contour when the points are scattered (at least three, not on one line).
 - ``fidelity_vs_editability.png``: mean CLIP score (x) against LPIPS and background PSNR
   (y), one labelled point per (dk, dv): the trade-off the DCAG paper left unexplored.
+- ``fidelity_vs_instruction_following.png``: fidelity against a VLM judge's VIEScore SC
+  (``metrics=piebench_dcag_judged``), when the runs hold it.
 
 Only points whose other scales (bk, bv, dq, bq) are 1 are drawn; cases of one (dk, dv)
 from several runs (the unedited run and a grid's (1, 1)) are pooled. Every figure title

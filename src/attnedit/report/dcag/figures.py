@@ -17,6 +17,8 @@ from attnedit.metrics.registry import metric_info
 from attnedit.report.dcag.points import EXTRA_KEYS, scale
 
 EDITABILITY = ("clip_similarity_target_image", "clip_similarity_target_image_edit_part")
+#: Instruction following as a VLM judge measures it (VIEScore SC, then O: attnedit.judge).
+INSTRUCTION_FOLLOWING = ("viescore_sc", "viescore_o")
 # Plain tick values: an offset ("+2.5e2") would hide the scale the axis labels state.
 PLAIN_TICKS = {"axes.formatter.useoffset": False}
 
@@ -86,9 +88,11 @@ def lpips_contours(means: pd.DataFrame, metrics: list[str], title: str):
 
 
 @matplotlib.rc_context(PLAIN_TICKS)
-def fidelity_vs_editability(means: pd.DataFrame, metrics: list[str], title: str):
-    """The figure (not saved), or None without a CLIP score and a fidelity metric."""
-    clip = next((m for m in EDITABILITY if m in metrics), None)
+def fidelity_vs_editability(means: pd.DataFrame, metrics: list[str], title: str,
+                             editability: tuple[str, ...] = EDITABILITY):
+    """The figure (not saved), or None without an ``editability`` column (the first found:
+    a CLIP score, or a judge's instruction following) and a fidelity metric."""
+    clip = next((m for m in editability if m in metrics and means[m].notna().any()), None)
     lpips = next((m for m in ("lpips_whole", "lpips_unedit_part") if m in metrics), None)
     fidelity = [m for m in (lpips, "psnr_unedit_part") if m in metrics]
     if means.empty or clip is None or not fidelity:
@@ -103,13 +107,14 @@ def fidelity_vs_editability(means: pd.DataFrame, metrics: list[str], title: str)
         for xi, yi, dk, dv in zip(x, y, means.dk, means.dv):
             ax.annotate(f"({dk:g}, {dv:g})", (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6)
         ax.margins(0.12)
-        ax.set_xlabel(f"{_label(clip)} (higher = more edited)")
+        ax.set_xlabel(f"{_label(clip)} (higher = {'instruction followed' if clip in INSTRUCTION_FOLLOWING else 'more edited'})")
         better = "higher" if metric_info(metric).higher_is_better else "lower"
         ax.set_ylabel(f"{_label(metric)} ({better} = more faithful)")
         fig.colorbar(scatter, ax=ax, label="dv")
         if identity.any():
             ax.legend(fontsize=7)
-    _suptitle(fig, f"{title} — fidelity vs editability per (dk, dv), labels (dk, dv)")
+    what = "instruction following (VLM judge)" if clip in INSTRUCTION_FOLLOWING else "editability"
+    _suptitle(fig, f"{title} — fidelity vs {what} per (dk, dv), labels (dk, dv)")
     return fig
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnedit.errors import AttneditError
-from attnedit.report.dcag.figures import fidelity_vs_editability, grid_means, lpips_contours
+from attnedit.report.dcag.figures import INSTRUCTION_FOLLOWING, fidelity_vs_editability, grid_means, lpips_contours
 from attnedit.report.dcag.paired import pair_table
 from attnedit.report.dcag.runs import load_study
 from attnedit.report.dcag.tables import build_report_tables, published_points, study_marks
@@ -49,7 +49,9 @@ def build(runs: list[Run], pairs: list[tuple[str, str]] = ()) -> Written:
     figure_title = f"{names} ({_models(manifests)}) {marks}".strip()
     figures = [Figure(f"figures/{name}.png", fig, {"dpi": 110}) for name, fig in (
         ("lpips_contours", lpips_contours(means, metrics, figure_title)),
-        ("fidelity_vs_editability", fidelity_vs_editability(means, metrics, figure_title))) if fig is not None]
+        ("fidelity_vs_editability", fidelity_vs_editability(means, metrics, figure_title)),
+        ("fidelity_vs_instruction_following",
+         fidelity_vs_editability(means, metrics, figure_title, INSTRUCTION_FOLLOWING))) if fig is not None]
     files = {"tables/meta.json": json_text(meta), "tables/grid_means.csv": means.to_csv(index=False)}
     return Written([Table(name, titles[name], table) for name, table in tables.items()], figures, files)
 

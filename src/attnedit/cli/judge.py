@@ -1,0 +1,25 @@
+"""``attnedit-judge``: the Hydra app on ``conf/judge_folder.yaml``: judge a folder of edited
+images in a benchmark's official layout (:mod:`attnedit.evaluate.judge_folder`);
+key=value overrides, ``--help``, ``--cfg job``."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, open_dict
+
+from attnedit.cli.console import hydra_app
+
+OUTPUTS = "choose an out= folder you can write to"
+
+
+def _judge(cfg: DictConfig) -> None:
+    from attnedit.evaluate.judge_folder import judge_folder
+
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    judge_folder(cfg)
+
+
+def main() -> None:
+    from attnedit.config import conf_dir
+
+    hydra_app(_judge, conf_dir, "judge_folder", OUTPUTS)
