@@ -24,7 +24,11 @@ rounding behaviour do not depend on trained weights; the shapes of the real mode
 - ``baselines``: the pullback local basis (rank 50) against a loop of Diffusion-Pullback's
   own power method on the celebahq architecture, and h-space PCA's per-step PCA against
   the reference's incremental PCA at CelebA-HQ's h size (:func:`bench_baselines.measure_pullback`,
-  :func:`bench_baselines.measure_hspace`; target: official / attnedit >= 1).
+  :func:`bench_baselines.measure_hspace`; target: official / attnedit >= 1);
+- ``judge_batched``: the local VLM judge (:class:`attnedit.judge.backends.transformers_vl.TransformersVLJudge`)
+  on the Qwen2.5-VL-7B-Instruct architecture in bf16: GEdit-shaped requests (SC: two images,
+  PQ: one) batched 8 and 16 at a time vs one at a time (the official loop's form): seconds,
+  ratio, and which requests generate other tokens when batched (:func:`judge_batched`).
 
 Each section runs in order while the time budget (``--budget`` seconds) allows; a section
 that fails is reported with its error and the others still run. Prints one Markdown table
@@ -49,7 +53,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Rough seconds each section takes on an H100/H200 (the budget check skips what cannot finish).
-ESTIMATES = {"sad": 90, "shared_prefix": 60, "evaluator": 90, "bias_delta": 150, "clip_sample": 40, "baselines": 120}
+ESTIMATES = {"sad": 90, "shared_prefix": 60, "evaluator": 90, "bias_delta": 150, "clip_sample": 40, "baselines": 120,
+             "judge_batched": 150}
 
 
 def _sync(device: torch.device) -> None:
@@ -169,9 +174,110 @@ def baselines(device: str, quick: bool, options: argparse.Namespace) -> dict[str
             "hspace": measure_hspace(device, n=1000, d=32768, steps=2, k=25, batch=1000, rounds=2)}
 
 
+# Qwen2.5-VL-7B-Instruct, as in its config.json (the token ids come from the tiny tokenizer paired with it).
+QWEN25_VL_7B_TEXT = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
+                         rms_norm_eps=1e-6, use_sliding_window=False, max_window_layers=28,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                          "mrope_section": [16, 24, 24]})
+QWEN25_VL_7B_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2)
+
+
+def judge_batched(device: str, quick: bool, options: argparse.Namespace) -> dict[str, Any]:
+    """GEdit-shaped judge requests (alternately SC: two images and a ~450-token prompt; PQ: one
+    image and ~300 tokens; sides 512 to 1024 px) through the local judge with random weights,
+    one at a time and then batched: seconds, and the requests whose generated ids differ."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+    from tiny_qwen_vl import generation_config, save_processor, tiny_config, tiny_tokenizer, token_ids
+    from transformers import Qwen2_5_VLConfig
+
+    from attnedit.judge.backends.transformers_vl import TransformersVLJudge
+    from attnedit.judge.base import JudgeImage, JudgeRequest
+
+    count, new_tokens, batches = (4, 8, (2, 4)) if quick else (32, 64, (8, 16))
+    sizes = ([(96, 64), (64, 64), (120, 80)] if quick
+             else [(512, 512), (768, 576), (1024, 768), (1024, 1024), (640, 896)])
+    rng = np.random.default_rng(0)
+
+    def image(k: int) -> JudgeImage:
+        w, h = sizes[k % len(sizes)]
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        return JudgeImage(buffer.getvalue())
+
+    def text(tokens: int) -> str:  # the tiny tokenizer has one token per byte: made-up words of that length
+        words = ["".join(rng.choice(list("abcdefghij"), size=int(rng.integers(2, 9)))) for _ in range(tokens // 5)]
+        return " ".join(words)[:tokens]
+
+    requests = [JudgeRequest(text(450), (image(k), image(k + 1))) if k % 2 == 0
+                else JudgeRequest(text(300), (image(k),)) for k in range(count)]
+    dev = torch.device(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "judge"
+        tokenizer = tiny_tokenizer()
+        if quick:
+            save_processor(folder)
+            config = tiny_config(tokenizer)
+        else:  # the released processor's pixel bounds (they do not bind at these sizes)
+            save_processor(folder, min_pixels=56 * 56, max_pixels=14 * 14 * 4 * 16384)
+            ids = token_ids(tokenizer)
+            config = Qwen2_5_VLConfig(
+                text_config={**QWEN25_VL_7B_TEXT, "eos_token_id": ids["<|im_end|>"],
+                             "pad_token_id": ids["<|endoftext|>"], "bos_token_id": None},
+                vision_config=QWEN25_VL_7B_VISION, tie_word_embeddings=False,
+                image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+        config.save_pretrained(folder)
+        generation_config(tokenizer).save_pretrained(folder)
+        judge = TransformersVLJudge(str(folder), weights="random", device=device, batch_size=1,
+                                    dtype="bfloat16" if dev.type == "cuda" else "float32",
+                                    max_new_tokens=new_tokens, seed=42)
+    params = sum(p.numel() for p in judge.model.parameters())
+    judge.generate_with_ids(requests[:1])  # warm-up: kernels, allocator
+
+    def timed(batch_size: int) -> tuple[float, list, list]:
+        judge.batch_size = batch_size
+        _sync(dev)
+        start = time.perf_counter()
+        replies, ids = judge.generate_with_ids(requests)
+        _sync(dev)
+        errors = [r.error for r in replies if r.kind != "ok"]
+        if errors:
+            raise RuntimeError(f"{len(errors)} judge errors at batch {batch_size}: {errors[0]}")
+        return time.perf_counter() - start, ids, replies
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    single_s, single, replies = timed(1)
+    result: dict[str, Any] = {
+        "config": "tiny" if quick else "Qwen2.5-VL-7B", "parameters_m": round(params / 1e6, 1), "requests": count,
+        "new_tokens": new_tokens, "single_s": round(single_s, 2),
+        "prompt_tokens_mean": round(statistics.mean(r.usage["prompt_tokens"] for r in replies), 1),
+    }
+    for size in batches:
+        seconds, ids, _ = timed(size)
+        differ = [i for i in range(count) if ids[i] != single[i]]
+        first = {i: next((k for k, (a, b) in enumerate(zip(ids[i], single[i])) if a != b),
+                         min(len(ids[i]), len(single[i]))) for i in differ}
+        result[f"batch{size}"] = {"seconds": round(seconds, 2), "ratio": round(single_s / seconds, 2),
+                                  "identical_fraction": (count - len(differ)) / count, "different": differ,
+                                  "first_different_token": first}
+    if dev.type == "cuda":
+        result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(dev) / 1e9, 1)
+    judge.close()
+    return result
+
+
 SECTIONS: dict[str, Callable[[str, bool, argparse.Namespace], dict[str, Any]]] = {
     "sad": sad, "shared_prefix": shared_prefix, "evaluator": evaluator, "bias_delta": bias_delta,
-    "clip_sample": clip_sample, "baselines": baselines,
+    "clip_sample": clip_sample, "baselines": baselines, "judge_batched": judge_batched,
 }
 
 
@@ -246,6 +352,15 @@ def table(results: dict[str, Any]) -> list[str]:
                      f"{m['ratio_wall']:.2f}x (seconds {m['reference_s']} / {m['attnedit_s']}; plain SVD "
                      f"{m['svd_s']}); singular values from the SVD's: reference {m['reference_vs_svd_max_rel_s']:.2g}, "
                      f"attnedit {m['attnedit_vs_svd_max_rel_s']:.2g} (relative)", ">= 1x"))
+    r = results.get("judge_batched")
+    if isinstance(r, dict) and "error" not in r:
+        for key in (k for k in r if k.startswith("batch")):
+            m = r[key]
+            rows.append((f"local judge, {key.removeprefix('batch')} per generate vs one at a time ({r['config']}, "
+                         f"random weights, {r['requests']} GEdit-shaped requests, {r['new_tokens']} new tokens)",
+                         f"{r['single_s']:.1f} / {m['seconds']:.1f} s = {m['ratio']:.2f}x; same tokens "
+                         f"{m['identical_fraction']:.0%} (others: {m['different'] or 'none'})"
+                         + (f", peak {r['peak_memory_gb']} GB" if "peak_memory_gb" in r else ""), "(a measurement)"))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             rows.append((name, f"FAILED: {r['error']}", ""))

@@ -20,6 +20,7 @@ from attnedit.errors import ConfigError
 from attnedit.report import comparison, sad
 from attnedit.report.dcag import runs as dcag_runs
 from attnedit.report.dcag import study as dcag_study
+from attnedit.report.judged import judged_tables
 from attnedit.report.render import Report, tables_of, write_report
 from attnedit.report.runs import Run, load_runs
 from attnedit.report.timing import Projection
@@ -37,7 +38,12 @@ REPORTS = (
 
 
 def build(runs: list[Run]) -> Report:
-    return next(build for matches, build in REPORTS if matches(runs))(runs)
+    return _with_judged(next(build for matches, build in REPORTS if matches(runs))(runs), runs)
+
+
+def _with_judged(report: Report, runs: list[Run]) -> Report:
+    report.tables += judged_tables(runs)  # GEdit-Bench / ImgEdit aggregation of VLM-judged runs
+    return report
 
 
 def write_tables(run: Run | str | Path) -> dict[str, pd.DataFrame]:
@@ -61,12 +67,12 @@ def write_study(run_dirs, out: str | Path | None = None, pairs: list[tuple[str, 
         out = comparison_folder([r.run_dir for r in runs])
     if dcag_runs.study_runs(runs):  # every run bias-delta or unedited, one at least bias-delta
         folder = Path(out)
-        return "study", folder, write_report(dcag_study.build(runs, pairs), folder, wide)
+        return "study", folder, write_report(_with_judged(dcag_study.build(runs, pairs), runs), folder, wide)
     if pairs:
         raise ConfigError("--pair compares grid points of the DCAG study (bias-delta runs); these runs are not one; "
                           "comparisons of other runs pair every run with the first (comparison_paired)")
     folder = Path(out)
-    text = write_report(comparison.build_several(runs, projection), folder, wide)
+    text = write_report(_with_judged(comparison.build_several(runs, projection), runs), folder, wide)
     return "comparison", folder, text
 
 
