@@ -136,10 +136,14 @@ class JudgeMetric(PairMetric):
                 missing[k] = requests[k]
             else:
                 out[k] = hit
-        if missing:
-            answers = self.backend.generate(list(missing.values()))
+        # in rounds of what the backend runs at once, each cached before the next: a kill loses one round at most
+        step = max(1, int(getattr(self.backend, "batch_size", 0) or getattr(self.backend, "concurrency", 0) or 8))
+        pending = list(missing)
+        for begin in range(0, len(pending), step):
+            chunk = pending[begin : begin + step]
+            answers = self.backend.generate([missing[k] for k in chunk])
             self.calls += len(answers)
-            for k, reply in zip(missing, answers):
+            for k, reply in zip(chunk, answers):
                 self.cache.put(keys[k], reply, {"stack": digest, "metric": self.prefix, **requests[k].key_payload(),
                                                 "text": None, "text_sha256": _sha(requests[k].text)})
                 out[k] = reply

@@ -1,8 +1,12 @@
 """attnedit-rescore: compute or recompute metric columns of a run from its saved images.
 
     attnedit-rescore <run dir> [metrics=<group> | metrics=[<group>,<group>]]
-                     [metrics.<column>.<key>=<value> ...] [metric_weights=pretrained|random]
-                     [device=auto|cpu|cuda] [batch_size=<n>]
+                     [metrics.<column>.<key>=<value> ...] [judge=<file> judge.<key>=<value> ...]
+                     [metric_weights=pretrained|random] [device=auto|cpu|cuda] [batch_size=<n>]
+
+A judged group (VIEScore, ImgEdit) uses the run's own judge unless ``judge=`` /
+``judge.<key>=`` name another (conf/judge/); every reply already in the reply cache is
+served from it, so rescoring judged columns asks the judge only what it was never asked.
 
 Which columns: with ``metrics=<group(s)>`` every metric of those conf/metrics groups
 (composed as attnedit-run composes them, ``metric_weights`` as the run's unless given);
@@ -37,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from attnedit.columns import REFERENCE_KIND, failed_mask
@@ -49,7 +53,8 @@ from attnedit.run.saved_edits import fit_saved
 from attnedit.store.run_store import RunStore
 
 USAGE = ("usage: attnedit-rescore <run dir> [metrics=<group>|[<group>,...]] [metrics.<column>.<key>=<value> ...] "
-         "[metric_weights=pretrained|random] [device=auto|cpu|cuda] [batch_size=<n>]")
+         "[judge=<conf/judge file>] [judge.<key>=<value> ...] [metric_weights=pretrained|random] "
+         "[device=auto|cpu|cuda] [batch_size=<n>]")
 OPTIONS = ("metric_weights", "device", "batch_size")
 
 
@@ -67,6 +72,8 @@ def parse_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[st
             dotted.append(f"{key.removeprefix('metrics.')}={value}")
         elif key in OPTIONS:
             options[key] = value
+        elif key == "judge" or key.startswith("judge."):  # the VLM judge of judged metric groups
+            options.setdefault("judge", []).append(item)
         else:
             raise ConfigError(f"attnedit-rescore changes metric columns only; '{item}' is not one of metrics=..., "
                               f"metrics.<column>.<key>=..., {', '.join(o + '=' for o in OPTIONS)}. {USAGE}")
@@ -79,9 +86,16 @@ def metric_nodes(config: dict[str, Any], groups: list[str], dotted: list[str],
     if groups:
         weights = options.get("metric_weights", config.get("metric_weights", "pretrained"))
         group = f"metrics=[{','.join(groups)}]" if len(groups) > 1 else f"metrics={groups[0]}"
-        nodes = OmegaConf.to_container(compose("config", [group, f"metric_weights={weights}"]).metrics, resolve=True)
+        judge = list(options.get("judge", []))
+        composed = compose("config", [group, f"metric_weights={weights}", *judge])
+        if not judge and config.get("judge") is not None:  # judged groups: the run's own judge unless one is given
+            with open_dict(composed):
+                composed.judge = OmegaConf.create(config["judge"])
+        nodes = OmegaConf.to_container(composed.metrics, resolve=True)
         chosen = list(nodes)
     else:
+        if options.get("judge"):
+            raise ConfigError(f"judge overrides apply to a metric group: add metrics=<the judged group>. {USAGE}")
         nodes = dict(config.get("metrics") or {})
         chosen = list(dict.fromkeys(d.split(".", 1)[0] for d in dotted))
         if not chosen:
