@@ -46,6 +46,8 @@ SKIPPED = [
                         "in tests/cli/test_console.py"),
     (r"^python -c .*weights=", "downloads torchvision weights (no network here)"),
     (r"experiments/celebahq_sad/measure_alpha_scale\.py", "a GPU measurement on the CelebA-HQ weights"),
+    (r"^(huggingface-cli download|git clone|git -C|tar -xf)\b", "fetches or unpacks a benchmark (no network here); "
+                                                               "fixture copies stand in for the data"),
 ]
 #: Commands that submit to SLURM: run up to the submission (tests/support/slurm_dry_run.py).
 SLURM = r"hydra/launcher=submitit_slurm"
@@ -66,14 +68,19 @@ SCRIPTS = {
     "experiments/shapes_ddpm/evaluate_model.py": (
         ["--samples", "2", "--steps", "2", "--out", "report"],
         ["report/model_report.json", "report/model_report.md", "report/samples.png"]),
+    "experiments/gedit_bench/estimate_judge_cost.py": ([], []),  # prints a table; reads attnedit's own prompts here
+    "experiments/gedit_bench/failure_fill.py": (["--answered", "10", "--failed", "2"], []),
 }
 #: What the scripts write by default: must be the same bytes after the READMEs ran.
 SHIPPED = ["src/attnedit/assets/shapes_ddpm", "src/attnedit/assets/shapes_regressor", "experiments/shapes_ddpm"]
 #: Models whose weights are not on this machine: their commands must end in the weights error.
-NEEDS_WEIGHTS = r"celebahq_sad|celebahq_compare|lsun_sad|piebench_dcag|ddpm_celebahq|ddpm_church|flux_kontext|qwen"
+NEEDS_WEIGHTS = (r"celebahq_sad|celebahq_compare|lsun_sad|piebench_dcag|ddpm_celebahq|ddpm_church|flux_kontext|qwen"
+                 r"|gedit_dcag|imgedit_dcag|^attnedit-judge")
+#: The benchmark fixture a command's data paths point at (by the words of the command).
+BENCHMARK_DATA = {"imgedit": "imgedit", "gedit": "gedit"}
 #: Appended to every attnedit-run / attnedit-directions command: tiny, fast, quiet.
 TINY_RUN = ["model.num_inference_steps=2", "numerical_floor.samples=0", "progress=false", "metric_weights=random"]
-TINY_DATASET = {"piebench": "dataset.first_n=1"}  # by dataset; the others: dataset.num_samples=1
+TINY_DATASET = {"piebench": "dataset.first_n=1", "gedit": "dataset.first_n=1", "imgedit": "dataset.first_n=1"}  # the others: num_samples=1
 TINY_EVALUATE = ["weights=random", "progress=false", "workers=0"]
 
 
@@ -112,7 +119,15 @@ def data(tmp_path_factory, tiny_ddpm_dir):
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    return {"piebench": piebench, "edited": base / "edited", "images": images}
+    from judge_fixtures import build_gedit_copy, build_imgedit_copy, write_gedit_edits, write_imgedit_edits
+
+    gedit = build_gedit_copy(base / "GEdit-Bench", n_per_type=1, languages=("en",))
+    write_gedit_edits(base / "gedit_edits", gedit.rows)
+    imgedit = build_imgedit_copy(base / "ImgEdit", n_per_type=1)
+    write_imgedit_edits(base / "imgedit_edits", imgedit)
+    return {"piebench": piebench, "edited": base / "edited", "images": images, "gedit": gedit.root,
+            "gedit_edits": base / "gedit_edits", "imgedit": imgedit.root, "imgedit_images": imgedit.images_root,
+            "imgedit_edits": base / "imgedit_edits"}
 
 
 def localize(command: str, data: dict) -> list[str]:
@@ -121,10 +136,17 @@ def localize(command: str, data: dict) -> list[str]:
     if Path(words[0]).name.startswith("python"):  # a script of SCRIPTS: from the checkout, tiny options
         return ["python", str(REPO / words[1]), *words[2:], *SCRIPTS[words[1]][0]]
     out = []
+    benchmark = next((name for word, name in BENCHMARK_DATA.items() if word in command), None)
     for word in words:
         key, eq, value = word.partition("=")
-        if eq and key == "dataset.root":
-            value = str(data["images"] if value == "<folder>" else data["piebench"])
+        if eq and key in ("dataset.root", "dataset.gedit.root", "dataset.imgedit.root"):
+            value = str(data["images"] if value == "<folder>" else data[benchmark] if benchmark else data["piebench"])
+        elif eq and key in ("dataset.images_root", "dataset.imgedit.images_root"):
+            value = str(data["imgedit_images"])
+        elif eq and key == "edits":
+            value = str(data[f"{benchmark}_edits"])
+        elif eq and key.startswith("judge.prompts."):
+            continue  # the official prompt files are not here: attnedit's own prompts (marked in every title)
         elif eq and key == "edited":
             value = str(data["edited"])
         elif eq and key == "out" and value.startswith("/"):
@@ -309,9 +331,10 @@ def test_every_readme_command_runs_or_ends_in_its_documented_error(outcomes, fol
             assert code == 0, context
             for name in SCRIPTS[shlex.split(command)[1]][1]:
                 assert (folders[readme] / name).is_file(), f"{name} not written" + context
-        elif re.search(NEEDS_WEIGHTS, command) and command.startswith(("attnedit-run", "attnedit-directions")):
+        elif re.search(NEEDS_WEIGHTS, command) and command.startswith(("attnedit-run", "attnedit-directions",
+                                                                        "attnedit-judge")):
             assert code == 2 and last.startswith("attnedit: error: ") and "`hf download " in last, context
-        elif command.startswith("attnedit-tables") and code != 0:
+        elif command.startswith(("attnedit-tables", "attnedit-rescore")) and code != 0:
             # the runs it reads come from a command above that needs weights (none here): one folder is not a
             # run directory; a glob's folders are runs that never started, each named, then one error line
             assert code == 2 and re.search(r"is not a run directory|no run that started in the \d+ folders", last), context

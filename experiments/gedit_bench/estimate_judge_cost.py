@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=None, help="cases per method (default: the benchmark's size)")
     parser.add_argument("--size", default="1024x1024", help="HxW of the images the judge sees")
     parser.add_argument("--min-pixels", type=int, default=3136)
-    parser.add_argument("--max-pixels", type=int, default=1003520, help="transformers' Qwen2-VL default")
+    parser.add_argument("--max-pixels", type=int, default=12845056,
+                        help="Qwen2.5-VL-Instruct's preprocessor_config.json (transformers' class default is 1003520)")
     parser.add_argument("--passes", type=int, default=1)
     parser.add_argument("--reask-rate", type=float, default=0.0, help="share of replies asked again")
     parser.add_argument("--new-tokens", type=int, default=120, help="mean reply length in tokens")

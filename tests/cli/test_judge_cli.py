@@ -55,16 +55,16 @@ def asked(stub) -> list[str]:
     return out
 
 
-def test_gedit_folder_killed_then_resumed_asks_nothing_twice_and_writes_official_files(tmp_path):
+def test_gedit_folder_killed_then_resumed_asks_nothing_twice_and_writes_official_files(tmp_path, capsys):
     copy = build_gedit_copy(tmp_path / "gedit", n_per_type=1, languages=("en",), size=(16, 16))
     edits = tmp_path / "save" / "mymodel"
     write_gedit_edits(edits, copy.rows)
     with StubOpenAI(delay=0.15) as stub:
         stub.responder = gedit_reply
-        args = [f"edits={edits}", f"dataset.gedit.root={copy.root}", "batch_size=2",
+        out = tmp_path / "judged"
+        args = [f"edits={edits}", f"dataset.gedit.root={copy.root}", "batch_size=2", f"out={out}",
                 *judge_overrides(stub, tmp_path)]
         first = cli(*args, root=tmp_path, tool="attnedit-judge")
-        out = tmp_path / "results" / "judged" / "gedit" / "mymodel"
         deadline, archive_file = time.time() + 120, out / "judge_replies.jsonl"
         while time.time() < deadline and first.poll() is None:  # a batch of 2 cases = 4 calls in 2 rounds of 2:
             lines = archive_file.read_text().count("\n") if archive_file.exists() else 0
@@ -77,9 +77,9 @@ def test_gedit_folder_killed_then_resumed_asks_nothing_twice_and_writes_official
         assert archive and first.returncode == -signal.SIGKILL
         before = set(asked(stub))
         stub.reset()
-        second = cli(*args, root=tmp_path, tool="attnedit-judge")
-        output, _ = second.communicate(timeout=300)
-        assert second.returncode == 0, output
+        stub.delay = 0.0
+        judge_folder(compose("judge_folder", args))  # the next run (in this process: the real one was the kill)
+        output = capsys.readouterr().out
         again = set(asked(stub))
     # what the killed process was answered is never asked again (its last batch's first round is the cache's);
     # only the round in flight at the kill is asked twice
@@ -122,6 +122,7 @@ def test_completeness_is_checked_before_any_call(tmp_path):
         out = judge_folder(cfg)
     rows = pd.read_parquet(out / "cases")
     assert list(rows.sample_id) == [copy.rows[1]["key"]]
+    assert out.parent == tmp_path / "results" / "judged" / "gedit" / "m"  # <model>/<hash of the judge stack>
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["completeness"]["extra"] == ["fullset/color_alter/en/stray.png"]
 
@@ -162,3 +163,28 @@ def test_imgedit_folder_rubric_scores_failures_and_official_files(tmp_path):
         items = [round(sum(planted[k]) / 3, 2) for k in keys if copy.items[k]["edit_type"] == edit_type and k != broken]
         assert types[edit_type] == round(sum(items) / len(items), 2)
     assert broken in (folder / "README.txt").read_text()
+
+
+def test_a_call_without_answer_fails_the_case_and_the_next_run_asks_again(tmp_path):
+    from stub_openai import reply, status
+
+    copy = build_gedit_copy(tmp_path / "gedit", n_per_type=1, task_types=("color_alter", "subject-add"),
+                            languages=("en",))
+    edits = tmp_path / "save" / "m"
+    write_gedit_edits(edits, copy.rows)
+    with StubOpenAI() as stub:
+        stub.responder = gedit_reply
+        args = [f"edits={edits}", f"dataset.gedit.root={copy.root}", "dataset.gedit.task_types=[color_alter,subject-add]",
+                f"out={tmp_path / 'out'}", *judge_overrides(stub, tmp_path, "judge.backend.max_retries=0",
+                                                            "judge.backend.concurrency=1")]
+        stub.load(reply("ok"), status(503))  # the probe, then no answer to the first judged call
+        out = judge_folder(compose("judge_folder", args))
+        rows = pd.read_parquet(out / "cases")
+        failed = rows[rows.failed]
+        assert len(failed) == 1 and "JudgeUnavailable" in failed.error.iloc[0] and "HTTP 503" in failed.error.iloc[0]
+        assert failed.viescore_unavailable.all() and not rows[~rows.failed].viescore_unavailable.any()
+        before = len(stub.chats)
+        out = judge_folder(compose("judge_folder", args))  # the next run asks that case's missing call again
+        rows = pd.read_parquet(out / "cases")
+        assert len(rows) == 2 and not rows.failed.any() and rows.case_id.is_unique
+        assert len(stub.chats) - before == 2  # the probe and the call that got no answer; the rest is cached

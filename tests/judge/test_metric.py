@@ -162,3 +162,16 @@ def test_bad_options_are_one_line_errors(tmp_path):
         JudgeMetric("x", "nope", Scripted(None), load_gedit_prompts(None))
     with pytest.raises(ConfigError, match="passes"):
         viescore(Scripted(None), tmp_path, passes=0)
+
+
+def test_settings_hash_ignores_where_and_how_fast_the_judge_runs(tmp_path):
+    """Shards on two GPUs, a resume with another batch size or cache folder: one setting;
+    another judge model: another (the tables then refuse to pool)."""
+    metric = viescore(Scripted(lambda r: None), tmp_path)
+    node = {"_target_": "attnedit.judge.metric.JudgeMetric", "prefix": "viescore", "cache_dir": "/a",
+            "prompts": {"path": "/x/vie_prompts.py"}, "backend": {"model": "m", "device": "cuda:0", "batch_size": 8}}
+    moved = {**node, "cache_dir": "/b", "prompts": {"path": "/y/vie_prompts.py"},
+             "backend": {"model": "m", "device": "cuda:1", "batch_size": 2}}
+    other = {**node, "backend": {**node["backend"], "model": "n"}}
+    first, second, third = (all_settings([metric], {"viescore": n})["viescore_o"]["hash"] for n in (node, moved, other))
+    assert first == second != third

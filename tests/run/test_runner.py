@@ -170,42 +170,11 @@ def test_the_runner_draws_each_sample_figure_without_rereading_the_store(tiny_dd
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_complete_rows(tiny_ddpm_dir, tmp_path):
-    overrides = run_overrides(tmp_path, tiny_ddpm_dir, "dataset.num_samples=4", "batch_size=1")
-    process = cli(*overrides, root=tmp_path)
-    cases_dir = None
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        found = list(tmp_path.glob("results/runs/*/*/cases/*.parquet"))
-        if len(found) >= 2:
-            cases_dir = found[0].parent
-            break
-        time.sleep(0.2)
-    assert cases_dir is not None, "the run wrote no rows in time"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    partial = pd.read_parquet(cases_dir)
-    assert 2 <= len(partial) < 16, "the kill should land part way"
-
-    resumed = cli(*overrides, root=tmp_path)
-    output, _ = resumed.communicate(timeout=400)
-    assert resumed.returncode == 0, output
-    assert "resuming" in output and output.strip().splitlines()[-1] == f"run dir: {cases_dir.parent}"
-    frame = pd.read_parquet(cases_dir)
-    assert len(frame) == 16 and frame.case_id.is_unique
-    assert set(partial.case_id) <= set(frame.case_id)
-    merged = partial.merge(frame, on="case_id", suffixes=("_before", "_after"))
-    assert np.array_equal(merged.psnr_before, merged.psnr_after), "finished rows are never rewritten"
-    manifest = json.loads((cases_dir.parent / "manifest.json").read_text())
-    assert len(manifest["resumes"]) == 1 and manifest["resumes"][0]["started"] >= manifest["created"]
-    assert manifest["cost"]["sessions"][0]["cases"] == 16 - len(partial)  # the killed process never finished
-
-
-@pytest.mark.slow
 def test_killed_runs_resume_to_the_uninterrupted_rows_and_every_figure(tiny_ddpm_dir, tmp_path):
     """A SIGKILL from outside mid-run, then one that lands between a sample's last part
     and its figure (ATTNEDIT_TEST_DIE_AT), then a resume: rows equal an uninterrupted run's
-    to 2e-6, alpha = 0 rows included, in batches of 4 that cross samples."""
+    to 2e-6, alpha = 0 rows included, in batches of 4 that cross samples; rows stored before
+    a kill are never rewritten; the manifest holds each resume and only finished sessions' cost."""
     extra = ("dataset.num_samples=3", "method.alphas=[-0.4,0.0,0.4]", "batch_size=4")
     straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
     straight_root.mkdir(), killed_root.mkdir()
@@ -216,13 +185,15 @@ def test_killed_runs_resume_to_the_uninterrupted_rows_and_every_figure(tiny_ddpm
     first.send_signal(signal.SIGKILL)
     first.wait()
     run_dir = parts[0].parent.parent
-    after_first = len(pd.read_parquet(run_dir / "cases"))
+    partial = pd.read_parquet(run_dir / "cases")
+    after_first = len(partial)
     assert after_first < 18
 
     second = cli(*overrides, root=killed_root, env={"ATTNEDIT_TEST_DIE_AT": "before_figure"})
     finish(second, expect_ok=False)
     assert second.returncode == -signal.SIGKILL
     rows = pd.read_parquet(run_dir / "cases")
+    after_second = len(rows)
     finished = [s for s, n in rows.groupby("sample_id").size().items() if n == 6]
     assert any(not (run_dir / "figures" / f"alpha_sweep_{s}.png").exists() for s in finished), "killed before it"
 
@@ -230,8 +201,13 @@ def test_killed_runs_resume_to_the_uninterrupted_rows_and_every_figure(tiny_ddpm
     assert "resuming" in output
     reference = pd.read_parquet(run_dir_of(finish(straight)) / "cases")
     frame = pd.read_parquet(run_dir / "cases")
-    assert len(frame) == 18 and frame.identity_edit.sum() == 6
+    assert len(frame) == 18 and frame.identity_edit.sum() == 6 and frame.case_id.is_unique
     assert_same_rows(frame, reference)
+    merged = partial.merge(frame, on="case_id", suffixes=("_before", "_after"))
+    assert len(merged) == after_first and np.array_equal(merged.psnr_before, merged.psnr_after, equal_nan=True)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert len(manifest["resumes"]) == 2 and all(r["started"] >= manifest["created"] for r in manifest["resumes"])
+    assert [s["cases"] for s in manifest["cost"]["sessions"]] == [18 - after_second]  # the killed ones never finished
     assert sorted(p.name for p in (run_dir / "figures").glob("alpha_sweep_*.png")) == [
         f"alpha_sweep_seed{i:06d}.png" for i in range(3)]
 

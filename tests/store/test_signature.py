@@ -18,7 +18,9 @@ from attnedit.store.signature import ADDED_KEYS, NON_RESULT_KEYS, config_signatu
 
 #: Overrides a shipped experiment needs to compose (keys it leaves `???`), and the study
 #: groups whose every option is a run of it.
-NEEDS = {"piebench_dcag": ["dataset.root=/data/PIE-Bench"], "piebench_dcag_grid": ["dataset.root=/data/PIE-Bench"]}
+NEEDS = {"piebench_dcag": ["dataset.root=/data/PIE-Bench"], "piebench_dcag_grid": ["dataset.root=/data/PIE-Bench"],
+         "piebench_dcag_grid_judged": ["dataset.root=/data/PIE-Bench"], "gedit_dcag": ["dataset.root=/data/GEdit-Bench"],
+         "imgedit_dcag": ["dataset.root=/data/ImgEdit"]}
 SWEEPS = {"celebahq_compare": ("compare", ["sad", "pullback", "pullback_move", "hspace_pca", "attn_input_pca", "random"]),
           "piebench_dcag": ("dcag_row", ["none", "none_official", "grag", "dcag"]),
           "lsun_sad": ("model", ["ddpm_church", "ddpm_bedroom", "ddpm_cat"])}
@@ -40,6 +42,9 @@ PINNED = {
     "piebench_dcag/dcag_row=none": "00dad9786d1b",
     "piebench_dcag/dcag_row=none_official": "fe5ee471e0d2",
     "piebench_dcag_grid": "c74b1ee169f5",
+    "piebench_dcag_grid_judged": "983edcf412ce",
+    "gedit_dcag": "a711338c1fe1",
+    "imgedit_dcag": "50b8f91a553a",
     "quickstart": "596c62242282",
     "shapes_factors": "3cc16c022293",
 }
@@ -64,19 +69,21 @@ def independent_signature(cfg) -> str:
     ``${asset:<name>}`` and paths inside the checkout relative to it; sha256 of the
     key-sorted JSON, 12 hex digits."""
     tree = copy.deepcopy(resolved_container(cfg))
-    for dotted in NON_RESULT_KEYS:
-        *parents, last = dotted.split(".")
-        node = tree
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
 
     def flat(node, prefix=()):  # every (key path, leaf) of the tree
         for key, value in node.items():
             yield (*prefix, key), value
             if isinstance(value, dict):
                 yield from flat(value, (*prefix, key))
+
+    for pattern in NON_RESULT_KEYS:  # "*" matches one level
+        for path, _ in list(flat(tree)):
+            if fnmatch.fnmatchcase(".".join(path), pattern) and len(path) == len(pattern.split(".")):
+                parent = tree
+                for part in path[:-1]:
+                    parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+                if isinstance(parent, dict):
+                    parent.pop(path[-1], None)
 
     for pattern, before in ADDED_KEYS:
         for path, value in list(flat(tree)):
@@ -113,6 +120,24 @@ def test_shipped_experiment_signatures_are_pinned(label, monkeypatch):
     monkeypatch.delenv("ATTNEDIT_ROOT", raising=False)
     cfg = compose("config", RUNS[label])
     assert config_signature(cfg) == independent_signature(cfg) == PINNED[label]
+
+
+def test_a_judges_run_time_keys_leave_the_signature_what_it_is_does_not(monkeypatch):
+    """Where replies are cached, how fast a server is asked, which GPU, where the prompt file
+    lies (its text enters every judged row's stack hash): same run; another judge model or
+    decoding: another run."""
+    base = ["experiment=gedit_dcag", "dataset.root=/data/GEdit-Bench"]
+    signature = config_signature(compose("config", base))
+    same = [["paths.cache_dir=/elsewhere"], ["judge.backend.batch_size=2", "judge.backend.device=cuda:1"],
+            ["judge=openai_http", "judge.backend.concurrency=64", "judge.backend.api_key_env=KEY"],
+            ["judge.prompts.gedit=/x/vie_prompts.py"]]
+    http = config_signature(compose("config", base + ["judge=openai_http"]))
+    assert config_signature(compose("config", base + same[0])) == signature
+    assert config_signature(compose("config", base + same[1])) == signature
+    assert config_signature(compose("config", base + same[2])) == http != signature
+    assert config_signature(compose("config", base + same[3])) == signature
+    for other in (["judge.backend.model=Qwen/Qwen2.5-VL-3B-Instruct"], ["judge.backend.max_new_tokens=256"]):
+        assert config_signature(compose("config", base + other)) != signature, other
 
 
 def test_moving_a_module_or_the_checkout_keeps_the_signature():

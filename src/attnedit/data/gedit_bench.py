@@ -115,7 +115,7 @@ class GEditBench(Dataset):
 
     name = "gedit_bench"
     #: Sample fields every row carries: the official statistics select on them (intersection subset, language)
-    row_fields = ("intersection_exist", "instruction_language")
+    row_fields = ("intersection_exist", "instruction_language", "instruction")
 
     def __init__(
         self,

@@ -6,8 +6,10 @@ Protocol facts, read in PKU-YuanGroup/ImgEdit @ 547185d, Benchmark/Basic/:
 - The source of item ``key`` is ``os.path.join(origin_img_root, item["id"])``, its edit
   ``os.path.join(result_img_folder, f"{key}.png")``, its instruction ``item["prompt"]``
   and its rubric ``prompts[item["edit_type"]]`` (basic_bench.py lines 57-62, 36). The
-  edit is judged as saved, at the model's output size (lines 25-26, 46-47 send the two
-  files unchanged): runs save edits as PNG at the model's size (``saved_size=output``).
+  official script sends the two files unchanged, the edit at the model's output size
+  (lines 25-26, 46-47); runs save edits as PNG at the model's size (``saved_size=output``,
+  the official layout) and resize them to the source's size before any metric or judge
+  sees them, as for every benchmark (recorded in the judge stack).
 - basic_edit.json holds 737 items in the 9 types of :data:`EDIT_TYPES` (counts:
   :data:`TYPE_COUNTS`), keys numbers in no order; prompts.json has one rubric per type,
   in the order of :data:`EDIT_TYPES`.
@@ -109,7 +111,7 @@ class ImgEditBasic(Dataset):
                               f"labelled {LEGACY_ALTER!r} as adjust; error: refuse such a {FILE}).")
         if saved_size not in SAVED_SIZES:
             raise ConfigError(f"ImgEdit-Basic: saved_size={saved_size!r} is not one of {SAVED_SIZES} (output: the "
-                              "model's own size, as the official script judges it; source: resized first).")
+                              "model's own size, as the official layout saves it; source: resized first).")
         if first_n is not None and int(first_n) < 0:
             raise ConfigError(f"ImgEdit-Basic: first_n={first_n} must be >= 0 or null.")
         self.edit_types = None if edit_types is None else [str(t) for t in edit_types]

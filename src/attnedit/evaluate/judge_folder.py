@@ -7,7 +7,8 @@ Layouts read (what the official scorers open):
 - GEdit-Bench: ``<edits>/fullset/<task_type>/<language>/<key>.png`` and the source as the
   generator saved it, ``<key>_SRCIMG.png`` beside it (stepfun-ai/Step1X-Edit @ 570eba6,
   GEdit-Bench/test_gedit_score.py lines 25-29 and 122-127). The edited image is converted to
-  RGB and resized to the source's size with PIL's default filter before judging (line 34).
+  RGB and resized to the source's size before judging (line 34; PIL's filter there, attnedit's
+  bicubic antialiased resize here, as for a run's saved edits).
 - ImgEdit-Basic: ``<edits>/<key>.png``, the original under the dataset's images folder by its
   ``id`` (PKU-YuanGroup/ImgEdit @ 547185d, Benchmark/Basic/basic_bench.py lines 57-60); the
   official script sends both files as they are, the edited image at its own size; here it is
@@ -16,19 +17,22 @@ Layouts read (what the official scorers open):
 Completeness is checked before any judge call: files the benchmark expects and the folder
 lacks, and files of the layout that no benchmark item names, are listed; missing files stop
 the job unless ``missing=skip`` (then they are left out and listed in the tables' titles).
-Rows go to ``<out>/cases`` (a results store: a rerun skips what is stored, the reply cache
+``out`` defaults to ``results/judged/<benchmark>/<name>/<hash of the judge stacks>``: the same
+edits judged by another judge go to another folder. Rows go to ``<out>/cases`` (a results
+store: a rerun skips what is stored and asks again what got no answer; the reply cache
 answers what was asked), tables to ``<out>/tables``, the official files to ``<out>/official``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -36,7 +40,10 @@ from PIL import Image
 
 from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.registry import build_metrics
-from attnedit.metrics.settings import SETTINGS_COLUMN, all_settings, row_settings
+from attnedit.judge.metric import unavailable
+from attnedit.metrics.settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
+from attnedit.run.saved_edits import fit_saved
+from attnedit.run.secrets import redact
 from attnedit.store.run_store import RunStore
 
 BENCHMARKS = ("gedit", "imgedit")
@@ -76,23 +83,29 @@ def _listing(paths: list[Path], limit: int = 8) -> str:
 
 
 def read_pair(source_path: Path, edited_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(source, edited) as float CHW in [0, 1]; the edited image RGB and resized to the
-    source's size with PIL's default filter, as GEdit's scorer (test_gedit_score.py line 34)."""
+    """(source, edited) as float CHW in [0, 1], both RGB; the edited image brought to the
+    source's size as a run's saved edits are (bicubic, antialiased: attnedit.run.saved_edits),
+    where GEdit's scorer uses PIL's resize (test_gedit_score.py line 34): one resize for every
+    judged pair, recorded in the judge stack."""
     try:
         with Image.open(source_path) as source_file:
-            source = source_file.convert("RGB")
+            source = np.asarray(source_file.convert("RGB")).copy()
         with Image.open(edited_path) as edited_file:
-            edited = edited_file.convert("RGB").resize(source.size)
+            edited = np.asarray(edited_file.convert("RGB")).copy()
     except OSError as err:
         raise DataError(f"cannot read {edited_path} or {source_path} ({err}); replace the file") from None
-    as_tensor = lambda image: torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div(255)  # noqa: E731
-    return as_tensor(source), as_tensor(edited)
+    source_t = torch.from_numpy(source).permute(2, 0, 1)
+    edited_t = torch.from_numpy(edited).permute(2, 0, 1)
+    size = tuple(source_t.shape[-2:])
+    fitted = edited_t.float().div(255) if tuple(edited_t.shape[-2:]) == size else fit_saved(edited_t, size, str(edited_path))
+    return source_t.float().div(255), quantize(fitted)
 
 
 def judge_folder(cfg: DictConfig) -> Path:
     """Judge ``cfg.edits``; the output folder."""
     from attnedit.report.judge_official import write_gedit_official, write_imgedit_official
     from attnedit.report.judge_tables import gedit_tables, imgedit_tables
+    from attnedit.report.judged import with_stack_notes
     from attnedit.report.render import Report, write_report
 
     benchmark = str(cfg.benchmark)
@@ -103,7 +116,6 @@ def judge_folder(cfg: DictConfig) -> Path:
                           f"({'<save>/<model> holding fullset/' if benchmark == 'gedit' else '<key>.png files'})")
     edits = Path(str(cfg.edits)).expanduser().resolve()
     name = str(cfg.name or edits.name)
-    out = Path(str(cfg.out)).expanduser() if cfg.out else Path(str(cfg.paths.results_dir)) / "judged" / benchmark / name
     dataset = instantiate(cfg.dataset[benchmark])
     language = getattr(dataset, "language", "en")
     expected = expected_files(benchmark, dataset, language)
@@ -121,11 +133,15 @@ def judge_folder(cfg: DictConfig) -> Path:
     judges = [m for m in metrics if hasattr(m, "judge")]
     if not judges:
         raise ConfigError("metrics= names no judge metric (conf/metrics/gedit_viescore.yaml or imgedit_rubric.yaml)")
+    stacks = json.dumps({j.prefix: j.stack["hash"] for j in judges}, sort_keys=True)
+    # one folder per judge stack: the same edits judged by another judge never mix with these rows
+    out = Path(str(cfg.out)).expanduser() if cfg.out else (
+        Path(str(cfg.paths.results_dir)) / "judged" / benchmark / name / hashlib.sha256(stacks.encode()).hexdigest()[:10])
     store = RunStore(out)
     for judge in judges:
         judge.bind_run(out)
     settings = all_settings(metrics, OmegaConf.to_container(cfg.metrics, resolve=True), "uint8 (PNG as read)")
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
     store.update_json("manifest.json", lambda previous: {
         **(previous or {}), "config": config, "benchmark": benchmark, "edits": str(edits), "dataset": dataset.describe(),
         "metric_order": [c for m in metrics for c in m.columns()], "metric_settings": settings,
@@ -133,11 +149,15 @@ def judge_folder(cfg: DictConfig) -> Path:
         "judge_stacks": {j.prefix: j.stack for j in judges},
         "completeness": {"expected": len(expected), "missing": [str(p) for p in missing],
                          "extra": [str(p) for p in extra]}})
+    stored = store.read()
+    if not stored.empty and (set(stored.get("judge_stack", pd.Series(dtype=str)).dropna()) - {stacks}):
+        raise ConfigError(f"{out} holds rows judged under another judge stack; give another out= folder "
+                          "(by default each judge stack has its own)")
     done = store.done_case_ids()
+    failed_before = store.failed_case_ids()  # judge calls that got no answer: asked again, their rows replaced
     pending = [sid for sid in todo if _case_id(name, sid) not in done]
     if done:
         print(f"attnedit-judge: {len(todo) - len(pending)} of {len(todo)} cases already judged in {out}")
-    stacks = json.dumps({j.prefix: j.stack["hash"] for j in judges}, sort_keys=True)
     batch_size = max(1, int(cfg.batch_size))
     start = time.perf_counter()
     for begin in range(0, len(pending), batch_size):
@@ -154,18 +174,25 @@ def judge_folder(cfg: DictConfig) -> Path:
         for i, (sid, sample) in enumerate(zip(batch, samples)):
             rows.append({
                 "case_id": _case_id(name, sid), "sample_id": sid, "category": sample["category"], "method": name,
-                **{k: sample["fields"][k] for k in ("instruction_language", "intersection_exist") if k in sample["fields"]},
+                **{k: sample["fields"][k] for k in ("instruction_language", "intersection_exist", "instruction")
+                   if k in sample["fields"]},
                 **{k: (v[i].item() if torch.is_tensor(v) else v[i]) for k, v in scores.items()},
                 "image_path": str(edits / expected[sid]["edited"]),
                 "reference_path": str(_source_path(benchmark, dataset, edits, expected, sid)),
-                "failed": False, "judge_stack": stacks, SETTINGS_COLUMN: row_settings(settings),
+                "failed": False, "error": None, "judge_stack": stacks, SETTINGS_COLUMN: row_settings(settings),
             })
-        store.append(rows)
+            no_answer = unavailable(rows[-1], judges)
+            if no_answer:  # a failed case: the next run asks again (errors are never cached)
+                rows[-1].update({"failed": True, "error": no_answer})
+        part = store.append(rows)
+        retried = {row["case_id"] for row in rows} & failed_before
+        if retried:
+            store.drop_failed(retried, keep=part)
     frame = store.read()
     tables = []
     for judge in judges:
         build = gedit_tables if benchmark == "gedit" else imgedit_tables
-        tables += build(frame, judge.prefix, out)
+        tables += with_stack_notes(build(frame, judge.prefix, out), judge.stack)
         if benchmark == "gedit":
             write_gedit_official(frame, out / "official", judge.prefix, str(cfg.official_backbone), where=out)
         else:
@@ -197,5 +224,3 @@ def _sample(benchmark: str, dataset, sid: str) -> dict[str, Any]:
 def _source_path(benchmark: str, dataset, edits: Path, expected, sid: str) -> Path:
     return edits / expected[sid]["source"] if benchmark == "gedit" else Path(dataset.image_file(sid))
 
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")

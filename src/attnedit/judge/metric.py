@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from attnedit.errors import ConfigError
-from attnedit.judge.base import JudgeBackend, JudgeReply, request_key
+from attnedit.judge.base import ERROR, JudgeBackend, JudgeReply, request_key
 from attnedit.judge.cache import ReplyCache
 from attnedit.judge.prompts import PromptSet
 from attnedit.judge.protocols import DERIVED, ENCODINGS, PROTOCOLS, encode_image
@@ -32,6 +32,29 @@ from attnedit.metrics.base import MetricInfo, PairMetric
 #: The row column holding ``{metric prefix: judge stack hash}`` as JSON.
 STACK_COLUMN = "judge_stack"
 FAILED_SUFFIX = "_failed"
+#: Per-row text columns ``<prefix>_prompts`` (official | modified | attnedit-own) and ``<prefix>_judge``.
+PROMPTS_SUFFIX, JUDGE_SUFFIX = "_prompts", "_judge"
+#: ``<prefix>_unavailable``: a call of the case got no answer (timeout, HTTP error after the
+#: retries): the runner makes the case a failed row, so a rerun asks again (errors are not cached).
+UNAVAILABLE_SUFFIX = "_unavailable"
+
+
+def unavailable(row: dict[str, Any], judges) -> str | None:
+    """The failed-row error of a case whose judge calls got no answer, else None."""
+    reasons = [f"{j.prefix}: {row.get(j.prefix + '_error')}" for j in judges if row.get(j.prefix + UNAVAILABLE_SUFFIX)]
+    return f"JudgeUnavailable: {'; '.join(reasons)}" if reasons else None
+
+
+def prompts_kind(official: bool | None) -> str:
+    return "official" if official else "modified" if official is False else "attnedit-own"
+
+
+def judge_label(stack: dict[str, Any]) -> str:
+    """"<model served or asked> (stack <hash>)": who judged, in a table title."""
+    backend = stack.get("backend", {})
+    model = backend.get("served_model") or backend.get("model") or "?"
+    random = " RANDOM test-only weights" if backend.get("weights") == "random" else ""
+    return f"{model}{random} (stack {stack['hash']})"
 
 
 class JudgeMetric(PairMetric):
@@ -68,6 +91,7 @@ class JudgeMetric(PairMetric):
         self.stack = judge_stack(backend, prompts, self.protocol, self.describe_images(), self.passes, self.reask)
         self.cache = ReplyCache(Path(cache_dir).expanduser() if cache_dir else None, None)
         self.calls = 0
+        self.errors = 0  # cases whose calls got no answer (failed rows; a rerun asks again)
 
     # -- what the run records -----------------------------------------------------------
     def columns(self) -> list[str]:
@@ -79,8 +103,9 @@ class JudgeMetric(PairMetric):
                 "(bicubic, antialiased), 8-bit RGB", "order": "source, edited"}
 
     def settings_extra(self) -> dict[str, Any]:
-        """Enters the column's metric settings: columns judged under two stacks never pool."""
-        return {"judge_stack": self.stack}
+        """Enters the column's metric settings: columns judged under two stacks never pool
+        (the stack's hash; the whole stack is the manifest's ``judge_stacks``)."""
+        return {"judge_stack": self.stack["hash"]}
 
     def bind_run(self, run_dir: Path) -> None:
         """Archive every reply this run uses in ``<run dir>/judge_replies.jsonl``."""
@@ -88,8 +113,13 @@ class JudgeMetric(PairMetric):
 
     def summary_line(self) -> str:
         stats = self.cache.stats()
-        return (f"judge {self.prefix}: {self.calls} calls to the judge, {stats['hits']} cache hits, "
+        probes = int(getattr(self.backend, "probe_calls", 0) or 0)
+        line = (f"judge {self.prefix}: {self.calls + probes} calls to the judge"
+                f"{f' ({probes} probing the served model)' if probes else ''}, {stats['hits']} cache hits, "
                 f"{stats['misses']} misses")
+        if self.errors:
+            line += f"; {self.errors} case(s) got no answer (failed rows: run again to ask again)"
+        return line
 
     @classmethod
     def column_info(cls, name: str, **options) -> MetricInfo:
@@ -127,7 +157,7 @@ class JudgeMetric(PairMetric):
 
     def _answer(self, requests: dict) -> dict:
         """Replies for ``requests`` (cache first; the misses from the backend, cached as they come)."""
-        digest = self.stack["hash"]
+        digest = self.stack["cache_hash"]
         keys = {k: request_key(digest, r) for k, r in requests.items()}
         out, missing = {}, {}
         for k, key in keys.items():
@@ -155,6 +185,12 @@ class JudgeMetric(PairMetric):
             out[self.prefix + suffix], out[self.prefix + suffix + FAILED_SUFFIX] = [], []
             out[self.prefix + suffix + "_passes"] = []
         out[self.prefix + "_error"], out[self.prefix + "_raw"] = [], []
+        # what every table title built from these rows says (attnedit.report.marks.judge_marks)
+        out[self.prefix + PROMPTS_SUFFIX] = [prompts_kind(self.prompts.official)] * count
+        out[self.prefix + JUDGE_SUFFIX] = [judge_label(self.stack)] * count
+        out[self.prefix + UNAVAILABLE_SUFFIX] = [any(reply.kind == ERROR for p in range(self.passes)
+                                                     for reply in replies[(i, p)].values()) for i in range(count)]
+        self.errors += sum(out[self.prefix + UNAVAILABLE_SUFFIX])
         for i in range(count):
             per_pass = [self.protocol.scores(replies[(i, p)]) for p in range(self.passes)]
             errors = []
@@ -174,7 +210,8 @@ class JudgeMetric(PairMetric):
                 [{part: reply.text if reply.kind != "error" else None for part, reply in replies[(i, p)].items()}
                  for p in range(self.passes)]))
         tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()
-                   if not k.endswith(("_passes", "_error", "_raw", FAILED_SUFFIX))}
+                   if not k.endswith(("_passes", "_error", "_raw", FAILED_SUFFIX, PROMPTS_SUFFIX, JUDGE_SUFFIX,
+                                      UNAVAILABLE_SUFFIX))}
         return {**out, **tensors}
 
     def close(self) -> None:

@@ -18,7 +18,9 @@ Where the official scorers differ (kept here so a reader of a table knows):
   failed call (mllm_tools/openai.py lines 153-167), which ends in the same random fill.
   Here: an out-of-range, non-numeric or missing score, an empty reply and prose without
   a score are failures; a JSON object that does not load yields its ``score`` only when
-  exactly one ``score`` entry with a list or number can be read from it.
+  exactly one ``score`` entry with a list or number can be read from it; a bare list is
+  read whatever its length and with floats (the official reads only ``[d, d]``, two
+  integers, line 194).
 - ImgEdit (PKU-YuanGroup/ImgEdit @ 547185d, Benchmark/Basic/step1_get_avgscore.py
   lines 4-13): the same line grammar as :func:`parse_imgedit` (``name: digits`` split on
   ": "), but it averages however many values it found (one, two, four...), takes any

@@ -30,16 +30,21 @@ def judge_stack(backend: JudgeBackend, prompts: PromptSet, protocol: Any, images
         "passes": int(passes),
         "reask_unparsable": int(reask),
     }
-    # where the prompt file lies is recorded, not hashed: the same words judge alike anywhere
-    stack["hash"] = stack_hash({**stack, "prompts": {k: v for k, v in stack["prompts"].items()
-                                                     if k not in ("source", "label")}})
+    # Recorded, not hashed: where the prompt file lies (the same words judge alike anywhere) and
+    # what a backend declares volatile (an HTTP judge's URL, a server's weights path, its fingerprint).
+    hashed = {**stack, "prompts": {k: v for k, v in stack["prompts"].items() if k not in ("source", "label")},
+              "backend": {k: v for k, v in stack["backend"].items() if k not in getattr(backend, "UNHASHED", ())}}
+    stack["hash"] = stack_hash(hashed)
+    # The cache key leaves passes and re-asks out (each call's pass and attempt are in its key):
+    # judge.passes=1 -> 4 reuses pass 0's replies.
+    stack["cache_hash"] = stack_hash({k: v for k, v in hashed.items() if k not in ("passes", "reask_unparsable")})
     return stack
 
 
 def stack_notes(stack: dict[str, Any]) -> list[str]:
     """Short notes for a table title: the judge model, and whose prompts."""
     backend, prompts = stack.get("backend", {}), stack.get("prompts", {})
-    model = backend.get("model_served") or backend.get("model") or "?"
+    model = backend.get("served_model") or backend.get("model") or "?"
     notes = [f"judge {model} (stack {stack.get('hash', '?')})"]
     if prompts.get("official") is None:
         notes.append("ATTNEDIT'S OWN PROMPTS, not the benchmark's: numbers not comparable to published ones")

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from attnedit.columns import failed_mask
 from attnedit.errors import ConfigError
-from attnedit.store.signature import strip_added_keys, without_code_location
+from attnedit.store.signature import NON_RESULT_KEYS, strip_added_keys, strip_keys, without_code_location
 
 #: The row column holding ``{metric column: settings hash}`` as JSON.
 SETTINGS_COLUMN = "metric_settings"
@@ -123,8 +123,9 @@ def settings_hash(settings: dict[str, Any]) -> str:
     ADDED_KEYS) leaves the hash too, so a resumed run's new rows pool with its old ones."""
     located = {k: v for k, v in settings.items() if k != "hash"}
     located["metric"] = str(located.get("metric", "")).rpartition(".")[2]
-    if isinstance(located.get("config"), dict):
-        located["config"] = strip_added_keys({"metrics": {"column": located["config"]}})["metrics"]["column"]
+    if isinstance(located.get("config"), dict):  # later keys at their earlier value; run-time keys (a judge's device)
+        nested = strip_keys({"metrics": {"column": located["config"]}}, [k for k in NON_RESULT_KEYS if k.startswith("metrics.")])
+        located["config"] = strip_added_keys(nested)["metrics"]["column"]
     payload = json.dumps(without_code_location(located), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

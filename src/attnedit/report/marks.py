@@ -70,7 +70,30 @@ def title_marks(frame: pd.DataFrame) -> str:
     marks += reference_marks(frame)  # report/scored_against.py: pullback's own-sampler reference
     marks += identity_marks(frame)
     marks += sampler_marks(frame)
+    marks += judge_marks(frame)
     return " ".join(marks)
+
+
+def judge_marks(frame: pd.DataFrame) -> list[str]:
+    """Who judged each VLM-judged column set, and whose prompts (attnedit.judge.metric's
+    ``<prefix>_judge`` / ``<prefix>_prompts`` columns): prompts other than the benchmark's
+    official file are named in capitals."""
+    marks = []
+    for column in sorted(c for c in frame.columns if c.endswith("_prompts")):
+        prefix = column[: -len("_prompts")]
+        if f"{prefix}_judge" not in frame:
+            continue
+        judges = sorted({str(v) for v in frame[f"{prefix}_judge"].dropna()})
+        kinds = {str(v) for v in frame[column].dropna()}
+        text = f"[{prefix} judged by {', '.join(judges)}"
+        if "attnedit-own" in kinds:
+            text += "; ATTNEDIT'S OWN PROMPTS, not the benchmark's: not comparable to published numbers"
+        if "modified" in kinds:
+            text += "; PROMPT FILE DIFFERS from the benchmark's official one"
+        if kinds == {"official"}:
+            text += "; the benchmark's official prompt file"
+        marks.append(text + "]")
+    return marks
 
 
 def forced_clipping(frame: pd.DataFrame) -> list[bool]:

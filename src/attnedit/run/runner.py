@@ -49,6 +49,7 @@ from attnedit.backends.base import check_control, check_description, row_columns
 from attnedit.columns import ERROR, FAILED, OWN_SAMPLER, UNEDITED, successful
 from attnedit.data.base import Sample
 from attnedit.errors import ConfigError, NonFiniteOutputError, ResultsFolderError
+from attnedit.judge.metric import unavailable
 from attnedit.methods.labeling import check_probes_disjoint, with_null_texts
 from attnedit.metrics.registry import build_metrics
 from attnedit.metrics.settings import (
@@ -302,9 +303,11 @@ class Runner:
             for sid, _ in batch:
                 if sid not in samples:
                     samples[sid] = self.dataset.load(sid)
-            batch_samples = [samples[sid] for sid, _ in batch]
             self._references([samples[s] for s in dict.fromkeys(sid for sid, _ in batch)], references)
-            return self._run_batch(batch, batch_samples, references, weights, random_backbone)
+            rows = []  # a batch is one tensor: samples of other sizes (GEdit, ImgEdit photos) go in their own
+            for group in _same_size(batch, references):
+                rows += self._run_batch(group, [samples[sid] for sid, _ in group], references, weights, random_backbone)
+            return rows
         except OSError as err:  # an image the run's folder refused stops the run, fails no case
             stop = self._results_error(err)
             if stop is None:
@@ -502,6 +505,9 @@ class Runner:
                    if self.judges else {}),
                 SETTINGS_COLUMN: row_settings(self.choice.settings(self.metric_settings)),  # + the _vs_ columns
             }
+            no_answer = unavailable(row, self.judges)  # a judge call that got no answer: a failed case, retried
+            if no_answer:
+                row.update({FAILED: True, ERROR: no_answer})
             rows.append(row)
         return rows
 
@@ -574,6 +580,14 @@ def _summary(frame, metrics) -> dict[str, float]:
             values = frame[metric.name].astype(float)
             out[f"mean/{metric.name}"] = float(values[values.map(math.isfinite)].mean())
     return out
+
+
+def _same_size(batch, references) -> list[list]:
+    """The cases of ``batch`` grouped by their reference's size, in order of first appearance."""
+    groups: dict[tuple, list] = {}
+    for case in batch:
+        groups.setdefault(tuple(references[case[0]].shape), []).append(case)
+    return list(groups.values())
 
 
 def _scalar(value):

@@ -31,6 +31,8 @@ def is_secret_key(name: Any) -> bool:
     """
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name)).lower()
     parts = [p for p in re.split(r"[^a-z0-9]+", words) if p]
+    if parts and parts[-1] == "env":  # api_key_env: the NAME of the variable holding the key, kept readable
+        return False
     if any(a == "api" and b == "key" for a, b in zip(parts, parts[1:])):
         return True
     return any(p.endswith(("token", "apikey")) or "secret" in p or "passw" in p for p in parts)

@@ -43,13 +43,17 @@ NON_RESULT_KEYS = (
     "metrics_batch_size",
     "group",  # W&B only; a multirun sets it per sweep folder, which must not stop a rerun resuming
     "numerical_floor",  # measured into the manifest and table titles, never into rows
-    # VLM judges (``*``: any metric column): where replies are cached and how fast a server is
-    # asked; what the judge is (model, revision, prompts, decoding) stays in, hashed as its stack.
+    # VLM judges (``*``: any metric column): where replies are cached, how fast a server is
+    # asked, where the prompt files lie (their text enters every judged row's stack hash, so a
+    # changed file is refused by the tables, not hidden in a new folder); what the judge is
+    # (model, revision, decoding) stays in.
     "judge.cache_dir",
     "metrics.*.cache_dir",
+    "judge.prompts",
+    "metrics.*.prompts.path",
     *(f"{where}.{key}" for where in ("judge.backend", "metrics.*.backend")
       for key in ("device", "batch_size", "concurrency", "requests_per_minute", "max_retries", "backoff_seconds",
-                  "timeout_seconds", "api_key_env", "hash_cache")),
+                  "max_backoff_seconds", "timeout_seconds", "api_key_env", "hash_cache")),
 )
 
 #: Result keys added after runs were made without them: (dotted key, ``*`` matching one
