@@ -18,7 +18,7 @@ import pytest
 
 from attnedit.config import compose
 from attnedit.errors import DataError
-from attnedit.evaluate.judge_folder import judge_folder
+from attnedit.run.judge_folder import judge_folder
 from judge_fixtures import GEDIT_GROUPS, build_gedit_copy, build_imgedit_copy, write_gedit_edits, write_imgedit_edits
 from processes import cli
 from stub_openai import StubOpenAI
@@ -113,7 +113,7 @@ def test_completeness_is_checked_before_any_call(tmp_path):
     with StubOpenAI() as stub:
         stub.responder = gedit_reply
         cfg = compose("judge_folder", [f"edits={edits}", f"dataset.gedit.root={copy.root}",
-                                       f"dataset.gedit.task_types=[color_alter,subject-add]",
+                                       "dataset.gedit.task_types=[color_alter,subject-add]",
                                        *judge_overrides(stub, tmp_path)])
         with pytest.raises(DataError, match=rf"lacks 1 file\(s\).*{skipped}\.png.*missing=skip"):
             judge_folder(cfg)

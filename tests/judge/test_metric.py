@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from attnedit.errors import ConfigError
-from attnedit.judge.base import ERROR, OK, REFUSAL, JudgeBackend, JudgeReply
+from attnedit.judge.base import ERROR, REFUSAL, JudgeBackend, JudgeReply
 from attnedit.judge.metric import JudgeMetric
 from attnedit.judge.prompts import load_gedit_prompts, load_imgedit_prompts
 from attnedit.metrics.settings import SETTINGS_COLUMN, all_settings, check_uniform, row_settings

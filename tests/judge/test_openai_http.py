@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP judge against a real local server (tests/support/stub_openai.py):
 what it sends, how each kind of answer becomes a reply, retries and Retry-After, order
-under concurrency, the rate limit, the served-model check, and that the API key never
-shows up in anything the judge writes."""
+under concurrency, the rate limit, the served-model check, which stack facts are hashed,
+and that the API key never shows up in anything the judge writes."""
 
 from __future__ import annotations
 
@@ -56,6 +56,20 @@ def test_each_kind_of_answer_becomes_the_right_reply(stub):
     assert got[7].error.startswith("HTTP 400: stub status 400")
     # the 500 was asked again, the 400 was not
     assert [s.body["messages"][0]["content"][0]["text"] for s in stub.chats] == [*"abcdefg", "g", "h"]
+
+
+def test_a_content_policy_400_is_a_refusal_with_the_servers_message(stub):
+    judge = judge_for(stub)
+    policy = "Your request was rejected as a result of our safety system."
+    stub.load(status(400, body={"error": {"code": "content_policy_violation", "message": policy}}),
+              status(400, body={"error": {"code": "content_filter", "message": "filtered: violence"}}),
+              status(400, body={"error": {"code": "invalid_image_format", "message": "bad image"}}))
+    got = judge.generate(asks(*"abc"))
+    assert [(r.kind, r.text) for r in got] == [(REFUSAL, None), (REFUSAL, None), (ERROR, None)]
+    assert policy in got[0].error and "content_policy_violation" in got[0].error
+    assert "filtered: violence" in got[1].error
+    assert got[2].error == "HTTP 400: bad image"
+    assert len(stub.chats) == 3  # none asked again
 
 
 def test_a_429_waits_what_retry_after_asks_then_succeeds(stub):
@@ -150,6 +164,8 @@ def test_the_stack_names_the_served_model_and_a_changed_one_is_an_error(stub):
     assert (facts["model"], facts["served_model"], facts["base_url"]) == ("judge-alias", stub.model, stub.url)
     assert (facts["server_version"], facts["system_fingerprint"]) == (stub.version, "fp_stub_1")
     assert [s.body["max_tokens"] for s in stub.chats] == [1]  # the probe is one token
+    judge.stack()
+    assert judge.probe_calls == len(stub.chats) == 1  # probed once
     stub.load(reply("same"), reply("moved", model="stub-judge-snapshot-b"))
     got = judge.generate(asks("a")) + judge.generate(asks("b"))
     assert got[0].kind == OK
@@ -158,11 +174,28 @@ def test_the_stack_names_the_served_model_and_a_changed_one_is_an_error(stub):
         assert OpenAIHTTPJudge(bare.url, bare.model).stack()["server_version"] is None
 
 
+def test_the_hashed_stack_is_the_same_for_two_spellings_of_one_server(stub):
+    """localhost vs 127.0.0.1, a rotated fingerprint, another weights path: recorded, not hashed."""
+    port = stub.url.split(":")[2].split("/")[0]
+    first = OpenAIHTTPJudge(f"http://localhost:{port}/v1", stub.model, timeout_seconds=2).stack()
+    stub.root = "/other/copy/of/stub-judge"
+    stub.load(reply("ok", fingerprint="fp_stub_2"))  # the second judge's probe
+    second = OpenAIHTTPJudge(f"http://127.0.0.1:{port}/v1", stub.model, timeout_seconds=2).stack()
+    volatile = ("base_url", "served_root", "system_fingerprint")
+    assert OpenAIHTTPJudge.UNHASHED == volatile
+    assert [(first[k], second[k]) for k in volatile] == [
+        (f"http://localhost:{port}/v1", f"http://127.0.0.1:{port}/v1"), ("/weights/stub-judge", stub.root),
+        ("fp_stub_1", "fp_stub_2")]
+    hashed = [{k: v for k, v in facts.items() if k not in volatile} for facts in (first, second)]
+    assert hashed[0] == hashed[1]
+    assert (hashed[0]["served_model"], hashed[0]["server_version"]) == (stub.model, stub.version)
+
+
 def test_the_api_key_never_leaves_the_request_header(stub, monkeypatch, caplog):
     secret = "sk-test-6f1e0c9a2b7d4e3f"
     monkeypatch.setenv("ATTNEDIT_TEST_JUDGE_KEY", secret)
     caplog.set_level(logging.DEBUG)
-    judge = judge_for(stub, base_url=stub.url + "?api-version=q1", api_key_env="ATTNEDIT_TEST_JUDGE_KEY", max_retries=1)
+    judge = judge_for(stub, api_key_env="ATTNEDIT_TEST_JUDGE_KEY", max_retries=1)
     echo = {"error": {"message": "Incorrect API key provided: {AUTHORIZATION}"}}
     stub.load(status(401, body=echo), status(429), status(429), malformed(), reply("fine"))
     replies = judge.generate(asks(*"abcd"))
@@ -175,16 +208,17 @@ def test_the_api_key_never_leaves_the_request_header(stub, monkeypatch, caplog):
     written = [repr(judge), str(judge), repr(vars(judge)), json.dumps(judge.stack()), caplog.text,
                str(probe_failed.value), *(json.dumps(r.to_json()) for r in replies)]
     assert not [text for text in written if secret in text]
-    assert judge.stack()["base_url"] == stub.url  # no query
 
 
-def test_a_password_in_the_base_url_is_sent_as_basic_auth_and_never_written(stub, caplog):
-    caplog.set_level(logging.DEBUG)
-    judge = judge_for(stub, base_url=stub.url.replace("http://", "http://user:hunter2@"))
-    judge.generate(asks("a"))
-    assert stub.chats[0].headers["Authorization"].startswith("Basic ")
-    assert judge.stack()["base_url"] == stub.url
-    assert "hunter2" not in caplog.text + repr(judge) + json.dumps(judge.stack())
+@pytest.mark.parametrize("url", ["http://user:hunter2@127.0.0.1:9/v1", "http://hunter2@127.0.0.1:9/v1",
+                                 "http://127.0.0.1:9/v1?api-key=hunter2", "http://127.0.0.1:9/v1#hunter2"])
+def test_a_base_url_with_room_for_a_secret_is_refused_in_one_line(url):
+    with pytest.raises(ConfigError) as err:
+        OpenAIHTTPJudge(url, "m")
+    message = str(err.value)
+    assert "\n" not in message and "hunter2" not in message
+    assert message.startswith("judge.backend.base_url=http://127.0.0.1:9/v1 holds ")
+    assert "judge.backend.api_key_env" in message
 
 
 def test_a_missing_key_variable_is_one_line_naming_it(monkeypatch):

@@ -8,7 +8,6 @@ import json
 import math
 import re
 import signal
-import time
 from pathlib import Path
 
 import numpy as np

@@ -1,5 +1,5 @@
 """``attnedit-judge``: the Hydra app on ``conf/judge_folder.yaml``: judge a folder of edited
-images in a benchmark's official layout (:mod:`attnedit.evaluate.judge_folder`);
+images in a benchmark's official layout (:mod:`attnedit.run.judge_folder`);
 key=value overrides, ``--help``, ``--cfg job``."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ OUTPUTS = "choose an out= folder you can write to"
 
 
 def _judge(cfg: DictConfig) -> None:
-    from attnedit.evaluate.judge_folder import judge_folder
+    from attnedit.run.judge_folder import judge_folder
 
     with open_dict(cfg):
         cfg.pop("hydra", None)

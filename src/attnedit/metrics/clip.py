@@ -121,28 +121,37 @@ def _tag_source(model: str, pretrained: str, cache_dir: str | None) -> tuple[boo
     return (folder / Path(cfg["url"]).name).is_file(), Path(cfg["url"]).name, folder, how
 
 
-def load_clip(model: str, pretrained: str, weights: str, seed: int, cache_dir: str | None):
-    """(open_clip model in eval mode, its tokenizer); the tokenizer must load offline."""
+def clip_network(model: str, pretrained: str, weights: str, seed: int, cache_dir: str | None,
+                 metric: str = "directional_clip"):
+    """An open_clip model in eval mode: pretrained (offline from the cache, or the one-line
+    missing-weights error) or seeded random (test-only)."""
     import open_clip
 
     has_schema = model.startswith(("hf-hub:", "local-dir:"))  # open_clip then ignores `pretrained`
     if model not in open_clip.list_models() and not has_schema:
-        raise ConfigError(
-            f"metric 'directional_clip': unknown open_clip model {model!r}; see open_clip.list_models()."
-        )
-    what = f"metric 'directional_clip' (open_clip model {model!r}, pretrained={pretrained!r})"
+        raise ConfigError(f"metric '{metric}': unknown open_clip model {model!r}; see open_clip.list_models().")
+    what = f"metric '{metric}' (open_clip model {model!r}, pretrained={pretrained!r})"
     with torch.random.fork_rng(devices=[]):  # model init draws from the global RNG
         if weights == "random":
             torch.manual_seed(seed)
             net = open_clip.create_model(model, pretrained=None, load_weights=False, pretrained_text=False)
         else:
             net = _create_pretrained(model, pretrained, cache_dir, what, has_schema)
+    return net.eval().requires_grad_(False)
+
+
+def load_clip(model: str, pretrained: str, weights: str, seed: int, cache_dir: str | None):
+    """(open_clip model in eval mode, its tokenizer); the tokenizer must load offline."""
+    import open_clip
+
+    net = clip_network(model, pretrained, weights, seed, cache_dir)
+    what = f"metric 'directional_clip' (open_clip model {model!r}, pretrained={pretrained!r})"
     try:
         tokenizer = open_clip.get_tokenizer(model, cache_dir=cache_dir)
     except OSError as err:  # hub tokenizers (HF text towers) do not ship in the package
         folder = cache_dir or hf_hub_cache()
         raise missing_weights(what, f"tokenizer of {model}", folder, "Create the metric once with network.") from err
-    return net.eval().requires_grad_(False), tokenizer
+    return net, tokenizer
 
 
 def _create_pretrained(model: str, pretrained: str, cache_dir: str | None, what: str, has_schema: bool):

@@ -57,7 +57,7 @@ from attnedit.errors import ConfigError, DataError
 from attnedit.metrics.base import PairMetric
 from attnedit.metrics.clip import DEFAULT_MODEL as CLIP_MODEL
 from attnedit.metrics.clip import DEFAULT_PRETRAINED as CLIP_PRETRAINED
-from attnedit.metrics.clip import _create_pretrained
+from attnedit.metrics.clip import clip_network
 from attnedit.metrics.weights import check_weights_mode, hf_hub_cache, missing_weights, offline, weights_label
 
 DINO_MODEL = "vit_small_patch16_224.dino"
@@ -84,24 +84,9 @@ def embedding_cosine(a: Tensor, b: Tensor) -> Tensor:
 
 # Backbones --------------------------------------------------------------------------------
 def load_clip(model: str, pretrained: str, weights: str, seed: int, cache_dir: str | None, metric: str):
-    """An open_clip model in eval mode: pretrained (offline from the cache) or seeded random."""
-    import open_clip
-
-    has_schema = model.startswith(("hf-hub:", "local-dir:"))
-    if model not in open_clip.list_models() and not has_schema:
-        raise ConfigError(f"metric '{metric}': unknown open_clip model {model!r}; see open_clip.list_models().")
-    what = f"metric '{metric}' (open_clip model {model!r}, pretrained={pretrained!r})"
-
-    def build():
-        with torch.random.fork_rng(devices=[]):  # model init draws from the global RNG
-            if weights == "random":
-                torch.manual_seed(seed)
-                net = open_clip.create_model(model, pretrained=None, load_weights=False, pretrained_text=False)
-            else:
-                net = _create_pretrained(model, pretrained, cache_dir, what, has_schema)
-        return net.eval().requires_grad_(False)
-
-    return _shared(("clip", model, pretrained if weights == "pretrained" else None, weights, seed, cache_dir), build)
+    """An open_clip model in eval mode (metrics.clip.clip_network), one per setting in this process."""
+    return _shared(("clip", model, pretrained if weights == "pretrained" else None, weights, seed, cache_dir),
+                   lambda: clip_network(model, pretrained, weights, seed, cache_dir, metric))
 
 
 def load_dino(model: str, weights: str, seed: int, overrides: dict | None, cache_dir: str | None, metric: str):

@@ -14,7 +14,9 @@ Requests run on a thread pool (``concurrency``) behind a rate limit
 ``retry-after-ms``) asks. Any other HTTP error is final at once: asking again cannot change
 a 400 or a 401. What still fails becomes an ``error`` reply (not cached: a rerun asks
 again); a declined answer (``finish_reason`` ``content_filter``, a ``refusal`` field, an
-empty content) becomes a ``refusal`` reply, which the protocol counts as failed, never fills.
+empty content, or a 400 whose ``error.code`` is ``content_policy_violation`` (OpenAI) or
+``content_filter`` (Azure)) becomes a ``refusal`` reply, which the protocol counts as
+failed, never fills, and which is cached: a rescore does not pay for the same refusal again.
 
 The judge stack (:meth:`OpenAIHTTPJudge.stack`) is needed before the first call, since it
 keys the reply cache, so the first ``stack()`` probes the server: GET ``/models`` for the
@@ -24,14 +26,17 @@ chat completion of a few words with ``max_tokens=1``, whose ``model`` field says
 the name resolves to now (an alias such as ``gpt-4o`` answers with its dated snapshot) and
 whose ``system_fingerprint`` is kept. Every later reply must report the same served model:
 one that reports another becomes an ``error`` ("served model changed"), so replies of a
-drifting alias never pool under one stack.
+drifting alias never pool under one stack. The stack's ``base_url``, ``served_root`` and
+``system_fingerprint`` are recorded but not hashed (:attr:`OpenAIHTTPJudge.UNHASHED`): the
+same judge is reached as localhost or 127.0.0.1, OpenAI rotates its fingerprints, a vLLM
+server may load the same weights from another path; ``served_model`` and
+``server_version`` are hashed.
 
 The API key is read from ``os.environ[api_key_env]`` for each request and sent only in the
 ``Authorization`` header; it is never kept on the object, and any text the judge produces
-(errors, log lines) has it masked, should a server echo it back. A user and password in
-``base_url`` are sent as basic auth instead of in the URL; a query (Azure's
-``api-version``) stays in the URL, which httpx logs at INFO: put no secret there. The
-stack's ``base_url`` has neither.
+(errors, log lines) has it masked, should a server echo it back. A ``base_url`` with a user
+or password, a query or a fragment is refused: the URL is written as given to the run's
+config files, where only secret-named keys are masked.
 """
 
 from __future__ import annotations
@@ -59,14 +64,23 @@ IMAGE_DETAILS = (None, "low", "high", "auto")
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 #: The probe's prompt: any short text does; its one-token answer is not used.
 PROBE_TEXT = "Reply with the word ok."
+#: ``error.code`` of an HTTP 400 by which a hosted API declines the content (OpenAI, Azure):
+#: the judge's answer (a refusal), not a failure to ask again.
+POLICY_CODES = ("content_policy_violation", "content_filter")
 
 
 class OpenAIHTTPJudge(JudgeBackend):
     """An OpenAI-compatible chat-completions judge. ``temperature`` / ``seed`` None leave
     them to the server (ImgEdit's script sends no temperature); ``image_detail`` adds
-    OpenAI's ``detail`` to each image part when set."""
+    OpenAI's ``detail`` to each image part when set.
+
+    ``probe_calls``: the chat calls the stack's probe made (one, at the first ``stack()``):
+    the one call made even when every reply is cached, since it pins which model answers."""
 
     name = "openai_http"
+    #: Stack keys recorded but left out of its hash (attnedit.judge.stack): they change
+    #: between runs of the same judge (the URL's spelling, the weights path, the fingerprint).
+    UNHASHED = ("base_url", "served_root", "system_fingerprint")
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, concurrency: int = 4,
                  max_retries: int = 5, backoff_seconds: float = 1.0, requests_per_minute: float | None = None,
@@ -75,45 +89,41 @@ class OpenAIHTTPJudge(JudgeBackend):
                  max_backoff_seconds: float = 60.0) -> None:
         self._url = _checked_url(base_url)
         if not isinstance(model, str) or not model:
-            raise ConfigError("judge.model must name the model to ask the server for (e.g. model=gpt-4o-2024-08-06).")
+            raise ConfigError("judge.backend.model must name the model to ask the server for "
+                              "(e.g. judge.backend.model=gpt-4o-2024-08-06).")
         for key, value, low in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0),
                                 ("max_tokens", max_tokens, 1)):
             if not isinstance(value, int) or value < low:
-                raise ConfigError(f"judge.{key}={value!r} must be an integer >= {low}.")
+                raise ConfigError(f"judge.backend.{key}={value!r} must be an integer >= {low}.")
         positive = {"timeout_seconds": timeout_seconds, "max_backoff_seconds": max_backoff_seconds,
                     "requests_per_minute": 1 if requests_per_minute is None else requests_per_minute}
         for key, value in positive.items():
             if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"judge.{key}={value!r} must be a number > 0"
+                raise ConfigError(f"judge.backend.{key}={value!r} must be a number > 0"
                                   + (" (or null: no limit)." if key == "requests_per_minute" else "."))
         if not isinstance(backoff_seconds, (int, float)) or backoff_seconds < 0:
-            raise ConfigError(f"judge.backoff_seconds={backoff_seconds!r} must be a number >= 0.")
+            raise ConfigError(f"judge.backend.backoff_seconds={backoff_seconds!r} must be a number >= 0.")
         if image_detail not in IMAGE_DETAILS:
-            raise ConfigError(f"judge.image_detail={image_detail!r} must be one of low, high, auto or null.")
+            raise ConfigError(f"judge.backend.image_detail={image_detail!r} must be one of low, high, auto or null.")
         if api_key_env is not None and not os.environ.get(api_key_env):
-            raise ConfigError(f"judge.api_key_env: the environment variable {api_key_env} is not set (or empty); "
-                              f"export {api_key_env}=<your key>, or set judge.api_key_env=null for a server without a key.")
-        auth = None
-        if self._url.userinfo:  # sent as basic auth, so the URL httpx logs carries no password
-            if api_key_env is not None:
-                raise ConfigError("judge.base_url holds a user and password and judge.api_key_env names a key; "
-                                  "give one of them.")
-            auth = httpx.BasicAuth(self._url.username, self._url.password)
-            self._url = self._url.copy_with(userinfo=b"")
-        self.base_url, self.model, self.api_key_env = _public_url(self._url), model, api_key_env
+            raise ConfigError(f"judge.backend.api_key_env: the environment variable {api_key_env} is not set (or "
+                              f"empty); export {api_key_env}=<your key>, or set judge.backend.api_key_env=null for a "
+                              "server without a key.")
+        self.base_url, self.model, self.api_key_env = str(self._url).rstrip("/"), model, api_key_env
         self.concurrency, self.max_retries = concurrency, max_retries
         self.backoff_seconds, self.max_backoff_seconds = float(backoff_seconds), float(max_backoff_seconds)
         self.timeout_seconds = float(timeout_seconds)
         self.temperature, self.seed, self.max_tokens, self.top_p = temperature, seed, max_tokens, top_p
         self.image_detail = image_detail
         self._limiter = _RateLimiter(requests_per_minute)
-        self._client = httpx.Client(auth=auth, verify=_tls_context(), timeout=httpx.Timeout(self.timeout_seconds),
+        self._client = httpx.Client(verify=_tls_context(), timeout=httpx.Timeout(self.timeout_seconds),
                                     limits=httpx.Limits(max_connections=concurrency,
                                                         max_keepalive_connections=concurrency))
         self._lock = threading.Lock()
         self._served: str | None = None  # the model the first reply reported
         self._fingerprint: str | None = None
         self._server: dict[str, Any] | None = None  # what the probe found (/models, /version)
+        self.probe_calls = 0
 
     def __repr__(self) -> str:
         return f"OpenAIHTTPJudge(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
@@ -154,10 +164,12 @@ class OpenAIHTTPJudge(JudgeBackend):
                 break
         if self._served is None:
             probe = self.body(JudgeRequest(PROBE_TEXT)) | {"max_tokens": 1}
+            self.probe_calls += 1
             reply = self._post(probe)
             if reply.kind == ERROR:
                 raise ConfigError(f"judge: {self.base_url} did not answer a probe for model {self.model!r} "
-                                  f"({reply.error}); start the server or fix judge.base_url / judge.model / the key.")
+                                  f"({reply.error}); start the server or fix judge.backend.base_url / "
+                                  "judge.backend.model / the key.")
         return found
 
     def _get_json(self, url: httpx.URL) -> Any:
@@ -221,6 +233,10 @@ class OpenAIHTTPJudge(JudgeBackend):
                     return self._reply(response)
                 reason = f"HTTP {status}"
                 if status != 429 and status < 500:
+                    code = _error_code(response) if status == 400 else None
+                    if code in POLICY_CODES:
+                        return JudgeReply(None, REFUSAL, self._mask(f"refused by the server ({reason} {code}): "
+                                                                    f"{_server_message(response)}"))
                     return JudgeReply(None, ERROR, self._mask(f"{reason}: {_server_message(response)}"))
                 wait_at_least = _retry_after(response.headers) or 0.0
             if retry == self.max_retries:
@@ -307,20 +323,25 @@ def _tls_context():
 
 
 def _checked_url(base_url: str) -> httpx.URL:
+    """``base_url`` parsed; refused when it is no http(s) URL or holds a place for a secret
+    (user and password, query, fragment): config.yaml, the manifest and Hydra's
+    overrides.yaml write it as given. The message never echoes those parts."""
     try:
         url = httpx.URL(base_url)
     except (httpx.InvalidURL, TypeError):
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
-        shown = str(base_url).split("?")[0].rsplit("@", 1)[-1]  # never echo a password or query
-        raise ConfigError(f"judge.base_url={shown!r} must be an http(s) URL such as http://localhost:8000/v1 "
+        shown = str(base_url).split("?")[0].split("#")[0].rsplit("@", 1)[-1]
+        raise ConfigError(f"judge.backend.base_url={shown!r} must be an http(s) URL such as http://localhost:8000/v1 "
                           "(the part before /chat/completions).")
+    hidden = [part for part, there in (("a user or password", url.userinfo), ("a query", url.query),
+                                       ("a fragment", url.fragment)) if there]
+    if hidden:
+        shown = str(url.copy_with(userinfo=b"", query=None, fragment=None))
+        raise ConfigError(f"judge.backend.base_url={shown} holds {' and '.join(hidden)}, which the run's config files "
+                          "would keep in plain text; give the URL without it and put the key in an environment "
+                          "variable named by judge.backend.api_key_env (judge.backend.api_key_env=OPENAI_API_KEY).")
     return url
-
-
-def _public_url(url: httpx.URL) -> str:
-    """The URL without user, password, query or fragment (where a key could hide)."""
-    return str(url.copy_with(userinfo=b"", query=None, fragment=None)).rstrip("/")
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -338,6 +359,16 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     except (ValueError, TypeError, OverflowError):
         return None
     return None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """OpenAI's ``{"error": {"code": ...}}`` of an error body, else None."""
+    try:
+        error = response.json().get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _server_message(response: httpx.Response) -> str:
