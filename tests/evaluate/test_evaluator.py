@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from attnedit.errors import ConfigError, DataError
-from harness import BIN, COMMAND_ENV, evaluate
+from harness import evaluate
 from piebench_fixture import (
     ENTRIES,
     official_scores,
@@ -238,21 +238,6 @@ def test_queued_batches_are_written_when_a_later_entry_fails(bench, tmp_path, mo
 
 
 # Real attnedit-evaluate processes --------------------------------------------------------
-def start_evaluate(*argv: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "attnedit-evaluate"), *argv], env=COMMAND_ENV, text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE
-    )
-
-
-def exit_and_last_line(process: subprocess.Popen) -> tuple[int, str]:
-    """(exit code, last line of stderr); all of stderr is kept as ``process.stderr_text``."""
-    _, err = process.communicate(timeout=300)
-    process.stderr_text = err
-    lines = err.strip().splitlines()
-    return process.returncode, lines[-1] if lines else ""
-
-
 def float_tiff(source: Path, path: Path, bad: float, count: int) -> Path:
     """The source as a 32-bit float grey TIFF (PIL mode "F", 0-255) with ``count`` pixels set to ``bad``."""
     values = np.asarray(Image.open(source).convert("L"), dtype=np.float32).copy()
@@ -262,8 +247,9 @@ def float_tiff(source: Path, path: Path, bad: float, count: int) -> Path:
     return path
 
 
-def test_processes_nonfinite_images_and_output_paths(bench, tmp_path):
-    """Six real processes (started together: most of their time is importing torch).
+def test_processes_nonfinite_images_and_output_paths(bench, tmp_path, zygote):
+    """Six attnedit-evaluate processes, run side by side, forked from the zygote (the console
+    script's own process, exit code and stderr, without importing torch six times).
     NaN / inf pixels: one error line naming the file (default), or cells left empty and
     counted as failed (nonfinite=nan), never a made-up finite score. out=: a missing
     folder is made; a path under a file and an unwritable folder fail with one line before
@@ -283,16 +269,19 @@ def test_processes_nonfinite_images_and_output_paths(bench, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     new = tmp_path / "new" / "deeper" / "scores.csv"
+    pool = ThreadPoolExecutor(6)
+    start = lambda *argv: pool.submit(zygote.run, ["attnedit-evaluate", *argv], tmp_path)  # noqa: E731
     runs = {
-        "nan": start_evaluate(*one("nanmethod", tmp_path / "nan.csv")),
-        "inf": start_evaluate(*one("infmethod", tmp_path / "inf.csv")),
-        "failed": start_evaluate(*common, both, f"out={new}", "nonfinite=nan"),
-        "under_file": start_evaluate(*one("nanmethod", blocker / "scores.csv")),
+        "nan": start(*one("nanmethod", tmp_path / "nan.csv")),
+        "inf": start(*one("infmethod", tmp_path / "inf.csv")),
+        "failed": start(*common, both, f"out={new}", "nonfinite=nan"),
+        "under_file": start(*one("nanmethod", blocker / "scores.csv")),
     }
     # Root may write anywhere chmod allows; sysfs refuses new files even to root (EACCES, or EROFS read-only).
     if Path("/sys").is_dir():
-        runs["read_only"] = start_evaluate(*one("nanmethod", "/sys/attnedit-scores.csv"))
-    done = {name: exit_and_last_line(process) for name, process in runs.items()}
+        runs["read_only"] = start(*one("nanmethod", "/sys/attnedit-scores.csv"))
+    finished = {name: future.result() for name, future in runs.items()}
+    done = {name: (p.returncode, (p.stderr.strip().splitlines() or [""])[-1]) for name, p in finished.items()}
 
     code, line = done["nan"]
     assert code == 2 and line == (
@@ -306,7 +295,7 @@ def test_processes_nonfinite_images_and_output_paths(bench, tmp_path):
 
     code, line = done["failed"]
     assert code == 0, line
-    warned = runs["failed"].stderr_text
+    warned = finished["failed"].stderr
     assert f"image {folders['nanmethod']} holds 3 NaN and 0 infinite pixel values" in warned
     assert "its cells are left empty (failed); to score it once fixed, delete its row from the CSV" in warned
     rows = {r[0]: r[1:] for r in read_rows(new)}
@@ -329,7 +318,8 @@ def test_processes_nonfinite_images_and_output_paths(bench, tmp_path):
     meta = new.with_name("scores_meta.json")
     meta.write_text(meta.read_text()[:40])  # a crash mid-write of an older version, a full disk ...
     before = new.read_text()
-    code, line = exit_and_last_line(start_evaluate(*common, both, f"out={new}", "nonfinite=nan"))
+    again = start(*common, both, f"out={new}", "nonfinite=nan").result()
+    code, line = again.returncode, again.stderr.strip().splitlines()[-1]
     assert code == 2 and line.startswith(f"attnedit: error: {meta} is damaged (")
     assert f"the rows in {new}, which stay as they are" in line and "delete scores_meta.json and rerun" in line
     assert new.read_text() == before

@@ -198,3 +198,25 @@ def test_sampling_is_seeded_before_each_batch(model_dir, judge):
     assert sampled.generate_with_ids(REQUESTS)[1] == first
     assert first != judge.generate_with_ids(REQUESTS)[1]  # it does sample
     assert sampled.stack()["generation"]["do_sample"] is True
+
+
+def test_the_tiny_judge_through_the_metric_fails_every_column_and_fills_none(judge, tmp_path):
+    """The real judge class on random weights answers nonsense: every VIEScore column fails
+    as unparsable, NaN, with the raw replies kept; nothing is filled in."""
+    import json
+
+    import torch
+
+    from attnedit.judge.metric import JudgeMetric
+    from attnedit.judge.prompts import load_gedit_prompts
+
+    metric = JudgeMetric("viescore", "viescore_tie", judge, load_gedit_prompts(None), cache_dir=str(tmp_path),
+                         reask=0)
+    g = torch.Generator().manual_seed(0)
+    source, edited = torch.rand(2, 3, 28, 28, generator=g), torch.rand(2, 3, 28, 28, generator=g)
+    out = metric(edited, source, instruction=["make it red", "add a hat"])
+    assert torch.isnan(out["viescore_o"]).all() and all(out["viescore_sc_failed"]) and all(out["viescore_pq_failed"])
+    assert all("unparsable" in e for e in out["viescore_error"])
+    raw = [json.loads(r)[0] for r in out["viescore_raw"]]
+    assert all(isinstance(r["sc"], str) and isinstance(r["pq"], str) for r in raw)
+    assert out["viescore_judge"][0].startswith("tiny_qwen_vl (stack ")  # who judged, in every title
