@@ -239,6 +239,7 @@ OTHER_COMMANDS = {
                            (["shapes_smoke", "--reference"], 2, ["--reference needs a CSV file"]),
                            (["--help"], 0, ["usage: attnedit-reproduce"])],
     "attnedit-judge": [(["benchmark=gedit"], 2, ["edits=None is not a folder", "fullset/"]),
+                       (["benchmark=gedit", "edits={tmp}"], 2, ["dataset.gedit.root is not set", "GEdit-Bench"]),
                        (["benchmark=nope", "edits={tmp}"], 2, ["benchmark=nope is not one of ('gedit', 'imgedit')"]),
                        (["benchmark=gedit", "edits={tmp}", "judge=nosuch"], 2, ["judge"]),
                        (["--help"], 0, ["attnedit-judge: judge a folder"])],

@@ -111,3 +111,17 @@ def test_every_shipped_experiment_and_method_passes(monkeypatch, composed):
         except MissingMandatoryValue as err:  # e.g. dataset.root=??? of PIE-Bench: the user's to give
             assert err.full_key == "dataset.root", (name, err)
     assert checked >= 15
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["experiment=imgedit_dcag", "judge=imgedit_judge"], "judge.backend.model is not set"),
+    (["experiment=gedit_dcag", "judge.backend.temperature=0", "judge.passes=3"], "judge.passes=3 with"),
+    (["experiment=gedit_dcag", "judge.prompts.gedit=/nope/vie_prompts.py"], "judge.prompts.gedit=/nope/vie_prompts.py"),
+    (["experiment=quickstart", "metrics=gedit_viescore"], "need a VLM judge: add judge=qwen25vl_7b"),
+])
+def test_judge_configs_are_checked_before_anything_loads(tmp_path, overrides, words):
+    """ImgEdit-Judge's folder must be given (a judge config never falls back to its base model)."""
+    cfg = compose("config", [*overrides, f"dataset.root={tmp_path}"] if "quickstart" not in overrides[0]
+                  else overrides)
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.").replace("(", r"\(")):
+        validate_run_config(cfg)

@@ -34,6 +34,7 @@ from attnedit.report.judge_tables import (
     check_stack,
     column_values,
     gedit_columns,
+    judge_errors,
     official_gedit_rows,
     official_imgedit_numbers,
 )
@@ -168,7 +169,7 @@ def write_imgedit_official(frame: pd.DataFrame, out: Path, prefix: str, where: o
         (folder / "result.json").write_text(json.dumps(replies, indent=4))
         (folder / "average_score.json").write_text(json.dumps(numbers["items"], indent=2))
         (folder / "typescore.json").write_text(json.dumps(numbers["types"], indent=2))
-        reasons = pd.Series("judge call failed", index=rows.index)
+        reasons = judge_errors(rows, prefix, pd.Series(True, index=rows.index))
         reasons[values["judged"]] = "no score"
         reasons[failed_mask(rows)] = "case failed"
         left = list(zip(rows.loc[~keep, CATEGORY].astype(str), rows.loc[~keep, SAMPLE_ID].astype(str),

@@ -350,7 +350,8 @@ def official_gedit_rows(frame: pd.DataFrame, prefix: str) -> tuple[pd.DataFrame,
     reason[~category.isin(GEDIT_GROUPS)] = "not a GEdit task type"
     unscored = (reason == "") & ~(np.isfinite(sc["value"]) & np.isfinite(pq["value"]))
     reason[unscored] = "no score"
-    reason[unscored & ~(sc["judged"] & pq["judged"])] = "judge call failed"
+    call_failed = unscored & ~(sc["judged"] & pq["judged"])
+    reason[call_failed] = judge_errors(frame, prefix, call_failed)
     reason[unscored & failed_mask(frame)] = "case failed"
     left = kept.loc[reason != "", ["key", "group"]].assign(reason=reason[reason != ""])
     return kept[reason == ""], left
@@ -504,3 +505,11 @@ def _correlations(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         rho, tau = sps.spearmanr(a, b), sps.kendalltau(a, b)
     return {"spearman": float(rho.statistic), "spearman_p": float(rho.pvalue),
             "kendall": float(tau.statistic), "kendall_p": float(tau.pvalue)}
+
+
+def judge_errors(frame: pd.DataFrame, prefix: str, where: pd.Series) -> pd.Series:
+    """"judge call failed: <the row's <prefix>_error>" for the rows ``where`` (the reason the
+    judge metric recorded: unparsable, refusal, no answer)."""
+    errors = frame.get(f"{prefix}_error", pd.Series(None, index=frame.index))
+    return pd.Series([f"judge call failed: {e}" if isinstance(e, str) and e else "judge call failed"
+                      for e in errors[where]], index=frame.index[where.to_numpy()], dtype=object)

@@ -17,7 +17,7 @@ Layouts read (what the official scorers open):
 Completeness is checked before any judge call: files the benchmark expects and the folder
 lacks, and files of the layout that no benchmark item names, are listed; missing files stop
 the job unless ``missing=skip`` (then they are left out and listed in the tables' titles).
-``out`` defaults to ``results/judged/<benchmark>/<name>/<hash of the judge stacks>``: the same
+``out`` defaults to ``results/judged/<benchmark>/<name>/<prefix>-<judge stack hash>``: the same
 edits judged by another judge go to another folder. Rows go to ``<out>/cases`` (a results
 store: a rerun skips what is stored and asks again what got no answer; the reply cache
 answers what was asked), tables to ``<out>/tables``, the official files to ``<out>/official``.
@@ -25,7 +25,6 @@ answers what was asked), tables to ``<out>/tables``, the official files to ``<ou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from attnedit.judge.metric import unavailable
 from attnedit.metrics.settings import SETTINGS_COLUMN, all_settings, quantize, row_settings
 from attnedit.run.saved_edits import fit_saved
 from attnedit.run.secrets import redact
+from attnedit.run.validate import ROOT_HOLDS, _folder, check_judge
 from attnedit.store.run_store import RunStore
 
 BENCHMARKS = ("gedit", "imgedit")
@@ -116,17 +116,31 @@ def judge_folder(cfg: DictConfig) -> Path:
                           f"({'<save>/<model> holding fullset/' if benchmark == 'gedit' else '<key>.png files'})")
     edits = Path(str(cfg.edits)).expanduser().resolve()
     name = str(cfg.name or edits.name)
+    check_judge(cfg.judge)
+    holds = ROOT_HOLDS["GEditBench" if benchmark == "gedit" else "ImgEditBasic"]
+    root = cfg.dataset[benchmark].get("root")
+    if root is None:
+        raise ConfigError(f"dataset.{benchmark}.root is not set; point it at {holds}")
+    _folder(f"dataset.{benchmark}.root", root, holds)
     dataset = instantiate(cfg.dataset[benchmark])
     language = getattr(dataset, "language", "en")
     expected = expected_files(benchmark, dataset, language)
     missing, extra = completeness(benchmark, edits, expected)
+    other_language = [p for p in extra if benchmark == "gedit" and len(p.parts) == 4 and p.parts[2] != language]
+    if other_language:
+        print(f"attnedit-judge: {len(other_language)} edit(s) in other languages than {language} not judged "
+              f"(dataset.gedit.language={{en,cn}} judges them)")
+    extra = [p for p in extra if p not in other_language]
     if extra:
         print(f"attnedit-judge: {len(extra)} file(s) in {edits} that no {benchmark} item names (not judged): "
               f"{_listing(extra)}")
     if missing and str(cfg.missing) != "skip":
         raise DataError(f"{edits} lacks {len(missing)} file(s) the benchmark expects: {_listing(missing)}; "
                         "add them, or pass missing=skip to judge the rest (the tables then say how many)")
-    absent = {p for p in missing}
+    if missing:
+        print(f"attnedit-judge: {len(missing)} expected file(s) missing, their items not judged (missing=skip): "
+              f"{_listing(missing)}")
+    absent = set(missing)
     todo = [sid for sid, paths in expected.items() if not set(paths.values()) & absent]
 
     metrics = build_metrics(cfg.metrics)
@@ -134,9 +148,9 @@ def judge_folder(cfg: DictConfig) -> Path:
     if not judges:
         raise ConfigError("metrics= names no judge metric (conf/metrics/gedit_viescore.yaml or imgedit_rubric.yaml)")
     stacks = json.dumps({j.prefix: j.stack["hash"] for j in judges}, sort_keys=True)
-    # one folder per judge stack: the same edits judged by another judge never mix with these rows
-    out = Path(str(cfg.out)).expanduser() if cfg.out else (
-        Path(str(cfg.paths.results_dir)) / "judged" / benchmark / name / hashlib.sha256(stacks.encode()).hexdigest()[:10])
+    # one folder per judge stack, named as table titles name it: another judge never mixes with these rows
+    folder = "_".join(f"{j.prefix}-{j.stack['hash'][:10]}" for j in judges)
+    out = Path(str(cfg.out)).expanduser() if cfg.out else Path(str(cfg.paths.results_dir)) / "judged" / benchmark / name / folder
     store = RunStore(out)
     for judge in judges:
         judge.bind_run(out)
@@ -192,7 +206,11 @@ def judge_folder(cfg: DictConfig) -> Path:
     tables = []
     for judge in judges:
         build = gedit_tables if benchmark == "gedit" else imgedit_tables
-        tables += with_stack_notes(build(frame, judge.prefix, out), judge.stack)
+        made = with_stack_notes(build(frame, judge.prefix, out), judge.stack)
+        if missing:  # missing=skip: what the means are not over
+            note = f" [{len(missing)} expected file(s) missing from {edits}, not judged (missing=skip; manifest.json lists them)]"
+            made = [type(t)(t.name, t.title + note, t.frame) for t in made]
+        tables += made
         if benchmark == "gedit":
             write_gedit_official(frame, out / "official", judge.prefix, str(cfg.official_backbone), where=out)
         else:

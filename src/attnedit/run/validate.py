@@ -75,8 +75,17 @@ def _check_judge(cfg: DictConfig) -> None:
     if judged and judge is None:
         raise ConfigError(f"metrics {', '.join(judged)} need a VLM judge: add judge=qwen25vl_7b "
                           "(or another file of conf/judge/)")
-    if judge is None:
-        return
+    if judge is not None:
+        check_judge(judge)
+
+
+def check_judge(judge) -> None:
+    """A judge config's own checks (attnedit-run and attnedit-judge): its model named, its
+    prompt files present, passes that can differ."""
+    backend = judge.get("backend") or {}
+    if "model" in backend and backend.get("model") in (None, ""):
+        raise ConfigError("judge.backend.model is not set: give the judge's model folder or hub id "
+                          "(the judge's file in conf/judge/ says where to download it)")
     for benchmark, file in (judge.get("prompts") or {}).items():
         if file is not None:
             _file(f"judge.prompts.{benchmark}", file, "give your copy of the benchmark's official prompt file, "
