@@ -106,3 +106,13 @@ def compose(config_name: str = "config", overrides: list[str] = (), config_dir: 
 
 
 register_resolvers()
+
+
+def without_hydra(cfg):
+    """A composed config without Hydra's own ``hydra`` node (in place; returned): what an
+    app's job reads and records."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg

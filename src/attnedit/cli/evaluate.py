@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import sys
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from attnedit.cli.console import hydra_app
+from attnedit.config import without_hydra
 
 OUTPUTS = "choose an out= path in a folder you can write to"
 
@@ -16,9 +17,7 @@ OUTPUTS = "choose an out= path in a folder you can write to"
 def _evaluate(cfg: DictConfig) -> None:
     from attnedit.evaluate.evaluator import evaluate
 
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    evaluate(cfg)
+    evaluate(without_hydra(cfg))
 
 
 def main() -> None:

@@ -4,9 +4,10 @@ key=value overrides, ``--help``, ``--cfg job``."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from attnedit.cli.console import hydra_app
+from attnedit.config import conf_dir, without_hydra
 
 OUTPUTS = "choose an out= folder you can write to"
 
@@ -14,12 +15,8 @@ OUTPUTS = "choose an out= folder you can write to"
 def _judge(cfg: DictConfig) -> None:
     from attnedit.run.judge_folder import judge_folder
 
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    judge_folder(cfg)
+    judge_folder(without_hydra(cfg))
 
 
 def main() -> None:
-    from attnedit.config import conf_dir
-
     hydra_app(_judge, conf_dir, "judge_folder", OUTPUTS)

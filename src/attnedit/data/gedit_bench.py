@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from attnedit.data.base import Dataset, Sample
+from attnedit.data.base import DecodedImages, Sample, check_first_n, check_saved_size
 from attnedit.errors import ConfigError, DataError
 
 HUB_ID = "stepfun-ai/GEdit-Bench"
@@ -51,7 +51,6 @@ GROUPS = (
 LANGUAGES = {"en": "en", "cn": "cn", "zh": "cn"}
 IMAGE_FIELDS = ("input_image", "input_image_raw")
 META_FIELDS = ("key", "task_type", "instruction", "instruction_language", "Intersection_exist")
-SAVED_SIZES = ("output", "source")  # attnedit.run.saved_edits
 
 
 def read_copy(root: Path) -> tuple[Any, str]:
@@ -102,7 +101,7 @@ def decode_rgb(data: dict[str, Any], where: str) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-class GEditBench(Dataset):
+class GEditBench(DecodedImages):
     """GEdit-Bench rows of one instruction language, in the dataset's row order.
 
     Selection: ``language`` (en | cn | zh = cn), ``task_types`` (null: all of
@@ -132,11 +131,7 @@ class GEditBench(Dataset):
                               "(zh = the data's cn).")
         if image_field not in IMAGE_FIELDS:
             raise ConfigError(f"GEdit-Bench: image_field={image_field!r} is not one of {IMAGE_FIELDS}.")
-        if saved_size not in SAVED_SIZES:
-            raise ConfigError(f"GEdit-Bench: saved_size={saved_size!r} is not one of {SAVED_SIZES} (output: the "
-                              "model's own size, resized when scored, as the official scorer; source: resized first).")
-        if first_n is not None and int(first_n) < 0:
-            raise ConfigError(f"GEdit-Bench: first_n={first_n} must be >= 0 or null.")
+        check_saved_size("GEdit-Bench", saved_size, "the model's own size, resized when scored, as the official scorer")
         self.task_types = None if task_types is None else [str(t) for t in task_types]
         unknown = [t for t in self.task_types or [] if t not in GROUPS]
         if unknown:
@@ -144,7 +139,7 @@ class GEditBench(Dataset):
         self.root = Path(root).expanduser()
         self.language_requested, self.language = str(language), LANGUAGES[str(language)]
         self.intersection_only, self.image_field, self.saved_size = bool(intersection_only), image_field, saved_size
-        self.first_n = None if first_n is None else int(first_n)
+        self.first_n = check_first_n("GEdit-Bench", first_n)
         table, self.source_format = read_copy(self.root)
         missing = [c for c in (*META_FIELDS, image_field) if c not in table.column_names]
         if missing:
@@ -185,11 +180,6 @@ class GEditBench(Dataset):
             raise DataError(f"GEdit-Bench: key {sample_id!r} is not among the selected rows of {self.root} "
                             f"(language {self.language}).")
         return self._rows[sample_id][1]
-
-    def load(self, sample_id: str) -> Sample:
-        sample = self.load_uint8(sample_id)
-        sample.image = sample.image.float().div_(255)
-        return sample
 
     def load_uint8(self, sample_id: str) -> Sample:
         """:meth:`load` with the image left as uint8 3xHxW."""

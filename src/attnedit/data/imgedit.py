@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from attnedit.data.base import Dataset, Sample
+from attnedit.data.base import DecodedImages, Sample, check_first_n, check_saved_size
 from attnedit.errors import ConfigError, DataError
 
 FILE = "basic_edit.json"
@@ -43,7 +43,6 @@ TYPE_COUNTS = {"extract": 117, "style": 100, "add": 95, "adjust": 94, "backgroun
                "remove": 86, "action": 36, "compose": 23}
 LEGACY_ALTER = "alter"  # the label of the adjust items before b3eb8e7
 ALTER_MODES = ("adjust", "error")
-SAVED_SIZES = ("output", "source")  # attnedit.run.saved_edits
 IMAGES_DEFAULT = Path("Benchmark") / "singleturn"
 JSON_URL = ("https://raw.githubusercontent.com/PKU-YuanGroup/ImgEdit/b3eb8e74d7cd1fd0ce5341eaf9254744a8ab4c0b/"
             "Benchmark/Basic/basic_edit.json")
@@ -85,7 +84,7 @@ def read_rgb(path: Path, key: str) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-class ImgEditBasic(Dataset):
+class ImgEditBasic(DecodedImages):
     """The ImgEdit-Basic items, keys in numeric order.
 
     Selection: ``edit_types`` (null: all 9), then the first ``first_n``. Sample: id = key,
@@ -109,11 +108,7 @@ class ImgEditBasic(Dataset):
         if alter not in ALTER_MODES:
             raise ConfigError(f"ImgEdit-Basic: alter={alter!r} is not one of {ALTER_MODES} (adjust: read items "
                               f"labelled {LEGACY_ALTER!r} as adjust; error: refuse such a {FILE}).")
-        if saved_size not in SAVED_SIZES:
-            raise ConfigError(f"ImgEdit-Basic: saved_size={saved_size!r} is not one of {SAVED_SIZES} (output: the "
-                              "model's own size, as the official layout saves it; source: resized first).")
-        if first_n is not None and int(first_n) < 0:
-            raise ConfigError(f"ImgEdit-Basic: first_n={first_n} must be >= 0 or null.")
+        check_saved_size("ImgEdit-Basic", saved_size, "the model's own size, as the official layout saves it")
         self.edit_types = None if edit_types is None else [str(t) for t in edit_types]
         unknown = [t for t in self.edit_types or [] if t not in EDIT_TYPES]
         if unknown:
@@ -122,7 +117,7 @@ class ImgEditBasic(Dataset):
         self.root = Path(root).expanduser()
         self.file = self.root / FILE
         self.alter, self.saved_size = alter, saved_size
-        self.first_n = None if first_n is None else int(first_n)
+        self.first_n = check_first_n("ImgEdit-Basic", first_n)
         self.items = load_edits(self.file)
         self.images_root = (self.root / IMAGES_DEFAULT if images_root is None else Path(images_root).expanduser())
         if not self.images_root.is_dir():
@@ -156,11 +151,6 @@ class ImgEditBasic(Dataset):
         if sample_id not in self.items:
             raise DataError(f"ImgEdit-Basic: key {sample_id!r} is not in {self.file}.")
         return self.images_root / self.items[sample_id]["id"]
-
-    def load(self, sample_id: str) -> Sample:
-        sample = self.load_uint8(sample_id)
-        sample.image = sample.image.float().div_(255)
-        return sample
 
     def load_uint8(self, sample_id: str) -> Sample:
         """:meth:`load` with the image left as uint8 3xHxW."""

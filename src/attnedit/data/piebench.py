@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from attnedit.data.base import Dataset, Sample
+from attnedit.data.base import Dataset, Sample, check_first_n, check_saved_size
 from attnedit.errors import ConfigError, DataError
 
 CATEGORY_NAMES: dict[str, str] = {
@@ -169,7 +169,6 @@ def load_mapping(root: Path) -> dict[str, dict[str, Any]]:
 
 
 EDITED_FORMATS = ("jpeg", "png")
-SAVED_SIZES = ("output", "source")  # attnedit.run.saved_edits
 
 
 class PIEBench(Dataset):
@@ -208,10 +207,8 @@ class PIEBench(Dataset):
     ) -> None:
         if edited_format not in EDITED_FORMATS:
             raise ConfigError(f"PIE-Bench: edited_format={edited_format!r} is not one of {EDITED_FORMATS}.")
-        if saved_size not in SAVED_SIZES:
-            raise ConfigError(f"PIE-Bench: saved_size={saved_size!r} is not one of {SAVED_SIZES} (output: the "
-                              "pipeline's full-size output, as the official scripts save it; source: resized first).")
-        self.saved_size = saved_size
+        self.saved_size = check_saved_size("PIE-Bench", saved_size,
+                                           "the pipeline's full-size output, as the official scripts save it")
         if not 1 <= int(jpeg_quality) <= 95:
             raise ConfigError(f"PIE-Bench: jpeg_quality={jpeg_quality} must be 1-95 (PIL's range).")
         self.edited_format, self.jpeg_quality = edited_format, int(jpeg_quality)
@@ -221,8 +218,6 @@ class PIEBench(Dataset):
         bad = [c for c in self.categories or [] if c not in CATEGORY_NAMES]
         if bad:
             raise DataError(f"PIE-Bench: unknown categories {bad}; use ids 0-9 ({CATEGORY_NAMES}).")
-        if first_n is not None and int(first_n) < 0:
-            raise DataError(f"PIE-Bench: first_n={first_n} must be >= 0 or null.")
         chosen = sorted(self.mapping)
         if self.categories is not None:
             chosen = [i for i in chosen if str(self.mapping[i].get("editing_type_id")) in self.categories]
@@ -233,7 +228,7 @@ class PIEBench(Dataset):
                 raise DataError(f"PIE-Bench: ids {unknown[:5]} are not in {self.root / 'mapping_file.json'}.")
             wanted_set = set(wanted)
             chosen = [i for i in chosen if i in wanted_set]
-        self.first_n = None if first_n is None else int(first_n)
+        self.first_n = check_first_n("PIE-Bench", first_n)
         self._ids = chosen if self.first_n is None else chosen[: self.first_n]
 
     def sample_ids(self) -> list[str]:

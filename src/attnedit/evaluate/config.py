@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from attnedit.backends.loading import pick_device
-from attnedit.config import compose, conf_dir
+from attnedit.config import compose, conf_dir, without_hydra
 from attnedit.errors import ConfigError, explain
 from attnedit.metrics import registry
 from attnedit.metrics.base import PairMetric
@@ -61,9 +61,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
         cfg = compose(CONFIG_NAME, quote_ids(list(overrides)), config_dir())
     except HydraException as err:
         raise ConfigError(f"attnedit-evaluate: {explain(err)}") from None
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-    return cfg
+    return without_hydra(cfg)
 
 
 def check_config(cfg: DictConfig) -> DictConfig:
